@@ -1,0 +1,446 @@
+"""The one Bento HTTP client: auth, site_uuid, User-Agent, deadlines, pacing, retries, typed errors.
+
+Both the source and the destination call Bento only through `BentoClient`. It is thread-safe: the
+destination shares one client between dlt's parallel load jobs, and the pacers it uses are shared
+process-wide (pacing.PACERS) so that two clients of one account never exceed the budget together.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from .errors import (
+    BentoAuthError,
+    BentoConfigError,
+    BentoConnectionError,
+    BentoDeadlineError,
+    BentoError,
+    BentoForbiddenError,
+    BentoInvalidRequestError,
+    BentoNotFoundError,
+    BentoRateLimitedError,
+    BentoResponseError,
+    BentoServerError,
+)
+from .limits import Budgets, family_of, resolve_budgets
+from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
+from .retry import IDEMPOTENT, RetryMode, RetryPolicy, parse_retry_after
+from .settings import BentoSettings
+from .version import __version__
+
+logger = logging.getLogger("bento_api")
+
+DEFAULT_USER_AGENT = f"bento-dlt/{__version__}"
+#: wall-clock seconds one request may take, body included (httpx's timeouts are per read)
+DEFAULT_DEADLINE = 90.0
+CONNECT_TIMEOUT = 10.0
+#: a response larger than this is refused (a hostile or broken server must not exhaust memory)
+MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+#: how much of an error body goes into a message
+ERROR_BODY_CHARS = 300
+AUTHOR_NOT_AUTHORIZED = "Author not authorized to send on this account"
+LIBRARY_USER_AGENTS = ("python-httpx", "python-requests", "dlt/", "python-urllib", "curl/")
+
+
+@dataclass
+class RequestStats:
+    """Counters of what was sent; thread-safe. One per client, and optionally one per caller."""
+
+    requests: int = 0
+    retries: int = 0
+    rate_limited: int = 0
+    server_errors: int = 0
+    waited_seconds: float = 0.0
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+
+    def add(self, **deltas: float) -> None:
+        with self._lock:
+            for name, delta in deltas.items():
+                setattr(self, name, getattr(self, name) + delta)
+
+    def as_dict(self) -> dict[str, float]:
+        with self._lock:
+            return {
+                "requests": self.requests,
+                "retries": self.retries,
+                "rate_limited": self.rate_limited,
+                "server_errors": self.server_errors,
+                "waited_seconds": round(self.waited_seconds, 3),
+            }
+
+
+class _Transient(Exception):
+    """One failed attempt that may be retried; carries the error to raise if it is not."""
+
+    def __init__(self, error: BentoError, *, reached: bool, retry_after: float | None = None) -> None:
+        super().__init__(str(error))
+        self.error = error
+        self.reached = reached
+        self.retry_after = retry_after
+
+
+def check_user_agent(user_agent: str) -> str:
+    user_agent = user_agent.strip()
+    if not user_agent:
+        raise BentoConfigError("user_agent must not be empty: Bento's edge blocks requests without one (403)")
+    if user_agent.lower().startswith(LIBRARY_USER_AGENTS):
+        raise BentoConfigError(
+            f"user_agent {user_agent!r} looks like an HTTP library's default, which Bento's edge may block "
+            "(403); name your application, e.g. 'my-sync/1.0'"
+        )
+    return user_agent
+
+
+class BentoClient:
+    """Calls Bento's REST API v1. Use as a context manager, or call `close()`."""
+
+    def __init__(
+        self,
+        settings: BentoSettings,
+        budgets: Budgets | None = None,
+        *,
+        user_agent: str | None = None,
+        deadline: float = DEFAULT_DEADLINE,
+        retry: RetryPolicy = IDEMPOTENT,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+        pacers: PacerRegistry | None = None,
+        transport: httpx.BaseTransport | None = None,
+        seed: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.budgets = budgets or resolve_budgets()
+        self.user_agent = check_user_agent(user_agent or DEFAULT_USER_AGENT)
+        self.deadline = deadline
+        self.retry = retry
+        self.stats = RequestStats()
+        self._clock = clock
+        self._sleep = sleep
+        self._pacers = pacers or PACERS
+        self._rng = random.Random(seed)
+        self._in_flight = threading.BoundedSemaphore(self.budgets.max_in_flight)
+        self._http = httpx.Client(
+            base_url=settings.base_url,
+            auth=httpx.BasicAuth(settings.publishable_key, settings.secret_key),
+            headers={
+                "User-Agent": self.user_agent,
+                "Accept": "application/json",
+            },
+            limits=httpx.Limits(
+                max_connections=self.budgets.max_in_flight + 2,
+                max_keepalive_connections=self.budgets.max_in_flight + 2,
+            ),
+            follow_redirects=False,
+            transport=transport,
+        )
+
+    def __repr__(self) -> str:
+        return f"BentoClient(base_url={self.settings.base_url!r}, site_uuid={self.settings.site_uuid!r})"
+
+    def __enter__(self) -> BentoClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    # -- public calls -------------------------------------------------------------------------
+
+    def get(self, path: str, params: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        return self.request("GET", path, params=params, **kwargs)
+
+    def post(self, path: str, body: Any, **kwargs: Any) -> Any:
+        return self.request("POST", path, json_body=body, **kwargs)
+
+    def pacer(self, family: str) -> Pacer:
+        return self._pacers.get(
+            self.settings.base_url,
+            self.settings.site_uuid,
+            family,
+            self.budgets.interval(family),
+            clock=self._clock,
+            sleep=self._sleep,
+        )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json_body: Any = None,
+        retry: RetryPolicy | None = None,
+        stats: RequestStats | None = None,
+        on_retry: Callable[[BentoError, int], None] | None = None,
+    ) -> Any:
+        """Send one request (retrying per policy) and return its parsed JSON body."""
+        policy = retry or self.retry
+        family = family_of(path)
+        pacer = self.pacer(family)
+        started = self._clock()
+        attempt = 0
+        while True:
+            attempt += 1
+            waited = pacer.acquire()
+            self._count(stats, requests=1, waited_seconds=waited)
+            try:
+                with self._in_flight:
+                    result = self._send_once(method, path, params, json_body)
+                pacer.succeeded()
+                return result
+            except _Transient as failure:
+                error = failure.error
+                if isinstance(error, BentoRateLimitedError):
+                    self._count(stats, rate_limited=1)
+                    pacer.slow_down()
+                elif isinstance(error, BentoServerError):
+                    self._count(stats, server_errors=1)
+                delay = self._retry_delay(policy, failure, attempt, started)
+                if delay is None:
+                    raise error from None
+                if failure.retry_after is not None:
+                    pacer.hold_until(self._clock() + failure.retry_after)
+                logger.warning(
+                    "Bento %s %s: %s; retrying in %.1fs (attempt %d of %d)",
+                    method, path, error.message, delay, attempt + 1, policy.max_attempts,
+                )
+                self._count(stats, retries=1)
+                if on_retry is not None:
+                    on_retry(error, attempt)
+                self._sleep(delay)
+
+    def iter_pages(
+        self,
+        path: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        method: str = "GET",
+        body: Mapping[str, Any] | None = None,
+        page_in_body: bool = False,
+        first_page: int = 1,
+        max_pages: int = 10_000,
+        stats: RequestStats | None = None,
+    ) -> Iterator[list[dict[str, Any]]]:
+        """Yield each page's `data` list: page=1, 2, ... until the first empty page (see paging.py)."""
+        from .paging import iter_pages
+
+        return iter_pages(
+            self, path, params, method=method, body=body, page_in_body=page_in_body,
+            first_page=first_page, max_pages=max_pages, stats=stats,
+        )
+
+    # -- one attempt ---------------------------------------------------------------------------
+
+    def _count(self, stats: RequestStats | None, **deltas: float) -> None:
+        self.stats.add(**deltas)
+        if stats is not None:
+            stats.add(**deltas)
+
+    def _retry_delay(
+        self, policy: RetryPolicy, failure: _Transient, attempt: int, started: float
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up."""
+        if failure.reached and policy.mode is RetryMode.NOT_AFTER_SEND:
+            return None
+        if attempt >= policy.max_attempts:
+            failure.error.message += f" (gave up after {attempt} attempts)"
+            return None
+        if failure.retry_after is not None:
+            if failure.retry_after > policy.max_retry_after:
+                failure.error.message += (
+                    f" (Retry-After {failure.retry_after:.0f}s is longer than the {policy.max_retry_after:.0f}s"
+                    " we wait; lower requests_per_minute or run later)"
+                )
+                return None
+            delay = failure.retry_after
+        else:
+            delay = policy.backoff(attempt, self._rng)
+        if self._clock() - started + delay > policy.max_total_seconds:
+            failure.error.message += f" (gave up: retries would pass {policy.max_total_seconds:.0f}s)"
+            return None
+        return delay
+
+    def _send_once(
+        self, method: str, path: str, params: Mapping[str, Any] | None, json_body: Any
+    ) -> Any:
+        query = {**(params or {}), "site_uuid": self.settings.site_uuid}
+        remaining = self.deadline
+        started = self._clock()
+        content = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
+        headers = {"Content-Type": "application/json"} if content is not None else None
+        request = self._http.build_request(
+            method,
+            "/" + path.lstrip("/"),
+            params=query,
+            content=content,
+            headers=headers,
+            timeout=httpx.Timeout(remaining, connect=min(CONNECT_TIMEOUT, remaining)),
+        )
+        try:
+            response = self._http.send(request, stream=True)
+        except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            raise _Transient(
+                BentoConnectionError(
+                    self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
+                ),
+                reached=False,
+            ) from None
+        except httpx.TimeoutException:
+            raise _Transient(self._deadline_error(path), reached=True) from None
+        except httpx.TransportError as exc:
+            raise _Transient(
+                BentoConnectionError(
+                    self._message(f"the connection broke before Bento answered ({type(exc).__name__})", path),
+                    path=path,
+                ),
+                reached=True,
+            ) from None
+        try:
+            raw = self._read_body(response, started, path)
+        finally:
+            response.close()
+        return self._interpret(response, raw, path)
+
+    def _read_body(self, response: httpx.Response, started: float, path: str) -> bytes:
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            for chunk in response.iter_raw():
+                chunks.append(chunk)
+                size += len(chunk)
+                if size > MAX_RESPONSE_BYTES:
+                    raise _Transient(
+                        BentoResponseError(
+                            self._message(f"response larger than {MAX_RESPONSE_BYTES >> 20} MiB refused", path),
+                            status=response.status_code, path=path,
+                        ),
+                        reached=True,
+                    )
+                if self._clock() - started > self.deadline:
+                    raise _Transient(self._deadline_error(path), reached=True)
+        except httpx.TimeoutException:
+            raise _Transient(self._deadline_error(path), reached=True) from None
+        except httpx.TransportError as exc:
+            raise _Transient(
+                BentoConnectionError(
+                    self._message(f"the connection broke while reading Bento's answer ({type(exc).__name__})", path),
+                    path=path,
+                ),
+                reached=True,
+            ) from None
+        return b"".join(chunks)
+
+    def _deadline_error(self, path: str) -> BentoDeadlineError:
+        return BentoDeadlineError(
+            self._message(f"no complete answer within the {self.deadline:.0f}s deadline", path), path=path
+        )
+
+    def _message(self, text: str, path: str, status: int | None = None) -> str:
+        head = f"Bento {path}" + (f" answered {status}" if status is not None else "")
+        return self.settings.redact(f"{head}: {text}")
+
+    def _interpret(self, response: httpx.Response, raw: bytes, path: str) -> Any:
+        status = response.status_code
+        text = raw.decode("utf-8", errors="replace")
+        content_type = response.headers.get("content-type", "")
+        body: Any = None
+        parsed = False
+        if raw.strip():
+            try:
+                body = json.loads(text)
+                parsed = True
+            except ValueError:
+                body = self.settings.redact(text[:ERROR_BODY_CHARS])
+        else:
+            parsed = True
+        shown = self.settings.redact(json.dumps(body)[:ERROR_BODY_CHARS] if parsed else str(body))
+
+        if 200 <= status < 300:
+            if not parsed:
+                kind = "an HTML page" if "html" in content_type or text.lstrip().startswith("<") else "invalid JSON"
+                raise _Transient(
+                    BentoResponseError(
+                        self._message(f"{kind} instead of JSON (often a proxy or an outage): {shown}", path, status),
+                        status=status, path=path, body=body,
+                    ),
+                    reached=True,
+                )
+            if isinstance(body, dict) and "error" in body and not ({"data", "results", "result"} & body.keys()):
+                error = BentoResponseError(
+                    self._message(f"success status carrying an error: {shown}", path, status),
+                    status=status, path=path, body=body,
+                )
+                error.transient = False
+                raise error
+            return body
+
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
+            raise _Transient(
+                BentoRateLimitedError(
+                    self._message(
+                        "rate limited (429): too many requests for this budget; the client slows down and "
+                        "retries. Lower requests_per_minute if this persists",
+                        path, status,
+                    ),
+                    status=status, path=path, body=body, retry_after=retry_after,
+                ),
+                reached=False,
+                retry_after=retry_after,
+            )
+        if status == 401:
+            raise BentoAuthError(
+                self._message(
+                    "unauthorized (401): check publishable_key, secret_key and site_uuid "
+                    f"(Bento's answer: {shown})",
+                    path, status,
+                ),
+                status=status, path=path, body=body,
+            )
+        if status == 403:
+            raise BentoForbiddenError(
+                self._message(
+                    f"forbidden (403): Bento's edge refused the User-Agent {self.user_agent!r}, or the account "
+                    f"lacks access to this endpoint (plan or approval). Bento's answer: {shown}",
+                    path, status,
+                ),
+                status=status, path=path, body=body,
+            )
+        if status in (404, 405):
+            raise BentoNotFoundError(
+                self._message(
+                    f"not found ({status}): check base_url and the path. Bento's answer: {shown}", path, status
+                ),
+                status=status, path=path, body=body,
+            )
+        if status >= 500:
+            if isinstance(body, dict) and body.get("error") == AUTHOR_NOT_AUTHORIZED:
+                raise BentoInvalidRequestError(
+                    self._message(
+                        f"{AUTHOR_NOT_AUTHORIZED}: the `from` address must be an Author of this Bento account",
+                        path, status,
+                    ),
+                    status=status, path=path, body=body,
+                )
+            raise _Transient(
+                BentoServerError(
+                    self._message(f"server error ({status}); Bento may be having trouble: {shown}", path, status),
+                    status=status, path=path, body=body,
+                ),
+                reached=True,
+            )
+        raise BentoInvalidRequestError(
+            self._message(f"request refused as invalid ({status}): {shown}", path, status),
+            status=status, path=path, body=body,
+        )

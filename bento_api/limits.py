@@ -1,0 +1,95 @@
+"""Bento's limits, in one table: batch maxima and request budgets per endpoint family.
+
+The defaults are the safe reading of Bento's own material (DESIGN.md): its newest text says about
+60 requests a minute for fetch and batch and about 30 an hour for stats; older docs say 100/min and
+60/hour. Users with a higher limit raise the budgets with `requests_per_minute` and
+`stats_requests_per_hour` (or BENTO_REQUESTS_PER_MINUTE / BENTO_STATS_REQUESTS_PER_HOUR).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from .errors import BentoConfigError
+
+#: rows per request, per operation (Bento refuses more; a 400/413 on >100 rows makes us halve)
+BATCH_MAXIMA: dict[str, int] = {
+    "subscribers": 1000,
+    "events": 1000,
+    "emails": 60,
+    "commands": 100,
+    "broadcasts": 100,
+}
+
+#: endpoint families that share one rate budget
+FAMILIES = ("fetch", "batch", "stats", "experimental")
+
+DEFAULT_REQUESTS_PER_MINUTE = 60.0
+DEFAULT_STATS_REQUESTS_PER_HOUR = 30.0
+#: search pages are documented as 100 visitors each
+SEARCH_PAGE_SIZE = 100
+#: requests one client keeps in flight at most, whatever the budget
+DEFAULT_MAX_IN_FLIGHT = 8
+
+ENV_REQUESTS_PER_MINUTE = "BENTO_REQUESTS_PER_MINUTE"
+ENV_STATS_REQUESTS_PER_HOUR = "BENTO_STATS_REQUESTS_PER_HOUR"
+
+
+def family_of(path: str) -> str:
+    """The rate family of an API path such as `/batch/events` or `fetch/tags`."""
+    head = path.lstrip("/").split("/", 1)[0]
+    return head if head in FAMILIES else "fetch"
+
+
+@dataclass(frozen=True)
+class Budgets:
+    """Requests per second allowed per family."""
+
+    requests_per_minute: float = DEFAULT_REQUESTS_PER_MINUTE
+    stats_requests_per_hour: float = DEFAULT_STATS_REQUESTS_PER_HOUR
+    max_in_flight: int = DEFAULT_MAX_IN_FLIGHT
+
+    def per_second(self, family: str) -> float:
+        if family == "stats":
+            return self.stats_requests_per_hour / 3600.0
+        return self.requests_per_minute / 60.0
+
+    def interval(self, family: str) -> float:
+        """Seconds between two requests of a family when they are spaced evenly."""
+        return 1.0 / self.per_second(family)
+
+
+def _positive(name: str, value: float | str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise BentoConfigError(f"{name} must be a positive number, got {value!r}") from None
+    if number <= 0:
+        raise BentoConfigError(f"{name} must be a positive number, got {value!r}")
+    return number
+
+
+def resolve_budgets(
+    requests_per_minute: float | None = None,
+    stats_requests_per_hour: float | None = None,
+    *,
+    max_in_flight: int | None = None,
+    env: Mapping[str, str] | None = None,
+) -> Budgets:
+    """Budgets from keywords, then BENTO_* environment variables, then the safe defaults."""
+    env = os.environ if env is None else env
+    rpm = _positive("requests_per_minute", requests_per_minute) or _positive(
+        ENV_REQUESTS_PER_MINUTE, env.get(ENV_REQUESTS_PER_MINUTE)
+    )
+    rph = _positive("stats_requests_per_hour", stats_requests_per_hour) or _positive(
+        ENV_STATS_REQUESTS_PER_HOUR, env.get(ENV_STATS_REQUESTS_PER_HOUR)
+    )
+    return Budgets(
+        requests_per_minute=rpm or DEFAULT_REQUESTS_PER_MINUTE,
+        stats_requests_per_hour=rph or DEFAULT_STATS_REQUESTS_PER_HOUR,
+        max_in_flight=max_in_flight or DEFAULT_MAX_IN_FLIGHT,
+    )

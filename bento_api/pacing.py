@@ -1,0 +1,96 @@
+"""Even spacing of requests per endpoint family, shared by every thread and client in the process.
+
+Bento counts requests per minute (stats: per hour). Bursts get 429s, so each request reserves the
+next free slot on its family's timeline and sleeps until it. After a 429 the spacing widens and
+recovers slowly once requests succeed again; a Retry-After holds the whole family.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+Clock = Callable[[], float]
+Sleep = Callable[[float], None]
+
+#: widen the spacing by this factor on each 429, never past MAX_SLOWDOWN times the budget's spacing
+SLOWDOWN_FACTOR = 1.5
+MAX_SLOWDOWN = 8.0
+#: after this many successes in a row, narrow the spacing by RECOVERY_FACTOR
+RECOVERY_STREAK = 20
+RECOVERY_FACTOR = 0.9
+
+
+class Pacer:
+    """Hands out send times spaced `interval` seconds apart; thread-safe."""
+
+    def __init__(self, interval: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+        self.base_interval = interval
+        self.interval = interval
+        self._clock = clock
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._next_slot = float("-inf")
+        self._streak = 0
+
+    def reserve(self) -> float:
+        """Reserve the next slot and return how long the caller must wait for it."""
+        with self._lock:
+            now = self._clock()
+            slot = max(now, self._next_slot)
+            self._next_slot = slot + self.interval
+            return slot - now
+
+    def acquire(self) -> float:
+        """Wait for the next slot; returns the seconds waited."""
+        wait = self.reserve()
+        if wait > 0:
+            self._sleep(wait)
+        return wait
+
+    def hold_until(self, when: float) -> None:
+        """No request of this family before `when` (clock time), e.g. after a Retry-After."""
+        with self._lock:
+            self._next_slot = max(self._next_slot, when)
+
+    def slow_down(self) -> None:
+        with self._lock:
+            self.interval = min(self.interval * SLOWDOWN_FACTOR, self.base_interval * MAX_SLOWDOWN)
+            self._streak = 0
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self._streak += 1
+            if self._streak >= RECOVERY_STREAK and self.interval > self.base_interval:
+                self.interval = max(self.base_interval, self.interval * RECOVERY_FACTOR)
+                self._streak = 0
+
+
+class PacerRegistry:
+    """One pacer per (endpoint, account, family, spacing): clients in one process share the budget."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pacers: dict[tuple[str, str, str, float], Pacer] = {}
+
+    def get(
+        self,
+        base_url: str,
+        site_uuid: str,
+        family: str,
+        interval: float,
+        *,
+        clock: Clock = time.monotonic,
+        sleep: Sleep = time.sleep,
+    ) -> Pacer:
+        key = (base_url, site_uuid, family, interval)
+        with self._lock:
+            pacer = self._pacers.get(key)
+            if pacer is None:
+                pacer = self._pacers[key] = Pacer(interval, clock=clock, sleep=sleep)
+            return pacer
+
+
+#: the process-wide registry used unless a client is given its own (tests with injected clocks)
+PACERS = PacerRegistry()

@@ -1,0 +1,59 @@
+"""When to try a request again, and how long to wait first.
+
+Reads, subscriber imports and commands are idempotent and events are at-least-once, so they retry on
+429, 5xx, deadlines and connection errors. Transactional emails must never be sent twice: once the
+request may have reached Bento they are not retried (only a 429 or a failure to connect is).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import enum
+import random
+from dataclasses import dataclass
+
+
+class RetryMode(enum.Enum):
+    #: retry anything transient (the operation is idempotent or at-least-once)
+    ALL_TRANSIENT = "all_transient"
+    #: retry only when the request certainly did not reach Bento (connect failure, 429)
+    NOT_AFTER_SEND = "not_after_send"
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    mode: RetryMode = RetryMode.ALL_TRANSIENT
+    max_attempts: int = 6
+    #: give up once this much time has passed since the first attempt
+    max_total_seconds: float = 600.0
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    #: a Retry-After above this is not waited for: the error is raised instead
+    max_retry_after: float = 300.0
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Exponential backoff with full jitter; `attempt` counts from 1 for the first retry."""
+        ceiling = min(self.backoff_cap, self.backoff_base * (2 ** (attempt - 1)))
+        return ceiling / 2 + rng.uniform(0, ceiling / 2)
+
+
+IDEMPOTENT = RetryPolicy()
+NEVER_AFTER_SEND = RetryPolicy(mode=RetryMode.NOT_AFTER_SEND)
+
+
+def parse_retry_after(value: str | None, now_epoch: float) -> float | None:
+    """Seconds to wait from a Retry-After header: delay-seconds or an HTTP-date. None if absent or past."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - now_epoch
+    return seconds if seconds > 0 else None
