@@ -48,7 +48,7 @@ class BentoEmulator:
         self.app.stopping.clear()
         self._server = EmulatorHTTPServer((self.config.host, self.config.port), self.app, self._admin)
         self._admin.base_url = self.base_url
-        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.1},
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                         name=f"bento-emulator:{self.port}", daemon=True)
         self._thread.start()
         return self
