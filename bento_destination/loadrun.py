@@ -1,0 +1,128 @@
+"""The per-load tally in this process: merges each finished sink batch into the report and the reject file.
+
+dlt calls the sink once per batch from several threads and never says when a load ends, so the report
+is rewritten after every batch (it is small) and rejects are appended as they are found. A resumed load
+(a pending package loaded by a later process) continues the report already on disk.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from bento_api import RequestStats
+
+from .mapping import redact_row
+from .rejects import RejectWriter
+from .report import LoadReport, TableReport, read_report
+from .send import BatchOutcome
+from .values import safe_for_file
+
+MAX_ERRORS_KEPT = 20
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+class LoadRun:
+    """Report and rejects of one load (thread-safe)."""
+
+    def __init__(
+        self, folder: Path, load_id: str, pipeline_name: str, threshold: float, redact: Callable[[str], str]
+    ) -> None:
+        self.folder = folder
+        self.load_id = load_id
+        self._lock = threading.Lock()
+        self._redact = redact
+        self._writer = RejectWriter(folder, load_id, redact)
+        existing = read_report(folder.parent, load_id)
+        self.report = existing or LoadReport(load_id=load_id, pipeline_name=pipeline_name, reject_threshold=threshold)
+        self.report.reject_threshold = threshold
+        if not self.report.started_at:
+            self.report.started_at = _now()
+        self._elapsed_before = self.report.elapsed_seconds
+        self._session_start = time.monotonic()
+
+    def _table(self, table: str, operation: str | None) -> TableReport:
+        report = self.report.tables.get(table)
+        if report is None:
+            report = self.report.tables[table] = TableReport(table=table, operation=operation)
+        return report
+
+    def _add_stats(self, report: TableReport, stats: RequestStats) -> None:
+        counts = stats.as_dict()
+        report.requests += int(counts["requests"])
+        report.retries += int(counts["retries"])
+        report.rate_limited += int(counts["rate_limited"])
+        report.server_errors += int(counts["server_errors"])
+        report.waited_seconds = round(report.waited_seconds + counts["waited_seconds"], 3)
+
+    def _save(self) -> None:
+        self.report.elapsed_seconds = round(self._elapsed_before + time.monotonic() - self._session_start, 3)
+        self.report.updated_at = _now()
+        self.report.save(self.folder)
+
+    def merge(self, table: str, operation: str | None, outcome: BatchOutcome) -> None:
+        """Add a finished sink batch: counts, request stats, and its rejected rows (secrets removed)."""
+        records = [
+            {
+                "load_id": self.load_id,
+                "table": table,
+                "operation": operation,
+                "reason": r.reason,
+                "detail": r.detail,
+                "row": safe_for_file(redact_row(r.row)),
+                **({"batch": r.batch} if r.batch else {}),
+            }
+            for r in outcome.rejects
+        ]
+        with self._lock:
+            self._writer.write(records)
+            t = self._table(table, operation)
+            t.batches += 1
+            t.received += outcome.received
+            t.sent += outcome.sent
+            t.commands_sent += outcome.commands_sent
+            t.already_sent += outcome.already_sent
+            t.failed_by_bento += outcome.failed_by_bento
+            t.rows_in_partly_failed_batches += outcome.rows_in_partly_failed_batches
+            for reason, count in outcome.rejected_by_reason.items():
+                t.rejected_by_reason[reason] = t.rejected_by_reason.get(reason, 0) + count
+            t.rejected = sum(t.rejected_by_reason.values())
+            t.dropped_secret_columns = sorted(set(t.dropped_secret_columns) | outcome.dropped)
+            t.ignored_columns = sorted(set(t.ignored_columns) | outcome.ignored)
+            self._add_stats(t, outcome.stats)
+            self._save()
+
+    def record_error(self, table: str, operation: str | None, message: str, stats: RequestStats) -> None:
+        """A batch that raised: its requests happened, its rows will be counted when dlt retries it."""
+        with self._lock:
+            t = self._table(table, operation)
+            self._add_stats(t, stats)
+            if len(self.report.errors) < MAX_ERRORS_KEPT:
+                self.report.errors.append(self._redact(f"{table}: {message}"))
+            self._save()
+
+    def credentials_checked(self) -> None:
+        with self._lock:
+            self.report.credential_checks += 1
+            self._save()
+
+
+_RUNS: dict[tuple[Path, str], LoadRun] = {}
+_RUNS_LOCK = threading.Lock()
+
+
+def load_run(
+    folder: Path, load_id: str, pipeline_name: str, threshold: float, redact: Callable[[str], str]
+) -> LoadRun:
+    """The process's LoadRun for this load (created on the first batch)."""
+    with _RUNS_LOCK:
+        run = _RUNS.get((folder, load_id))
+        if run is None:
+            run = _RUNS[(folder, load_id)] = LoadRun(folder, load_id, pipeline_name, threshold, redact)
+        return run

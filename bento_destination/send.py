@@ -1,0 +1,210 @@
+"""Send mapped rows to Bento in requests no larger than the operation's maximum, and account for each row.
+
+Rules (DESIGN.md): a 400/413 on more than 100 rows applied nothing, so the batch is halved and sent
+again; a smaller batch refused as invalid is recorded as rejected (never looped on); a `failed` count
+in Bento's answer is recorded with the batch's rows because Bento does not say which rows failed.
+Emails are never sent twice: each emails request is marked in dlt's load package state before and
+after it is sent, so a resumed load skips requests already sent and does not repeat one whose
+outcome is unknown (those rows are rejected as `email_send_uncertain` for a person to review).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from bento_api import (
+    NEVER_AFTER_SEND,
+    BentoClient,
+    BentoError,
+    BentoInvalidRequestError,
+    BentoRateLimitedError,
+    RequestStats,
+)
+
+from .settings import ENDPOINTS, HALVE_ABOVE, REQUEST_MAXIMA
+
+
+@dataclass
+class Item:
+    """One payload to send and the source row it came from (already redacted, for the reject file)."""
+
+    payload: dict[str, Any]
+    row: dict[str, Any]
+    #: False for a command derived from a row whose own payload is counted already
+    counts_row: bool = True
+
+
+@dataclass
+class RejectRecord:
+    reason: str
+    detail: str
+    row: dict[str, Any]
+    batch: str | None = None
+
+
+@dataclass
+class BatchOutcome:
+    """What one sink batch did; merged into the load report only once the batch has finished."""
+
+    received: int = 0
+    sent: int = 0
+    commands_sent: int = 0
+    already_sent: int = 0
+    failed_by_bento: int = 0
+    rows_in_partly_failed_batches: int = 0
+    rejected_by_reason: Counter[str] = field(default_factory=Counter)
+    rejects: list[RejectRecord] = field(default_factory=list)
+    dropped: set[str] = field(default_factory=set)
+    ignored: set[str] = field(default_factory=set)
+    stats: RequestStats = field(default_factory=RequestStats)
+
+    @property
+    def rejected(self) -> int:
+        return sum(self.rejected_by_reason.values())
+
+    def reject(self, reason: str, detail: str, row: dict[str, Any]) -> None:
+        self.rejected_by_reason[reason] += 1
+        self.rejects.append(RejectRecord(reason, detail, row))
+
+
+class EmailLedger:
+    """Per-request send marks for emails, kept in dlt's load package state (survives a crash or retry)."""
+
+    STATE_KEY = "bento_emails"
+
+    def __init__(self, state: dict[str, Any], commit: Callable[[], None]) -> None:
+        self._marks: dict[str, dict[str, str]] = state.setdefault(self.STATE_KEY, {})
+        self._commit = commit
+
+    def get(self, key: str) -> dict[str, str] | None:
+        return self._marks.get(key)
+
+    def mark(self, key: str, status: str | None, detail: str = "") -> None:
+        if status is None:
+            self._marks.pop(key, None)
+        else:
+            self._marks[key] = {"status": status, "detail": detail}
+        self._commit()
+
+
+def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
+    """Stable across retries: dlt re-sends a failed sink batch with the same rows in the same order."""
+    text = json.dumps([table, payloads], sort_keys=True, default=str, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class Sender:
+    """Sends the items of one sink batch for one table and records the outcome."""
+
+    def __init__(self, client: BentoClient, outcome: BatchOutcome, ledger: EmailLedger | None = None) -> None:
+        self.client = client
+        self.outcome = outcome
+        self.ledger = ledger
+
+    def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
+        """Send in requests of at most the operation's maximum; `derived`: commands made from other rows."""
+        maximum = REQUEST_MAXIMA[operation]
+        for index, start in enumerate(range(0, len(items), maximum)):
+            chunk = items[start : start + maximum]
+            if operation == "emails":
+                self._send_emails(chunk, f"{batch_id}:{index}")
+            else:
+                self._send(operation, chunk, f"{batch_id}:{index}", derived)
+
+    # -- idempotent operations ----------------------------------------------------------------
+
+    def _send(self, operation: str, chunk: list[Item], batch: str, derived: bool = False) -> None:
+        path, wrapper = ENDPOINTS[operation]
+        try:
+            body = self.client.post(path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats)
+        except BentoInvalidRequestError as error:
+            if error.status in (400, 413) and len(chunk) > HALVE_ABOVE:
+                middle = len(chunk) // 2
+                self._send(operation, chunk[:middle], f"{batch}a", derived)
+                self._send(operation, chunk[middle:], f"{batch}b", derived)
+                return
+            self._refused(chunk, error)
+            return
+        except BentoError as error:
+            if error.transient or error.status in (401, 403, 404, 405):
+                raise
+            self._refused(chunk, error)  # e.g. an error inside a 200: Bento did not take the batch
+            return
+        self._accepted(operation, chunk, body, batch, derived)
+
+    def _refused(self, chunk: list[Item], error: BentoError) -> None:
+        detail = f"Bento refused the request holding this row: {error.message}"
+        for item in chunk:
+            self.outcome.reject("refused_by_bento", detail, item.row)
+
+    def _accepted(self, operation: str, chunk: list[Item], body: Any, batch: str, derived: bool = False) -> None:
+        failed = 0
+        if isinstance(body, dict):
+            try:
+                failed = max(0, min(len(chunk), int(body.get("failed") or 0)))
+            except (TypeError, ValueError):
+                failed = 0
+        counting = sum(1 for i in chunk if i.counts_row)
+        self.outcome.sent += max(0, counting - failed)
+        if derived:
+            self.outcome.commands_sent += len(chunk) - failed
+        if failed:
+            self.outcome.failed_by_bento += failed
+            self.outcome.rejected_by_reason["bento_failed"] += failed
+            self.outcome.rows_in_partly_failed_batches += len(chunk)
+            detail = (
+                f"Bento reported failed={failed} for a request of {len(chunk)} {operation} without saying which; "
+                "this row was in that request (not re-sent). Check it and send the failed ones again."
+            )
+            self.outcome.rejects.extend(RejectRecord("bento_failed", detail, i.row, batch) for i in chunk)
+
+    # -- emails: at most once -----------------------------------------------------------------
+
+    def _send_emails(self, chunk: list[Item], key: str) -> None:
+        if self.ledger is None:
+            raise RuntimeError("emails need an EmailLedger (the load package state)")
+        mark = self.ledger.get(key)
+        status = mark["status"] if mark else None
+        if status == "sent":
+            self.outcome.already_sent += len(chunk)
+            return
+        if status in ("sending", "uncertain"):
+            self.ledger.mark(key, "uncertain")
+            detail = (
+                "an earlier attempt to send this email may have reached Bento (no answer was received); "
+                "not sent again so nobody gets it twice. Check in Bento and send it yourself if needed."
+            )
+            for item in chunk:
+                self.outcome.reject("email_send_uncertain", detail, item.row)
+            return
+        if status == "refused":
+            for item in chunk:
+                self.outcome.reject("refused_by_bento", mark["detail"] if mark else "", item.row)
+            return
+        path, wrapper = ENDPOINTS["emails"]
+        self.ledger.mark(key, "sending")
+        try:
+            body = self.client.post(
+                path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats, retry=NEVER_AFTER_SEND
+            )
+        except BentoRateLimitedError:
+            self.ledger.mark(key, None)  # a 429 applied nothing: safe to send on the next attempt
+            raise
+        except BentoError as error:
+            if error.transient:
+                raise  # outcome unknown: the mark stays "sending", so a retry will not send it again
+            if error.status in (401, 403, 404, 405):
+                self.ledger.mark(key, None)
+                raise
+            detail = f"Bento refused the request holding this email: {error.message}"
+            self.ledger.mark(key, "refused", detail)
+            for item in chunk:
+                self.outcome.reject("refused_by_bento", detail, item.row)
+            return
+        self.ledger.mark(key, "sent")
+        self._accepted("emails", chunk, body, key)

@@ -1,0 +1,160 @@
+"""`bento`: the dlt destination. Maps each sink batch to Bento payloads, sends them, and tallies the load.
+
+No `from __future__ import annotations` here: dlt builds the config spec from the signature's real types.
+
+Error policy (dlt 1.31 keeps a package pending after a terminal error and loads it before new data):
+- rows that can never be sent (unknown table, invalid rows, emails not allowed, refused by Bento) are
+  recorded as rejected and the sink returns normally, so the package completes; `check_run` then
+  raises after the load if a table passed the reject threshold;
+- 401/403/404 and bad configuration -> DestinationTerminalException (a person must fix them; the
+  package stays pending and loads once they are fixed);
+- 429/5xx/deadlines/connection errors that outlived the client's retries -> DestinationTransientException;
+- anything else is a bug -> DestinationTerminalException, never five silent retries.
+"""
+
+from pathlib import Path
+from typing import Any
+
+import dlt
+from dlt.common.storages.load_package import commit_load_package_state, destination_state, load_package_state
+from dlt.common.typing import TDataItems, TSecretStrValue
+from dlt.destinations.exceptions import DestinationTerminalException, DestinationTransientException
+
+from bento_api import BentoClient, BentoConfigError, BentoError, resolve_budgets
+
+from .clients import destination_settings, ensure_checked, shared_client
+from .loadrun import LoadRun, load_run
+from .mapping import MappingOptions, map_row
+from .rows import iter_rows
+from .send import BatchOutcome, EmailLedger, Item, Sender, batch_digest
+from .settings import (
+    DEFAULT_REJECT_THRESHOLD,
+    DESTINATION_NAME,
+    OPERATIONS,
+    REJECTS_DIRNAME,
+    SINK_BATCH_SIZE,
+)
+from .values import RowError
+
+
+def resolve_operation(table_name: str, table_operations: dict[str, str] | None) -> str | None:
+    """The Bento operation of a table: `table_operations[name]`, else the name itself if it is one."""
+    mapping = dict(table_operations or {})
+    bad = {t: op for t, op in mapping.items() if op not in OPERATIONS}
+    if bad:
+        raise BentoConfigError(
+            f"table_operations maps {bad} to unknown operations; use one of {', '.join(OPERATIONS)}"
+        )
+    operation = mapping.get(table_name, table_name)
+    return operation if operation in OPERATIONS else None
+
+
+def _process(
+    items: TDataItems,
+    table_name: str,
+    operation: str | None,
+    client: BentoClient,
+    outcome: BatchOutcome,
+    options: MappingOptions,
+    allow_email_sends: bool,
+) -> None:
+    rows = iter_rows(items)
+    if operation is None:
+        detail = (
+            f"table `{table_name}` is not a Bento operation ({', '.join(OPERATIONS)}); "
+            f"map it with table_operations={{'{table_name}': 'subscribers'}} (or another operation)"
+        )
+        for row in rows:
+            outcome.received += 1
+            outcome.reject("unknown_table", detail, row)
+        return
+    if operation == "emails" and not allow_email_sends:
+        detail = "emails are sent only with bento(allow_email_sends=True); nothing was sent"
+        for row in rows:
+            outcome.received += 1
+            outcome.reject("email_sends_not_allowed", detail, row)
+        return
+    main: list[Item] = []
+    derived: list[Item] = []
+    for row in rows:
+        outcome.received += 1
+        try:
+            mapped = map_row(operation, row, options)
+        except RowError as error:
+            outcome.reject(error.reason, error.detail, row)
+            continue
+        outcome.dropped |= mapped.dropped
+        outcome.ignored |= mapped.ignored
+        if mapped.payload is not None:
+            main.append(Item(mapped.payload, row))
+        derived.extend(Item(command, row, counts_row=mapped.payload is None) for command in mapped.commands)
+    batch_id = batch_digest(table_name, [item.payload for item in main + derived])
+    ledger = EmailLedger(destination_state(), commit_load_package_state) if operation == "emails" else None
+    sender = Sender(client, outcome, ledger)
+    if main:
+        sender.send(operation, main, batch_id=batch_id)
+    if derived:
+        sender.send("commands", derived, batch_id=f"{batch_id}:commands", derived=True)
+
+
+def _as_dlt_error(error: BaseException) -> Exception:
+    if isinstance(error, BentoError):
+        if error.transient:
+            return DestinationTransientException(f"{error.message} (dlt will retry this batch)")
+        if isinstance(error, BentoConfigError):
+            return DestinationTerminalException(f"Bento destination configuration: {error.message}")
+        return DestinationTerminalException(error.message)
+    return DestinationTerminalException(
+        f"bento destination failed unexpectedly ({type(error).__name__}: {error}); this is a bug, please report it"
+    )
+
+
+@dlt.destination(
+    name=DESTINATION_NAME,
+    batch_size=SINK_BATCH_SIZE,
+    loader_file_format="typed-jsonl",  # list[dict] keeps its types; Arrow (DataFrames, sql_table) stays parquet
+    naming_convention="direct",
+    skip_dlt_columns_and_tables=True,
+    max_table_nesting=0,
+)
+def bento(
+    items: TDataItems,
+    table: Any,
+    site_uuid: TSecretStrValue | None = dlt.secrets.value,
+    publishable_key: TSecretStrValue | None = dlt.secrets.value,
+    secret_key: TSecretStrValue | None = dlt.secrets.value,
+    base_url: str | None = dlt.config.value,
+    requests_per_minute: float | None = None,
+    table_operations: dict[str, str] | None = None,
+    allow_email_sends: bool = False,
+    reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
+    allow_secret_columns: bool = False,
+    user_agent: str | None = None,
+) -> None:
+    """Send a batch of rows of `table` to Bento (tables subscribers, events, commands, emails).
+
+    Use as `dlt.pipeline(..., destination=bento(...))`; see docs/destination.md for the row contract.
+    """
+    table_name = str(table["name"])
+    load_id = str(load_package_state()["load_id"])
+    pipeline = dlt.current.pipeline()
+    folder = Path(pipeline.working_dir) / REJECTS_DIRNAME
+    try:
+        settings = destination_settings(site_uuid, publishable_key, secret_key, base_url)
+        client = shared_client(settings, resolve_budgets(requests_per_minute), user_agent)
+        operation = resolve_operation(table_name, table_operations)
+        if not 0.0 <= float(reject_threshold) <= 1.0:
+            raise BentoConfigError(f"reject_threshold is a share of rows between 0 and 1, got {reject_threshold!r}")
+    except BentoError as error:
+        raise _as_dlt_error(error) from None
+    run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
+    outcome = BatchOutcome()
+    try:
+        if ensure_checked(load_id, client):
+            run.credentials_checked()
+        _process(items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), allow_email_sends)
+    except Exception as error:
+        dlt_error = _as_dlt_error(error)
+        run.record_error(table_name, operation, str(dlt_error), outcome.stats)
+        raise dlt_error from (None if isinstance(error, BentoError) else error)
+    run.merge(table_name, operation, outcome)

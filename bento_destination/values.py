@@ -1,0 +1,187 @@
+"""Value and name rules shared by every operation: emails, field names, secrets, JSON encoding.
+
+Every rule raises `RowError` with a short reason code and a sentence, so that a row Bento would
+refuse is kept with its reason instead of being sent (DESIGN.md, "Reverse-ETL rows").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any, Final
+
+from .settings import EMAIL_RE, MAX_EMAIL_LENGTH, SECRET_NAME_PARTS
+
+_NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
+_CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+PATH_SEP: Final = "__"
+Scalar = str | int | float | bool
+
+
+class RowError(Exception):
+    """A row Bento would refuse: `reason` is a stable code, the message says what to fix."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def field_key(name: str) -> str:
+    """A column name as a Bento field name: lowercase_underscored (`First Name`, `firstName` -> `first_name`)."""
+    return _NON_ALNUM.sub("_", _CAMEL.sub("_", str(name)).lower()).strip("_")
+
+
+def split_path(name: str) -> list[str]:
+    """`details__cart__total` -> ['details', 'cart', 'total'] (dlt's flattening separator)."""
+    return [part for part in str(name).split(PATH_SEP) if part]
+
+
+def looks_secret(name: str) -> bool:
+    """True for names such as `password`, `api_key`, `AccessToken`, `client_secret`."""
+    key = field_key(name)
+    compact = key.replace("_", "")
+    return any(part in key or part.replace("_", "") in compact for part in SECRET_NAME_PARTS)
+
+
+def check_email(value: Any, column: str = "email") -> str:
+    """The normalised email (trimmed, lower-cased), or RowError if Bento would refuse it."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise RowError("missing_email", f"`{column}` is missing or empty")
+    if not isinstance(value, str):
+        raise RowError("invalid_email", f"`{column}` must be text, got {type(value).__name__}")
+    email = value.strip().lower()
+    if len(email) > MAX_EMAIL_LENGTH:
+        raise RowError("invalid_email", f"`{column}` is longer than {MAX_EMAIL_LENGTH} characters")
+    if not EMAIL_RE.match(email):
+        raise RowError("invalid_email", f"`{column}` {shorten(email)!r} is not a valid email address")
+    return email
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def check_text(value: Any, column: str) -> str:
+    if not isinstance(value, str):
+        raise RowError("invalid_value", f"`{column}` must be text, got {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RowError("unencodable", f"`{column}` holds text that is not valid Unicode") from None
+    return value
+
+
+def iso_datetime(value: Any, column: str) -> str:
+    """ISO 8601 with a UTC offset; naive datetimes are taken as UTC, strings must parse."""
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
+        except ValueError:
+            raise RowError("invalid_date", f"`{column}` {shorten(text)!r} is not an ISO 8601 date") from None
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.UTC)
+        return value.isoformat()
+    if isinstance(value, dt.date):
+        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).isoformat()
+    raise RowError("invalid_date", f"`{column}` must be a date, timestamp or ISO 8601 text, got {type(value).__name__}")
+
+
+def scalar(value: Any, column: str) -> Scalar:
+    """A flat value Bento can store as a field; dicts and lists are refused (fields must not nest)."""
+    if isinstance(value, Mapping | list | tuple):
+        raise RowError("nested_value", f"`{column}` holds a nested value; Bento fields must be flat")
+    out = json_value(value, column)
+    if not isinstance(out, str | int | float | bool):
+        raise RowError("nested_value", f"`{column}` holds a nested value; Bento fields must be flat")
+    return out
+
+
+def json_value(value: Any, column: str) -> Any:
+    """`value` as plain JSON (dates as ISO 8601, nulls dropped), or RowError if it cannot be encoded."""
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, str):
+        return check_text(value, column)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise RowError("non_finite_number", f"`{column}` is {value} (NaN or infinity cannot be sent)")
+        return value
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            raise RowError("non_finite_number", f"`{column}` is {value} (NaN or infinity cannot be sent)")
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dt.datetime | dt.date):
+        return iso_datetime(value, column)
+    if isinstance(value, dt.time):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if item is not None:
+                out[check_text(str(key), column)] = json_value(item, f"{column}.{key}")
+        return out
+    if isinstance(value, list | tuple):
+        return [json_value(item, f"{column}[]") for item in value if item is not None]
+    if isinstance(value, bytes | bytearray | memoryview):
+        raise RowError("unencodable", f"`{column}` holds binary data, which JSON cannot carry")
+    raise RowError("unencodable", f"`{column}` holds a {type(value).__name__}, which cannot be sent as JSON")
+
+
+def parse_json_object(value: Any, column: str) -> dict[str, Any]:
+    """A dict given as a dict or as a JSON string (how it arrives depends on dlt's type inference)."""
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise RowError("invalid_json", f"`{column}` is text but not a JSON object: {shorten(text)!r}") from None
+    if not isinstance(value, Mapping):
+        raise RowError("invalid_value", f"`{column}` must be an object (dict or JSON text), got {type(value).__name__}")
+    return dict(value)
+
+
+def to_bool(value: Any, column: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "t", "yes", "y", "1", "false", "f", "no", "n", "0"):
+        return value.strip().lower() in ("true", "t", "yes", "y", "1")
+    raise RowError("invalid_value", f"`{column}` must be true or false, got {shorten(repr(value))}")
+
+
+def encoded_size(payload: Any, column: str = "row") -> int:
+    """Bytes of the payload as sent; RowError if it holds NaN, infinity or text that is not Unicode."""
+    try:
+        return len(json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+    except (ValueError, TypeError, UnicodeEncodeError) as exc:
+        raise RowError("unencodable", f"{column} cannot be encoded as JSON ({type(exc).__name__})") from None
+
+
+def safe_for_file(value: Any) -> Any:
+    """A JSON-writable copy of a rejected row's value (kept as close to the original as possible)."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, Mapping):
+        return {str(k): safe_for_file(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [safe_for_file(v) for v in value]
+    if isinstance(value, dt.datetime | dt.date | dt.time):
+        return value.isoformat()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return f"<{len(bytes(value))} bytes>"
+    return str(value)
