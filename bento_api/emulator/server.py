@@ -7,6 +7,7 @@ Quiet by design: no stderr line per request, since benchmarks send hundreds of t
 from __future__ import annotations
 
 import contextlib
+import math
 import socket
 import threading
 import time
@@ -180,7 +181,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         assert fault is not None and outcome.response is not None
         resp = outcome.response
         body = resp.raw if resp.raw is not None else codec.dumps(resp.payload)
-        needed = int(fault.trickle_seconds() / max(fault.interval, 1e-3)) * fault.chunk
+        # n chunks with a pause between each take (n - 1) intervals: at least the fault's total seconds.
+        needed = (math.ceil(fault.trickle_seconds() / max(fault.interval, 1e-3)) + 1) * fault.chunk
         if len(body) < needed:
             body = body + b" " * (needed - len(body))  # trailing whitespace keeps the JSON valid
         self.close_connection = True
@@ -190,8 +192,8 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
         try:
             self.wfile.write(head)
             for i in range(0, len(body), fault.chunk):
-                self.wfile.write(body[i: i + fault.chunk])
-                if stopping.wait(fault.interval):
+                if i and stopping.wait(fault.interval):
                     break
+                self.wfile.write(body[i: i + fault.chunk])
         except OSError:
             pass
