@@ -109,7 +109,16 @@ def flatten(item: Mapping[str, Any]) -> Row:
                 row[key] = value
     # a missing key loads as null (merge replaces whole rows); a null object would only make dlt warn that
     # it cannot type the column (`fields`, `stats`)
-    return type_timestamps({key: value for key, value in row.items() if value is not None})
+    return type_timestamps({key: _drop_nulls(value) for key, value in row.items() if value is not None})
+
+
+def _drop_nulls(value: Any) -> Any:
+    """Null members of objects inside lists go too (a sequence's `email_templates[].stats`)."""
+    if isinstance(value, list):
+        return [
+            {k: v for k, v in item.items() if v is not None} if isinstance(item, Mapping) else item for item in value
+        ]
+    return value
 
 
 def flatten_page(page: Iterable[Mapping[str, Any]]) -> list[Row]:
