@@ -151,3 +151,14 @@ def test_log_bodies_false_keeps_counts_only() -> None:
         c.post("/batch/events", json={"events": [{"email": "x@example.com", "type": "$t"}]})
         (rec,) = emu.request_log
     assert rec.body is None and rec.rows == 1 and rec.emails == ["x@example.com"]
+
+
+def test_client_hanging_up_mid_body_is_quiet_and_harmless(emulator: BentoEmulator,
+                                                          capfd: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", emulator.port)) as s:
+        s.sendall(b"POST /api/v1/batch/events HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"ev")
+    with client(emulator) as c:
+        assert c.get("/fetch/tags").status_code == 200
+    assert capfd.readouterr().err == ""

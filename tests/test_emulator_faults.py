@@ -159,6 +159,13 @@ def test_forced_rate_limit_with_and_without_retry_after(emulator: BentoEmulator)
     assert third.status_code == 200
 
 
+def test_forced_rate_limit_takes_no_token(emulator: BentoEmulator) -> None:
+    emulator.set_rate_limit("fetch", per_minute=6, capacity=2)
+    emulator.add_fault(Fault("rate_limit", count=3))
+    with client(emulator) as c:
+        assert [c.get("/fetch/tags").status_code for _ in range(6)] == [429, 429, 429, 200, 200, 429]
+
+
 def test_path_prefix_and_method_filters(emulator: BentoEmulator) -> None:
     emulator.add_fault(Fault("server_error", path_prefix="/batch", method="post"))
     with client(emulator) as c:

@@ -156,3 +156,15 @@ def test_waiting_is_enforced_as_a_lower_bound(emulator: BentoEmulator) -> None:
 def test_rate_limits_can_be_disabled() -> None:
     with BentoEmulator(EmulatorConfig(rate_limits_enabled=False)) as emu, client(emu) as c:
         assert {c.get("/stats/site").status_code for _ in range(20)} == {200}
+
+
+def test_family_limits_override_one_family() -> None:
+    from bento_api.emulator import RateLimit
+
+    cfg = EmulatorConfig(rate_limits_enabled=True, requests_per_minute=1_000_000,
+                         family_limits={"stats": RateLimit.of(per_hour=3600, capacity=1)})
+    with BentoEmulator(cfg) as emu, client(emu) as c:
+        assert [c.get("/stats/site").status_code for _ in range(2)] == [200, 429]
+        assert {c.get("/fetch/tags").status_code for _ in range(5)} == {200}
+    with pytest.raises(ValueError):
+        EmulatorConfig(family_limits={"search": RateLimit(None)})

@@ -7,6 +7,7 @@ rather than echoing it. See docs/emulator.md.
 from .config import EmulatorConfig
 from .emulator import BentoEmulator
 from .faults import Fault, parse_fault_spec
+from .ratelimit import RateLimit
 from .records import RequestRecord
 
-__all__ = ["BentoEmulator", "EmulatorConfig", "Fault", "RequestRecord", "parse_fault_spec"]
+__all__ = ["BentoEmulator", "EmulatorConfig", "Fault", "RateLimit", "RequestRecord", "parse_fault_spec"]

@@ -125,6 +125,8 @@ class App:
         fault = plan.terminal
         if fault is not None:
             record.fault = fault.kind
+            if fault.kind == "rate_limit":
+                self.limiter.refund(record.family)
         if bad_json:
             return Outcome(error(400, "Invalid JSON body"))
         call = Call(method, path, query, body, self.store, self.cfg, plan)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import limits
 from .faults import Fault
@@ -42,6 +42,8 @@ class EmulatorConfig:
     stats_requests_per_hour: float = limits.STATS_REQUESTS_PER_HOUR
     bucket_capacity: float = limits.BUCKET_CAPACITY
     retry_after: str | None = "seconds"  # "seconds", "http-date" or None (no header)
+    # Per-family overrides of the above, e.g. {"stats": RateLimit.of(per_hour=60)}; RateLimit(None) = unlimited.
+    family_limits: dict[str, RateLimit] = field(default_factory=dict)
     log_bodies: bool = True  # False keeps only counts and emails (million-row benchmarks)
     blocked_user_agents: tuple[str, ...] = limits.BLOCKED_USER_AGENT_PREFIXES
     authors: tuple[str, ...] = DEFAULT_AUTHORS  # allowed `from` on /batch/emails
@@ -71,11 +73,14 @@ class EmulatorConfig:
         self.authors = tuple(a.strip().lower() for a in self.authors)
         self.blocked_user_agents = tuple(p.lower() for p in self.blocked_user_agents)
         self.faults = tuple(self.faults)
+        unknown = set(self.family_limits) - set(limits.FAMILIES)
+        if unknown:
+            raise ValueError(f"unknown rate-limit families {sorted(unknown)}; expected {limits.FAMILIES}")
 
-    def rate_limits(self) -> dict[str, RateLimit]:
-        """The starting budget per family."""
+    def initial_rate_limits(self) -> dict[str, RateLimit]:
+        """The starting budget per family (rate_limits_enabled=False makes every family unlimited)."""
         if not self.rate_limits_enabled:
             return {fam: RateLimit(None) for fam in limits.FAMILIES}
         per_min = RateLimit.of(self.requests_per_minute, None, self.bucket_capacity, self.retry_after)
         stats = RateLimit.of(None, self.stats_requests_per_hour, self.bucket_capacity, self.retry_after)
-        return {"fetch": per_min, "batch": per_min, "experimental": per_min, "stats": stats}
+        return {"fetch": per_min, "batch": per_min, "experimental": per_min, "stats": stats, **self.family_limits}

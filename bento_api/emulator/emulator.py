@@ -32,7 +32,7 @@ class BentoEmulator:
         self.config = cfg
         self.store = Store(cfg.seed)
         seed_store(self.store, cfg)
-        self.limiter = RateLimiter(cfg.rate_limits())
+        self.limiter = RateLimiter(cfg.initial_rate_limits())
         self.faults = FaultInjector(cfg.seed, cfg.faults)
         self.log = RequestLog()
         self.app = App(cfg, self.store, self.limiter, self.faults, self.log)

@@ -108,6 +108,13 @@ class RateLimiter:
             bucket = self._buckets.get(family)
             return None if bucket is None else bucket.limit
 
+    def refund(self, family: str) -> None:
+        """Give a token back (a forced 429 fault must not cost budget, like a real 429)."""
+        with self._lock:
+            bucket = self._buckets.get(family)
+            if bucket is not None and bucket.limit.per_second is not None:
+                bucket.tokens = min(bucket.limit.capacity, bucket.tokens + 1.0)
+
     def acquire(self, family: str) -> Decision:
         with self._lock:
             bucket = self._buckets.get(family)

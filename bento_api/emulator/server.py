@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import math
 import socket
+import sys
 import threading
 import time
 from http import HTTPStatus
@@ -44,6 +45,13 @@ class EmulatorHTTPServer(ThreadingHTTPServer):
         with self._conns_lock:
             self._conns.discard(request)
         super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that hangs up mid-request is normal here (faults, deadlines): stay quiet about it."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, OSError):
+            return
+        print(f"bento emulator: error while serving {client_address}: {exc!r}", file=sys.stderr)
 
     def close_connections(self) -> None:
         """Shut down every open client connection so their handler threads end."""
