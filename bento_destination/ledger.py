@@ -72,6 +72,8 @@ SEGMENT_PREFIX = "segment-"
 SEGMENT_SUFFIX = ".parquet"
 TMP_PREFIX = ".tmp-"
 DEFAULT_COMPACT_AFTER = 32
+#: DuckDB's working-memory cap for the ledger; beyond it DuckDB spills to disk instead of growing
+DEFAULT_MEMORY_LIMIT = "512MB"
 
 _OPERATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -227,7 +229,7 @@ def check_blast_radius(
             problems.append(f"{what} {count:,} people ({share} of {known_audience:,} known)")
     if problems:
         raise BlastRadiusExceeded(
-            f"stopped before sending anything: this run would {' and '.join(problems)}, more than the allowed "
+            f"nothing was sent: this run would {' and '.join(problems)}, more than the allowed "
             f"{max_share:.1%}. Check the source table; if this is intended, rerun with force=True "
             f"or raise max_share.",
             would_unsubscribe=would_unsubscribe,
@@ -521,6 +523,7 @@ class SyncLedger:
         full_resync: bool = False,
         compact_after: int = DEFAULT_COMPACT_AFTER,
         storage_options: Mapping[str, Any] | None = None,
+        memory_limit: str = DEFAULT_MEMORY_LIMIT,
     ) -> SyncLedger:
         """Open (or create) the ledger of ``site``.
 
@@ -529,7 +532,8 @@ class SyncLedger:
         Anything else is a folder or fsspec URL (``/dir``, ``file:///dir``, ``memory://x``,
         ``s3://bucket/prefix``) holding Parquet segments under ``<location>/<site>/``, which outlives
         the pipeline's working folder. ``full_resync`` ignores the stored fingerprints for this run
-        (everything counts as new) but still records what is acknowledged.
+        (everything counts as new) but still records what is acknowledged. ``storage_options`` go to
+        fsspec (credentials, endpoint); ``memory_limit`` caps DuckDB's working memory (it spills beyond).
         """
         if not isinstance(site, str) or not _SITE_RE.match(site) or site in {".", ".."}:
             raise ValueError(f"site must be a Bento site uuid (letters, digits, '-', '_', '.'), got {site!r}")
@@ -550,17 +554,22 @@ class SyncLedger:
                     f"a DuckDB ledger file must be local, got {text!r}; for remote storage give a folder URL "
                     "such as s3://bucket/bento-ledger (Parquet segments)"
                 )
-            return cls._open_duckdb(local_candidate, site=site, full_resync=full_resync)
+            return cls._open_duckdb(local_candidate, site=site, full_resync=full_resync, memory_limit=memory_limit)
         return cls._open_segments(
-            text, site=site, full_resync=full_resync, compact_after=compact_after, storage_options=storage_options
+            text,
+            site=site,
+            full_resync=full_resync,
+            compact_after=compact_after,
+            storage_options=storage_options,
+            memory_limit=memory_limit,
         )
 
     @classmethod
-    def _open_duckdb(cls, path: str, *, site: str, full_resync: bool) -> SyncLedger:
+    def _open_duckdb(cls, path: str, *, site: str, full_resync: bool, memory_limit: str) -> SyncLedger:
         file = Path(path).expanduser()
         file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(file))
+            con = duckdb.connect(str(file), config={"memory_limit": memory_limit})
         except duckdb.Error as exc:
             raise LedgerError(
                 f"cannot open the ledger file {file}: {exc}. Another process may hold it: "
@@ -579,6 +588,7 @@ class SyncLedger:
         full_resync: bool,
         compact_after: int,
         storage_options: Mapping[str, Any] | None,
+        memory_limit: str,
     ) -> SyncLedger:
         try:
             fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
@@ -590,7 +600,7 @@ class SyncLedger:
             ) from exc
         cache_dir = tempfile.mkdtemp(prefix="bento-ledger-")
         try:
-            con = duckdb.connect(os.path.join(cache_dir, "cache.duckdb"))
+            con = duckdb.connect(os.path.join(cache_dir, "cache.duckdb"), config={"memory_limit": memory_limit})
             con.execute(_DDL)
             ledger = cls(con, site=site, location=url, store=store, cache_dir=cache_dir, full_resync=full_resync)
         except BaseException:
@@ -619,6 +629,7 @@ class SyncLedger:
         ns = _check_operation(operation)
         batch = _pairs_table(items, "key", "fp")
         n = batch.num_rows
+        self._ensure_open()
         if self.full_resync or n == 0:
             return list(range(n)), [], []
         batch = batch.append_column("i", pa.array(range(n), pa.int64()))
@@ -648,6 +659,7 @@ class SyncLedger:
         """The keys among ``keys`` already acknowledged (events: do not send these again)."""
         ns = _check_operation(operation)
         array = _string_array(_as_list(keys), "key")
+        self._ensure_open()
         if self.full_resync or not len(array):
             return set()
         return self._lookup_keys(ns, array)
@@ -679,6 +691,7 @@ class SyncLedger:
         """For each email (normalised: trimmed, lower-case), the tags this connector added."""
         wanted = sorted({_normalise_email(e) for e in _as_list(emails)})
         owned: dict[str, set[str]] = {email: set() for email in wanted}
+        self._ensure_open()
         if not wanted:
             return owned
         with self._locked():
@@ -700,6 +713,7 @@ class SyncLedger:
     def unsubscribed(self, emails: Iterable[str]) -> set[str]:
         """The emails (normalised) known to be unsubscribed. Not affected by ``full_resync``."""
         array = _string_array([_normalise_email(e) for e in _as_list(emails)], "email")
+        self._ensure_open()
         if not len(array):
             return set()
         return self._lookup_keys(UNSUBSCRIBED_NS, array)
@@ -709,6 +723,7 @@ class SyncLedger:
     @contextlib.contextmanager
     def transaction(self) -> Iterator[LedgerTransaction]:
         """Collect several changes and commit them as one unit when the block ends without error."""
+        self._ensure_open()
         tx = LedgerTransaction(self)
         yield tx
         ops = tx._ops()
@@ -753,16 +768,15 @@ class SyncLedger:
             base = self._clock.take(ops.num_rows)
             ops = ops.set_column(0, "seq", pa.array(range(base, base + ops.num_rows), pa.int64()))
             if self._store is not None:
+                # the segment is the durable record; the cache follows it (and is rebuilt from it on open)
                 self._write_segment(ops, f"{SEGMENT_PREFIX}{base:020d}-{uuid.uuid4().hex}{SEGMENT_SUFFIX}")
+            self._con.execute("BEGIN TRANSACTION")
+            try:
                 self._apply(ops)
-            else:
-                self._con.execute("BEGIN TRANSACTION")
-                try:
-                    self._apply(ops)
-                    self._con.execute("COMMIT")
-                except BaseException:
-                    self._con.execute("ROLLBACK")
-                    raise
+                self._con.execute("COMMIT")
+            except BaseException:
+                self._con.execute("ROLLBACK")
+                raise
 
     def _write_segment(self, ops: pa.Table, name: str) -> None:
         assert self._store is not None and self._cache_dir is not None
@@ -935,9 +949,12 @@ class SyncLedger:
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         with self._lock:
-            if self._closed:
-                raise LedgerError("the ledger is closed")
+            self._ensure_open()
             yield
+
+    def _ensure_open(self) -> None:
+        if self._closed:
+            raise LedgerError("the ledger is closed")
 
     def _fetchone(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...]:
         """The single row of ``sql``, fetched fully (DuckDB refuses new work while a result is open)."""
