@@ -158,9 +158,11 @@ class BentoContext:
             "base_url": base_url,
         }
         self._budget_args = (requests_per_minute, stats_requests_per_hour)
-        self._lock = threading.RLock()
+        self._lock = threading.Lock()  # the per-key locks and template ids
+        self._client_lock = threading.Lock()  # apart, so a slow first read never holds up other resources
         self._client: BentoClient | None = None
         self._memo: dict[str, Any] = {}
+        self._key_locks: dict[str, threading.Lock] = {}
         self._template_ids: set[str] = set()
 
     def __repr__(self) -> str:  # never shows the keys
@@ -177,7 +179,7 @@ class BentoContext:
     @property
     def client(self) -> BentoClient:
         """The one client of this source, made on first use (raises BentoConfigError if keys are missing)."""
-        with self._lock:
+        with self._client_lock:
             if self._client is None:
                 credentials = self._credentials
                 settings = resolve_settings(
@@ -196,6 +198,8 @@ class BentoContext:
     def once(self, key: str, read: Callable[[], Any]) -> Any:
         """Read something at most once per source instance, even when resources run in threads."""
         with self._lock:
+            key_lock = self._key_locks.setdefault(key, threading.Lock())
+        with key_lock:  # one lock per key: reading tags never waits for segments
             if key not in self._memo:
                 self._memo[key] = read()
             return self._memo[key]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +20,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from bento_api.emulator import BentoEmulator, EmulatorConfig, Fault
 from bento_api.emulator import api as emulator_api
+from bento_api.emulator import views as emulator_views
 from bento_api.emulator.records import RequestRecord
 from bento_api.emulator.store import Store
 from bento_source import SUBSCRIBERS_OVERLAP, SearchUnavailableError, subscribers_by_email
@@ -287,3 +289,42 @@ def test_account_without_search_gets_the_lookup_path(tmp_path: Path) -> None:
     assert sorted(lookups) == sorted([*people, "nobody@example.com"])  # each address once, normalised
     assert sorted(r[0] for r in rows) == people
     assert named <= tag_names
+
+
+def test_rows_without_updated_at_fall_back_to_a_full_load_merged_on_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    original = emulator_views.visitor
+
+    def without_updated_at(sub: Any) -> dict[str, Any]:
+        item = original(sub)
+        del item["attributes"]["updated_at"]
+        return item
+
+    monkeypatch.setattr(emulator_views, "visitor", without_updated_at)  # a server that omits updated_at
+    with BentoEmulator(emulator_config(subscribers=120)) as emu:
+        for _ in range(2):
+            pipeline = run_duckdb(emu, tmp_path, "no_cursor", resources=["subscribers"])
+            assert pipeline.last_trace.last_normalize_info.row_counts["subscribers"] == 120
+        bodies = [r.body for r in emu.request_log if r.path == "/fetch/search"]
+    assert bodies == [{"page": n} for n in (1, 2, 3)] * 2  # no cursor, so no filter: two full walks
+    assert query(pipeline, "select count(*), count(distinct id) from {subscribers}") == [(120, 120)]
+
+
+def test_initial_updated_at_bounds_the_first_run(tmp_path: Path) -> None:
+    with BentoEmulator(emulator_config(subscribers=150)) as emu:
+        pipeline = run_duckdb(emu, tmp_path, "initial", resources=["subscribers"],
+                              subscribers_initial_updated_at="2024-06-01T00:00:00Z")
+        body = next(r.body for r in emu.request_log if r.path == "/fetch/search")
+        after = sorted(str(s.id) for s in emu.store.subscribers.values()
+                       if s.updated_at > datetime(2024, 6, 1, tzinfo=UTC))
+    assert body == {"page": 1, "updated_at": {"gt": "2024-06-01T00:00:00.000Z"}}
+    assert ids(pipeline, "subscribers") == after and 0 < len(after) < 150
+
+
+def test_command_line_demo_against_the_emulator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = bento_to_duckdb.main(["--emulator", "--pipelines-dir", str(tmp_path / "p"),
+                                 "--out", str(tmp_path / "demo.duckdb"), "--pipeline-name", "demo"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "broadcasts: 500" in out and "subscribers: 1000" in out

@@ -55,3 +55,10 @@ def test_parquet_files_hold_the_same_rows_and_append_only_changes(tmp_path: Path
     latest = table.sort_values("updated_at").groupby("id").tail(1)
     assert len(latest) == 230
     assert latest.loc[latest["email"] == changed, "fields__plan"].item() == "enterprise"
+
+
+def test_command_line_demo_writes_parquet(tmp_path: Path) -> None:
+    code = bento_to_parquet.main(["--emulator", "--resources", "tags", "broadcasts", "--out", str(tmp_path / "out"),
+                                  "--pipelines-dir", str(tmp_path / "p"), "--pipeline-name", "pq_demo"])
+    assert code == 0
+    assert rows_per_table(tmp_path / "out" / "bento") == {"broadcasts": 500, "tags": 12}
