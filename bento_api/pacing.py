@@ -17,17 +17,19 @@ Sleep = Callable[[float], None]
 #: widen the spacing by this factor on each 429, never past MAX_SLOWDOWN times the budget's spacing
 SLOWDOWN_FACTOR = 1.5
 MAX_SLOWDOWN = 8.0
-#: after this many successes in a row, narrow the spacing by RECOVERY_FACTOR
-RECOVERY_STREAK = 20
-RECOVERY_FACTOR = 0.9
+#: after this many successes in a row, narrow the spacing by RECOVERY_FACTOR (back to the budget in ~20)
+RECOVERY_STREAK = 5
+RECOVERY_FACTOR = 0.8
+#: spacing is this much wider than the budget's, so that arrival jitter does not trip a strict limiter
+SAFETY_MARGIN = 1.02
 
 
 class Pacer:
     """Hands out send times spaced `interval` seconds apart; thread-safe."""
 
     def __init__(self, interval: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
-        self.base_interval = interval
-        self.interval = interval
+        self.base_interval = interval * SAFETY_MARGIN
+        self.interval = self.base_interval
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
