@@ -7,8 +7,9 @@ pending package loads only that package and ignores the new data.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dlt
@@ -19,6 +20,7 @@ from .clients import check_credentials
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
 from .sink import bento
 
+FILE_MAX_ITEMS_ENV = "DATA_WRITER__FILE_MAX_ITEMS"
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 
 #: exit codes (DESIGN.md): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the threshold
@@ -46,9 +48,6 @@ def sync(
         requests_per_minute=destination_kwargs.get("requests_per_minute"),
         user_agent=destination_kwargs.get("user_agent"),
     )
-    if file_max_items is not None:
-        # several load files per table -> dlt runs them as parallel jobs, each with its own resume offsets
-        dlt.config["normalize.data_writer.file_max_items"] = int(file_max_items)
     options: dict[str, Any] = {"pipelines_dir": str(pipelines_dir)} if pipelines_dir is not None else {}
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name,
@@ -59,13 +58,36 @@ def sync(
     if pipeline.has_pending_data:
         out(f"{pipeline_name}: loading the package left pending by an earlier run first")
         infos.append(pipeline.load())
-    infos.append(pipeline.run(data, **({"table_name": table_name} if table_name else {})))
+    with file_rotation(file_max_items):
+        infos.append(pipeline.run(data, **({"table_name": table_name} if table_name else {})))
     reports = [report for info in infos for report in reports_for(pipeline, info)]
     for report in reports:
         out(report.format())
     for info in infos:
         check_run(pipeline, info)
     return reports
+
+
+@contextlib.contextmanager
+def file_rotation(file_max_items: int | None) -> Iterator[None]:
+    """Start a new load file every `file_max_items` rows while extracting, then restore the setting.
+
+    Several files per table let dlt send them as parallel load jobs, each with its own resume offsets.
+    dlt reads `DATA_WRITER__FILE_MAX_ITEMS` for both jsonl and Arrow streams (a single Arrow item is
+    never split, so DataFrames are fed in slices, see pipelines/dataframe_to_bento.py).
+    """
+    if file_max_items is None:
+        yield
+        return
+    previous = os.environ.get(FILE_MAX_ITEMS_ENV)
+    os.environ[FILE_MAX_ITEMS_ENV] = str(int(file_max_items))
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(FILE_MAX_ITEMS_ENV, None)
+        else:
+            os.environ[FILE_MAX_ITEMS_ENV] = previous
 
 
 def exit_code(error: BaseException) -> int:

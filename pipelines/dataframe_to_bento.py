@@ -21,6 +21,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import dlt
 import pyarrow as pa
 
 from bento_destination import SINK_BATCH_SIZE
@@ -46,6 +47,8 @@ def run(
 
     `destination_kwargs` go to `bento(...)`. Raises BentoRejectsExceeded past the reject threshold.
     """
+    if _is_frame(data) or isinstance(data, pa.Table):
+        data = dlt.resource(arrow_slices(data), name=table_name)
     return sync(
         data,
         table_name=table_name,
@@ -54,6 +57,24 @@ def run(
         file_max_items=file_max_items,
         **destination_kwargs,
     )
+
+
+def _is_frame(data: Any) -> bool:
+    return type(data).__name__ == "DataFrame" and hasattr(data, "iloc")
+
+
+def arrow_slices(data: Any, chunk: int = SINK_BATCH_SIZE) -> Iterator[pa.Table]:
+    """A DataFrame or Arrow table as Arrow slices of `chunk` rows, converted one slice at a time.
+
+    dlt writes one Arrow item into one load file; slices let it rotate files (parallel load jobs).
+    The schema is inferred once from the whole frame so every slice has the same column types.
+    """
+    if isinstance(data, pa.Table):
+        yield from (data.slice(start, chunk) for start in range(0, data.num_rows, chunk))
+        return
+    schema = pa.Schema.from_pandas(data, preserve_index=False)
+    for start in range(0, len(data), chunk):
+        yield pa.Table.from_pandas(data.iloc[start : start + chunk], schema=schema, preserve_index=False)
 
 
 def read_file(path: str | os.PathLike[str], chunk: int = SINK_BATCH_SIZE) -> Iterator[pa.RecordBatch]:
