@@ -8,6 +8,7 @@ is rewritten after every batch (it is small) and rejects are appended as they ar
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -22,6 +23,7 @@ from .send import BatchOutcome
 from .values import safe_for_file
 
 MAX_ERRORS_KEPT = 20
+logger = logging.getLogger("bento_destination")
 
 
 def _now() -> str:
@@ -46,6 +48,7 @@ class LoadRun:
             self.report.started_at = _now()
         self._elapsed_before = self.report.elapsed_seconds
         self._session_start = time.monotonic()
+        self._warned: set[str] = set()
 
     def _table(self, table: str, operation: str | None) -> TableReport:
         report = self.report.tables.get(table)
@@ -97,6 +100,15 @@ class LoadRun:
             t.ignored_columns = sorted(set(t.ignored_columns) | outcome.ignored)
             self._add_stats(t, outcome.stats)
             self._save()
+            problems = [p for p in self.report.problems() if f"`{table}`" in p]
+        logger.info(
+            "bento %s: batch of %d rows: %d sent, %d rejected (load %s)",
+            table, outcome.received, outcome.sent, outcome.rejected, self.load_id,
+        )
+        if problems and table not in self._warned:
+            # a plain pipeline.run() does not call check_run: say it here, once per table and load
+            self._warned.add(table)
+            logger.warning("bento load %s: %s (so far; check_run raises on this)", self.load_id, problems[0])
 
     def record_error(self, table: str, operation: str | None, message: str, stats: RequestStats) -> None:
         """A batch that raised: its requests happened, its rows will be counted when dlt retries it."""

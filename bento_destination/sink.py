@@ -49,6 +49,13 @@ def resolve_operation(table_name: str, table_operations: dict[str, str] | None) 
     return operation if operation in OPERATIONS else None
 
 
+def validate_options(table_operations: dict[str, str] | None = None, reject_threshold: float | None = None) -> None:
+    """Refuse bad options before anything is extracted (inside the sink they would leave a package pending)."""
+    resolve_operation("", table_operations)
+    if reject_threshold is not None and not 0.0 <= float(reject_threshold) <= 1.0:
+        raise BentoConfigError(f"reject_threshold is a share of rows between 0 and 1, got {reject_threshold!r}")
+
+
 def _process(
     items: TDataItems,
     table_name: str,
@@ -142,9 +149,8 @@ def bento(
     try:
         settings = destination_settings(site_uuid, publishable_key, secret_key, base_url)
         client = shared_client(settings, resolve_budgets(requests_per_minute), user_agent)
+        validate_options(table_operations, reject_threshold)
         operation = resolve_operation(table_name, table_operations)
-        if not 0.0 <= float(reject_threshold) <= 1.0:
-            raise BentoConfigError(f"reject_threshold is a share of rows between 0 and 1, got {reject_threshold!r}")
     except BentoError as error:
         raise _as_dlt_error(error) from None
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)

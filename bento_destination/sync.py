@@ -18,7 +18,7 @@ from bento_api import BentoError
 
 from .clients import check_credentials
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
-from .sink import bento
+from .sink import bento, validate_options
 
 FILE_MAX_ITEMS_ENV = "DATA_WRITER__FILE_MAX_ITEMS"
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
@@ -43,6 +43,7 @@ def sync(
     when a load fails, and BentoRejectsExceeded when rows were rejected past the threshold (the loads
     themselves finished, so no package is left pending).
     """
+    validate_options(destination_kwargs.get("table_operations"), destination_kwargs.get("reject_threshold"))
     check_credentials(
         **{k: destination_kwargs.get(k) for k in CREDENTIAL_KEYS},
         requests_per_minute=destination_kwargs.get("requests_per_minute"),

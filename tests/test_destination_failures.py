@@ -208,3 +208,13 @@ def test_invalid_request_on_a_small_batch_is_rejected_not_retried(emu: BentoEmul
         check_run(pipeline, info)
     rejects = list_rejects(pipeline)
     assert len(rejects) == 10 and "Author" in rejects[0]["detail"]
+
+
+def test_a_bug_is_a_terminal_error_not_five_silent_retries(emu: BentoEmulator, tmp_path: Path) -> None:
+    # batch_size=0 makes dlt hand the sink a file path instead of rows: the sink cannot work with that
+    pipeline = pipeline_for(tmp_path, new_name("bug"), batch_size=0, **emu.credentials)
+    with pytest.raises(PipelineStepFailed, match=r"failed unexpectedly.*TypeError.*not a file path"):
+        pipeline.run(people(5), table_name="subscribers")
+    report = last_report(pipeline)
+    assert report is not None and len(report.errors) == 1  # one attempt, then a person must look
+    assert emu.requests(path="/batch/subscribers") == []
