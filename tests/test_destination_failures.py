@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import pandas as pd
 import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
@@ -161,16 +162,18 @@ def test_server_errors_are_retried_without_resending_acknowledged_batches(
     assert sorted(statuses) == [200, 200, 503]
 
 
+@pytest.mark.parametrize("as_frame", [False, True], ids=["jsonl", "parquet"])
 def test_transient_failure_after_retries_resumes_at_the_failed_batch(
-    emu: BentoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    emu: BentoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, as_frame: bool
 ) -> None:
     monkeypatch.setenv("LOAD__RAISE_ON_MAX_RETRIES", "1")
     # one token, refilled after 10 minutes: the 2nd batch gets a 429 with Retry-After past what the client waits
     emu.set_rate_limit("batch", per_minute=0.1, capacity=1)
     name = new_name("resume")
     pipeline = pipeline_for(tmp_path, name, **emu.credentials)
+    rows: Any = pd.DataFrame(people(2500)) if as_frame else people(2500)
     with pytest.raises(PipelineStepFailed, match="429"):
-        pipeline.run(people(2500), table_name="subscribers")
+        pipeline.run(rows, table_name="subscribers")
     assert pipeline.has_pending_data
     assert [r.rows for r in emu.requests(path="/batch/subscribers") if r.status == 200] == [1000]
 
