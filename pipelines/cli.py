@@ -1,27 +1,108 @@
-"""The `bento-dlt` command line (subcommands are filled in one module each)."""
+"""The `bento-dlt` command line: the parser and the dispatch; each subcommand lives in its own module.
+
+    bento-dlt demo                      both directions against a local emulator (never a real account)
+    bento-dlt extract [--to duckdb|parquet|<dlt destination>] ...       Bento -> warehouse (read-only)
+    bento-dlt sync --from INPUT --as subscribers|events|commands ...    warehouse -> Bento
+    bento-dlt rejects | report | doctor | emulator
+
+Exit codes (DESIGN.md): 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable
+input; 3 done, but rows were rejected past the threshold.
+"""
 
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from .cli_common import (
+    EXIT_FAILED,
+    EXIT_USAGE,
+    Console,
+    Result,
+    classify,
+    credential_options,
+    known_secrets,
+    output_options,
+    pipelines_dir_option,
+)
+
+Handler = Callable[[argparse.Namespace, Console], Result]
+
+EPILOG = "exit codes: 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable input; " \
+         "3 done, but rows were rejected past the threshold"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from bento_api.emulator import cli as emulator_cli
 
-    parser = argparse.ArgumentParser(prog="bento-dlt", description="Bento <-> data pipelines on dlt")
-    commands = parser.add_subparsers(dest="command", required=True)
+    from . import cli_extract, cli_inspect, cli_sync, demo
+
+    parser = argparse.ArgumentParser(prog="bento-dlt", description="Bento <-> data pipelines on dlt", epilog=EPILOG)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    out, account, pipes = output_options(), credential_options(), pipelines_dir_option()
+
+    def add(name: str, help_text: str, handler: Handler, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG, parents=[*parents, out])
+        sub.set_defaults(handler=handler)
+        return sub
+
+    demo.add_arguments(add("demo", "push a sample CRM into a local Bento emulator and read it all back", demo.run))
+    cli_extract.add_arguments(add("extract", "read Bento into DuckDB, Parquet or any dlt destination (read-only)",
+                                  cli_extract.run, account, pipes))
+    cli_sync.add_arguments(add("sync", "send a table, query or file to Bento as subscribers, events or commands",
+                               cli_sync.run, account, pipes))
+    cli_inspect.add_rejects_arguments(add("rejects", "list rows a sync rejected, with reasons",
+                                          cli_inspect.run_rejects, pipes))
+    cli_inspect.add_report_arguments(add("report", "show the reports of the last syncs", cli_inspect.run_report, pipes))
+    cli_inspect.add_doctor_arguments(add("doctor", "check credentials, site_uuid and User-Agent; print the limits",
+                                         cli_inspect.run_doctor, account))
     emulator = commands.add_parser("emulator", help="run a local Bento-compatible server for tests")
     emulator_cli.add_arguments(emulator)
-    emulator.set_defaults(handler=emulator_cli.run)
+    emulator.set_defaults(handler=None, run_emulator=emulator_cli.run)
     return parser
+
+
+def _configure_logging(console: Console) -> None:
+    """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only."""
+    level = logging.ERROR if console.quiet else getattr(logging, os.environ.get("LOG_LEVEL", "WARNING").upper(), 30)
+    logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.handler(args))
+    if args.handler is None:
+        return int(args.run_emulator(args))
+    console = Console(quiet=args.quiet, json_mode=args.json, secrets=known_secrets(args))
+    _configure_logging(console)
+    try:
+        result = _run(args, console)
+        console.result(result)
+    except BrokenPipeError:  # `bento-dlt ... | head`: the reader left; send the rest nowhere
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    return result.code
+
+
+def _run(args: argparse.Namespace, console: Console) -> Result:
+    """The handler's result; every failure becomes one message and an exit code, never a traceback."""
+    try:
+        result: Result = args.handler(args, console)
+        return result
+    except KeyboardInterrupt:
+        console.error(f"bento-dlt {args.command}: interrupted")
+        return Result(130, {"command": args.command, "ok": False, "exit_code": 130, "error": "interrupted"})
+    except Exception as error:
+        if os.environ.get("BENTO_DLT_TRACEBACK"):
+            raise
+        code, message = classify(error)
+        console.error(f"bento-dlt {args.command}: {message}")
+        if code == EXIT_USAGE and not args.json:
+            console.error(f"(see: bento-dlt {args.command} --help)")
+        return Result(code, {"command": args.command, "ok": False, "exit_code": code, "error": message})
 
 
 if __name__ == "__main__":

@@ -1,0 +1,212 @@
+"""The `--from` of `bento-dlt sync`: a DuckDB file, a CSV or Parquet file, or a SQLAlchemy URL, read as a stream.
+
+Files are read through DuckDB (CSV and Parquet become a view named `input`, so `--query` can select from
+them) and stay Arrow record batches all the way to the destination; databases behind a SQLAlchemy URL
+are streamed with a server-side cursor in lists of dicts. Nothing holds the whole table in memory.
+Anything that cannot be read (missing file, unknown table, bad SQL, unreachable database) is an
+`InputError`: exit code 2, with a message that says what to fix.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import duckdb
+import pyarrow as pa
+
+from .cli_common import EXIT_USAGE, CliError
+
+#: rows per batch handed to dlt (= the destination's sink batch, one full subscribers/events request)
+BATCH_ROWS = 1000
+DUCKDB_SUFFIXES = (".duckdb", ".ddb", ".db")
+CSV_SUFFIXES = (".csv", ".tsv", ".csv.gz", ".tsv.gz")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+_NAME_RE = re.compile(r"[^A-Za-z0-9_]+")
+
+Batch = pa.RecordBatch | list[dict[str, Any]]
+
+
+class InputError(CliError):
+    """The input cannot be read; nothing was sent."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, EXIT_USAGE)
+
+
+class SyncInput(Protocol):
+    """Rows to sync: a label for messages, the dlt table name, a row count and a stream of batches."""
+
+    label: str
+    table_name: str
+
+    def count(self) -> int: ...
+
+    def batches(self, size: int = BATCH_ROWS) -> Iterator[Batch]: ...
+
+    def close(self) -> None: ...
+
+
+def _table_name(text: str) -> str:
+    """A dlt table name from a table or file name (`crm.contacts` -> `contacts`, `New Leads.csv` -> `new_leads`)."""
+    name = _NAME_RE.sub("_", text.rsplit(".", 1)[-1] if "." in text else text).strip("_").lower()
+    return name or "rows"
+
+
+def _quote(identifier: str) -> str:
+    """A possibly schema-qualified name, quoted part by part for SQL."""
+    return ".".join('"' + part.replace('"', '""') + '"' for part in identifier.split("."))
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def _without_semicolon(query: str) -> str:
+    return query.strip().rstrip(";").strip()
+
+
+class DuckDBInput:
+    """A DuckDB file (read-only), or CSV/Parquet files seen through an in-memory DuckDB as the view `input`."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, sql: str, label: str, table_name: str) -> None:
+        self._con = con
+        self.sql = sql
+        self.label = label
+        self.table_name = table_name
+
+    def count(self) -> int:
+        try:
+            self._con.sql(self.sql)  # parse and bind the user's SQL alone, so its errors point into it
+            rows = self._con.execute(f"SELECT count(*) FROM ({self.sql}) AS bento_input").fetchall()
+        except duckdb.Error as error:
+            raise InputError(f"cannot read {self.label}: {_first_line(error)}") from None
+        return int(rows[0][0]) if rows else 0
+
+    def batches(self, size: int = BATCH_ROWS) -> Iterator[Batch]:
+        try:
+            relation = self._con.sql(self.sql)
+            reader = relation.to_arrow_reader(size) if hasattr(relation, "to_arrow_reader") else (
+                relation.fetch_arrow_reader(size)
+            )
+            for batch in reader:
+                if batch.num_rows:
+                    yield batch
+        except duckdb.Error as error:
+            raise InputError(f"cannot read {self.label}: {_first_line(error)}") from None
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class SqlAlchemyInput:
+    """A table or query of any database SQLAlchemy reaches (the engine dlt's sql_database uses)."""
+
+    def __init__(self, url: str, table: str | None, query: str | None) -> None:
+        import sqlalchemy as sa
+
+        self._sa = sa
+        try:
+            self._engine = sa.create_engine(url)
+        except Exception as error:  # bad URL, missing driver
+            raise InputError(f"cannot use the database URL: {_first_line(error)}") from None
+        shown = self._engine.url.render_as_string(hide_password=True)
+        if query:
+            self._statement: Any = sa.text(_without_semicolon(query))
+            self.label = f"query on {shown}"
+            self.table_name = "query"
+        elif table:
+            schema, _, name = table.rpartition(".")
+            self._statement = sa.select(sa.text("*")).select_from(sa.table(name, schema=schema or None))
+            self.label = f"table {table} of {shown}"
+            self.table_name = _table_name(name)
+        else:
+            raise InputError("a database URL needs --table T or --query SQL")
+
+    def count(self) -> int:
+        sa = self._sa
+        if isinstance(self._statement, sa.Select):
+            counted: Any = sa.select(sa.func.count()).select_from(self._statement.subquery())
+        else:
+            counted = sa.text(f"SELECT count(*) FROM ({self._statement.text}) AS bento_input")
+        try:
+            with self._engine.connect() as con:
+                return int(con.execute(counted).scalar() or 0)
+        except sa.exc.SQLAlchemyError as error:
+            raise InputError(f"cannot read {self.label}: {_first_line(error)}") from None
+
+    def batches(self, size: int = BATCH_ROWS) -> Iterator[Batch]:
+        sa = self._sa
+        try:
+            with self._engine.connect() as con:
+                result = con.execution_options(stream_results=True, yield_per=size).execute(self._statement)
+                for part in result.mappings().partitions(size):
+                    yield [dict(row) for row in part]
+        except sa.exc.SQLAlchemyError as error:
+            raise InputError(f"cannot read {self.label}: {_first_line(error)}") from None
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _open_duckdb_file(path: Path, table: str | None, query: str | None) -> DuckDBInput:
+    try:
+        con = duckdb.connect(str(path), read_only=True)
+    except duckdb.Error as error:
+        raise InputError(f"cannot open the DuckDB file {path}: {_first_line(error)}") from None
+    if query:
+        return DuckDBInput(con, _without_semicolon(query), f"query on {path}", "query")
+    if not table:
+        tables = [str(row[0]) for row in con.execute(
+            "SELECT CASE WHEN schema_name = 'main' THEN table_name ELSE schema_name || '.' || table_name END "
+            "FROM duckdb_tables() WHERE NOT internal ORDER BY 1"
+        ).fetchall()]
+        if len(tables) != 1:
+            con.close()
+            listed = ", ".join(tables) if tables else "none"
+            raise InputError(f"{path} holds {len(tables)} tables ({listed}): name one with --table, or use --query")
+        table = tables[0]
+    return DuckDBInput(con, f"SELECT * FROM {_quote(table)}", f"table {table} of {path}", _table_name(table))
+
+
+def _open_file_view(path: Path, reader: str, query: str | None) -> DuckDBInput:
+    con = duckdb.connect()
+    target = str(path / "*.parquet") if path.is_dir() else str(path)
+    try:
+        con.execute(f"CREATE VIEW input AS SELECT * FROM {reader}({_literal(target)})")
+    except duckdb.Error as error:
+        con.close()
+        raise InputError(f"cannot read {path}: {_first_line(error)}") from None
+    name = _table_name(path.name.split(".", 1)[0])
+    if query:
+        return DuckDBInput(con, _without_semicolon(query), f"query on {path} (as `input`)", "query")
+    return DuckDBInput(con, "SELECT * FROM input", str(path), name)
+
+
+def open_input(source: str, table: str | None = None, query: str | None = None) -> SyncInput:
+    """Open `--from`; InputError (exit 2) if it is missing, of an unknown kind, or ambiguous."""
+    if table and query:
+        raise InputError("give --table or --query, not both")
+    if "://" in source and not source.startswith("file://"):
+        return SqlAlchemyInput(source, table, query)
+    path = Path(source.removeprefix("file://")).expanduser()
+    if not path.exists():
+        raise InputError(f"input not found: {path}")
+    name = path.name.lower()
+    if name.endswith(CSV_SUFFIXES):
+        return _open_file_view(path, "read_csv_auto", query)
+    if name.endswith(PARQUET_SUFFIXES) or (path.is_dir() and any(path.glob("*.parquet"))):
+        return _open_file_view(path, "read_parquet", query)
+    if name.endswith(DUCKDB_SUFFIXES):
+        return _open_duckdb_file(path, table, query)
+    raise InputError(
+        f"cannot tell what {path} is: use a DuckDB file (.duckdb, .db), a CSV (.csv, .tsv), "
+        "Parquet (.parquet or a folder of them), or a SQLAlchemy URL such as postgresql://user@host/db"
+    )
