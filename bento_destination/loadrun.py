@@ -56,7 +56,9 @@ class LoadRun:
             report = self.report.tables[table] = TableReport(table=table, operation=operation)
         return report
 
-    def _add_stats(self, report: TableReport, stats: RequestStats) -> None:
+    def _add_stats(self, report: TableReport, stats: RequestStats, started: float | None = None) -> None:
+        if started is not None:
+            report.busy_seconds = round(report.busy_seconds + time.monotonic() - started, 3)
         counts = stats.as_dict()
         report.requests += int(counts["requests"])
         report.retries += int(counts["retries"])
@@ -98,7 +100,7 @@ class LoadRun:
             t.rejected = sum(t.rejected_by_reason.values())
             t.dropped_secret_columns = sorted(set(t.dropped_secret_columns) | outcome.dropped)
             t.ignored_columns = sorted(set(t.ignored_columns) | outcome.ignored)
-            self._add_stats(t, outcome.stats)
+            self._add_stats(t, outcome.stats, outcome.started)
             self._save()
             problems = [p for p in self.report.problems() if f"`{table}`" in p]
         logger.info(

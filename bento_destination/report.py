@@ -51,6 +51,8 @@ class TableReport:
     rate_limited: int = 0
     server_errors: int = 0
     waited_seconds: float = 0.0
+    #: time spent in this table's sink batches (summed over parallel jobs, so it can exceed the load's elapsed)
+    busy_seconds: float = 0.0
     dropped_secret_columns: list[str] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
 
@@ -136,6 +138,7 @@ class LoadReport:
                 + (f" ({reasons})" if t.rejected else "")
                 + (f", commands {t.commands_sent}" if t.commands_sent else "")
                 + f"; requests {t.requests}, retries {t.retries}, 429s {t.rate_limited}, 5xx {t.server_errors}"
+                + f", {t.busy_seconds:.1f}s"
             )
             if t.dropped_secret_columns:
                 lines.append(f"    not sent (look like secrets): {', '.join(t.dropped_secret_columns)}")

@@ -1,8 +1,10 @@
 """Send mapped rows to Bento in requests no larger than the operation's maximum, and account for each row.
 
 Rules (DESIGN.md): a 400/413 on more than 100 rows applied nothing, so the batch is halved and sent
-again; a smaller batch refused as invalid is recorded as rejected (never looped on); a `failed` count
-in Bento's answer is recorded with the batch's rows because Bento does not say which rows failed.
+again; a smaller batch refused as invalid is recorded as rejected (never looped on). Bento's answer
+counts `failed` rows without saying which: for subscribers (upserts, safe to send again) halves of the
+request are sent again until exactly those rows are found (`_Bisection`, O(k log n) requests for k bad
+rows); events and commands are not sent again, the count is recorded with the request's rows.
 Emails are never sent twice: each emails request is marked in dlt's load package state before and
 after it is sent, so a resumed load skips requests already sent and does not repeat one whose
 outcome is unknown (those rows are rejected as `email_send_uncertain` for a person to review).
@@ -12,10 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from bento_api import (
     NEVER_AFTER_SEND,
@@ -27,6 +30,21 @@ from bento_api import (
 )
 
 from .settings import ENDPOINTS, HALVE_ABOVE, REQUEST_MAXIMA
+
+#: operations whose `failed` rows are found exactly by re-sending halves of the request: subscriber
+#: imports are upserts by email, so sending a row again changes nothing. Events are not re-sent (each
+#: send triggers automations), commands neither (`change_email` fails the second time it is applied).
+BISECTABLE: Final = frozenset({"subscribers"})
+
+
+def _failed_count(body: Any, size: int) -> int:
+    """Bento's `failed` count in a batch answer, clamped to the request's size (0 when absent or unreadable)."""
+    if not isinstance(body, dict):
+        return 0
+    try:
+        return max(0, min(size, int(body.get("failed") or 0)))
+    except (TypeError, ValueError):
+        return 0
 
 
 @dataclass
@@ -62,6 +80,7 @@ class BatchOutcome:
     dropped: set[str] = field(default_factory=set)
     ignored: set[str] = field(default_factory=set)
     stats: RequestStats = field(default_factory=RequestStats)
+    started: float = field(default_factory=time.monotonic)
 
     @property
     def rejected(self) -> int:
@@ -143,12 +162,12 @@ class Sender:
             self.outcome.reject("refused_by_bento", detail, item.row)
 
     def _accepted(self, operation: str, chunk: list[Item], body: Any, batch: str, derived: bool = False) -> None:
-        failed = 0
-        if isinstance(body, dict):
-            try:
-                failed = max(0, min(len(chunk), int(body.get("failed") or 0)))
-            except (TypeError, ValueError):
-                failed = 0
+        failed = _failed_count(body, len(chunk))
+        if failed and operation in BISECTABLE:
+            self.outcome.failed_by_bento += failed
+            refused = _Bisection(self, operation, batch).isolate(chunk, failed)
+            self.outcome.sent += sum(1 for i in chunk if i.counts_row) - refused
+            return
         counting = sum(1 for i in chunk if i.counts_row)
         self.outcome.sent += max(0, counting - failed)
         if derived:
@@ -208,3 +227,72 @@ class Sender:
             return
         self.ledger.mark(key, "sent")
         self._accepted("emails", chunk, body, key)
+
+
+class _Bisection:
+    """Finds exactly which rows of a subscribers request Bento counted as `failed`, by re-sending halves.
+
+    The request already applied its other rows (an upsert by email), so a half is sent again only to
+    learn its own count. The other half's count is then the parent's minus it: it is not sent at all
+    when that is 0 (its rows are in) or its size (all refused). So one bad row in 1000 costs
+    ceil(log2(1000)) = 10 requests, and k bad rows about k*log2(n/k) + k, instead of n. If the counts
+    contradict each other (a half reporting more failures than its parent, i.e. Bento's refusals are
+    not a property of the rows), nothing is inferred any more: every half is sent and counted.
+    """
+
+    def __init__(self, sender: Sender, operation: str, batch: str) -> None:
+        self.sender = sender
+        self.operation = operation
+        self.batch = batch
+        self.trust_counts = True
+
+    def isolate(self, group: list[Item], failed: int, label: str = "") -> int:
+        """`failed` rows of `group` failed at Bento, the rest were applied; reject those rows, return how many."""
+        if failed >= len(group):
+            self._reject(group, label)
+            return len(group)
+        middle = len(group) // 2  # failed < len(group), so the group has at least 2 rows
+        first, second = group[:middle], group[middle:]
+        refused = 0
+        second_failed: int | None
+        first_failed = self._resend(first)
+        if first_failed is None:
+            refused += len(first)
+            second_failed = self._resend(second)
+        else:
+            if first_failed > failed:
+                self.trust_counts = False
+            if first_failed:
+                refused += self.isolate(first, first_failed, label + "a")
+            if self.trust_counts:
+                inferred = failed - first_failed
+                return refused + (self.isolate(second, inferred, label + "b") if inferred else 0)
+            second_failed = self._resend(second)
+        if second_failed is None:
+            refused += len(second)
+        elif second_failed:
+            refused += self.isolate(second, second_failed, label + "b")
+        return refused
+
+    def _resend(self, group: list[Item]) -> int | None:
+        """Send `group` again; its `failed` count, or None if Bento refused the whole request (rows recorded)."""
+        path, wrapper = ENDPOINTS[self.operation]
+        try:
+            body = self.sender.client.post(
+                path, {wrapper: [i.payload for i in group]}, stats=self.sender.outcome.stats
+            )
+        except BentoError as error:
+            if error.transient or error.status in (401, 403, 404, 405):
+                raise  # dlt retries the whole sink batch: re-sending upserts is harmless
+            self.sender._refused(group, error)
+            return None
+        return _failed_count(body, len(group))
+
+    def _reject(self, group: list[Item], label: str) -> None:
+        detail = (
+            f"Bento refused this row: it counted it as failed (found by sending parts of a request of "
+            f"{self.operation} again, which only upserts); fix the row and send it again"
+        )
+        for item in group:
+            self.sender.outcome.rejected_by_reason["refused_by_bento"] += 1
+            self.sender.outcome.rejects.append(RejectRecord("refused_by_bento", detail, item.row, self.batch + label))
