@@ -80,6 +80,8 @@ class BatchOutcome:
     dropped: set[str] = field(default_factory=set)
     ignored: set[str] = field(default_factory=set)
     stats: RequestStats = field(default_factory=RequestStats)
+    #: sync ledger counts (new, changed, unchanged, tags_not_owned), see changes.py
+    ledger: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
 
     @property
