@@ -298,7 +298,7 @@ def map_command(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
                     raise RowError("missing_query", f"`{command}` needs a `query`")
                 payload["query"] = text
     for key, (column, _) in columns.items():
-        if key not in ("command", "email", "query") and split_path(column)[0] != "query":
+        if key not in ("command", "email", "query") and (split_path(column) or [""])[0] != "query":
             result.ignored.add(column)
     result.payload = payload
     return result
@@ -332,7 +332,7 @@ def map_email(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
         payload["personalizations"] = personalizations
     known = {"to", "from", "transactional", "personalizations", *EMAIL_TEXT}
     for key, (column, _) in columns.items():
-        if key not in known and field_key(split_path(column)[0]) != "personalizations":
+        if key not in known and field_key((split_path(column) or [""])[0]) != "personalizations":
             result.ignored.add(column)
     result.payload = payload
     return result
