@@ -93,6 +93,8 @@ class LoadRun:
             t.sent += outcome.sent
             t.commands_sent += outcome.commands_sent
             t.already_sent += outcome.already_sent
+            for name, count in outcome.ledger.items():  # sync ledger: new, changed, unchanged, ...
+                setattr(t, name, getattr(t, name) + count)
             t.failed_by_bento += outcome.failed_by_bento
             t.rows_in_partly_failed_batches += outcome.rows_in_partly_failed_batches
             for reason, count in outcome.rejected_by_reason.items():

@@ -45,6 +45,12 @@ class TableReport:
     commands_sent: int = 0
     #: email requests found already sent by an earlier attempt of this load, not sent again
     already_sent: int = 0
+    #: sync ledger (changes.py): rows Bento had not seen, rows whose payload changed, rows not sent because
+    #: Bento already acknowledged them (and for keyed events: already sent), remove_tags not sent (not owned)
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    tags_not_owned: int = 0
     batches: int = 0
     requests: int = 0
     retries: int = 0
@@ -137,6 +143,8 @@ class LoadReport:
                 f"  {name} -> {t.operation or '?'}: received {t.received}, sent {t.sent}, rejected {t.rejected}"
                 + (f" ({reasons})" if t.rejected else "")
                 + (f", commands {t.commands_sent}" if t.commands_sent else "")
+                + (f"; new {t.new}, changed {t.changed}, unchanged {t.unchanged}" if t.new or t.changed or t.unchanged
+                   else "")
                 + f"; requests {t.requests}, retries {t.retries}, 429s {t.rate_limited}, 5xx {t.server_errors}"
                 + f", {t.busy_seconds:.1f}s"
             )

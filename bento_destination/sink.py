@@ -22,7 +22,9 @@ from dlt.destinations.exceptions import DestinationTerminalException, Destinatio
 
 from bento_api import BentoClient, BentoConfigError, BentoError, resolve_budgets
 
+from .changes import BatchChanges, LedgerOptions, batch_changes
 from .clients import destination_settings, ensure_checked, shared_client
+from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
 from .rows import iter_rows
@@ -64,6 +66,7 @@ def _process(
     outcome: BatchOutcome,
     options: MappingOptions,
     allow_email_sends: bool,
+    changes: BatchChanges | None = None,
 ) -> None:
     rows = iter_rows(items)
     if operation is None:
@@ -95,6 +98,8 @@ def _process(
         if mapped.payload is not None:
             main.append(Item(mapped.payload, row))
         derived.extend(Item(command, row, counts_row=mapped.payload is None) for command in mapped.commands)
+    if changes is not None:  # sync ledger: drop unchanged rows, reject consent violations (changes.py)
+        main, derived = changes.filter(main, derived)
     batch_id = batch_digest(table_name, [item.payload for item in main + derived])
     ledger = EmailLedger(destination_state(), commit_load_package_state) if operation == "emails" else None
     sender = Sender(client, outcome, ledger)
@@ -102,6 +107,8 @@ def _process(
         sender.send(operation, main, batch_id=batch_id)
     if derived:
         sender.send("commands", derived, batch_id=f"{batch_id}:commands", derived=True)
+    if changes is not None:
+        changes.acknowledge()  # only now, after Bento answered; only rows it did not refuse
 
 
 def _as_dlt_error(error: BaseException) -> Exception:
@@ -137,6 +144,14 @@ def bento(
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
     allow_secret_columns: bool = False,
     user_agent: str | None = None,
+    sync_ledger: bool = True,
+    ledger_url: str | None = None,
+    full_resync: bool = False,
+    derive_event_keys: bool = False,
+    allow_events_for_unsubscribed: bool = False,
+    max_blast_radius: float = DEFAULT_MAX_SHARE,
+    force: bool = False,
+    tag_ownership: bool = False,
 ) -> None:
     """Send a batch of rows of `table` to Bento (tables subscribers, events, commands, emails).
 
@@ -151,6 +166,11 @@ def bento(
         client = shared_client(settings, resolve_budgets(requests_per_minute), user_agent)
         validate_options(table_operations, reject_threshold)
         operation = resolve_operation(table_name, table_operations)
+        ledger_options = LedgerOptions(
+            sync_ledger, ledger_url, full_resync, derive_event_keys, allow_events_for_unsubscribed,
+            max_blast_radius, force, tag_ownership,
+        )
+        ledger_options.validate()
     except BentoError as error:
         raise _as_dlt_error(error) from None
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
@@ -158,7 +178,11 @@ def bento(
     try:
         if ensure_checked(load_id, client):
             run.credentials_checked()
-        _process(items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), allow_email_sends)
+        changes = batch_changes(ledger_options, pipeline.working_dir, settings.site_uuid, load_id, operation, outcome)
+        _process(
+            items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), allow_email_sends,
+            changes,
+        )
     except Exception as error:
         dlt_error = _as_dlt_error(error)
         run.record_error(table_name, operation, str(dlt_error), outcome.stats)

@@ -10,15 +10,20 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import dlt
 
-from bento_api import BentoError
+from bento_api import BentoError, BentoSettings
 
+from .changes import LedgerOptions, PackagePlan, close_ledgers, prepare_package
 from .clients import check_credentials
+from .loadrun import load_run
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
-from .sink import bento, validate_options
+from .send import BatchOutcome
+from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME
+from .sink import bento, resolve_operation, validate_options
 
 FILE_MAX_ITEMS_ENV = "DATA_WRITER__FILE_MAX_ITEMS"
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
@@ -44,7 +49,8 @@ def sync(
     themselves finished, so no package is left pending).
     """
     validate_options(destination_kwargs.get("table_operations"), destination_kwargs.get("reject_threshold"))
-    check_credentials(
+    LedgerOptions.from_kwargs(destination_kwargs)
+    settings = check_credentials(
         **{k: destination_kwargs.get(k) for k in CREDENTIAL_KEYS},
         requests_per_minute=destination_kwargs.get("requests_per_minute"),
         user_agent=destination_kwargs.get("user_agent"),
@@ -59,14 +65,67 @@ def sync(
     if pipeline.has_pending_data:
         out(f"{pipeline_name}: loading the package left pending by an earlier run first")
         infos.append(pipeline.load())
-    with file_rotation(file_max_items):
-        infos.append(pipeline.run(data, **({"table_name": table_name} if table_name else {})))
+    try:
+        with file_rotation(file_max_items):
+            infos.append(load_new_data(pipeline, data, table_name, settings, destination_kwargs, out))
+    finally:
+        close_ledgers()
     reports = [report for info in infos for report in reports_for(pipeline, info)]
     for report in reports:
         out(report.format())
     for info in infos:
         check_run(pipeline, info)
     return reports
+
+
+def load_new_data(
+    pipeline: Any,
+    data: Any,
+    table_name: str | None,
+    settings: BentoSettings,
+    destination_kwargs: dict[str, Any],
+    out: Callable[[str], None] = print,
+) -> Any:
+    """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
+
+    The pre-pass (changes.prepare_package) checks the blast radius of the whole package before anything
+    is sent and drops rows the ledger says Bento already has. If the guard stops the run, the package is
+    dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
+    """
+    pipeline.extract(data, **({"table_name": table_name} if table_name else {}))
+    pipeline.normalize()
+    options = LedgerOptions.from_kwargs(destination_kwargs)
+    for load_id in pipeline.list_normalized_load_packages():
+        try:
+            plan = prepare_package(
+                pipeline, load_id, settings, options, destination_kwargs.get("table_operations"),
+                bool(destination_kwargs.get("allow_secret_columns")),
+            )
+        except BentoError:
+            pipeline.drop_pending_packages()
+            raise
+        record_unchanged(pipeline, plan, settings, destination_kwargs)
+        if sum(plan.unchanged.values()):
+            out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
+    return pipeline.load()
+
+
+def record_unchanged(
+    pipeline: Any, plan: PackagePlan, settings: BentoSettings, destination_kwargs: dict[str, Any]
+) -> None:
+    """Count the rows the pre-pass removed in the load's report (received and unchanged)."""
+    if not sum(plan.unchanged.values()):
+        return
+    threshold = destination_kwargs.get("reject_threshold")
+    run = load_run(
+        Path(pipeline.working_dir) / REJECTS_DIRNAME, plan.load_id, pipeline.pipeline_name,
+        DEFAULT_REJECT_THRESHOLD if threshold is None else float(threshold), settings.redact,
+    )
+    for table, count in plan.unchanged.items():
+        if count:
+            outcome = BatchOutcome(received=count)
+            outcome.ledger["unchanged"] += count
+            run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,665 @@
+"""Send only what changed: the sync ledger wired into the destination (GitHub issue 8).
+
+The ledger itself (`ledger.py`) stores fingerprints, consent and tag ownership; this module decides, per
+sink batch, which rows go to Bento and records what Bento acknowledged:
+
+- **filter** (`BatchChanges.filter`, before sending): subscriber rows whose mapped payload (and derived
+  commands) Bento already acknowledged are not sent; keyed events already acknowledged are not sent;
+  events for people known to be unsubscribed are rejected (unless allowed); nothing ever resubscribes a
+  person known to be unsubscribed; with tag ownership, `remove_tags` keeps only tags this connector added;
+- **acknowledge** (`BatchChanges.acknowledge`, after sending): one ledger transaction per sink batch, for
+  the rows Bento did not refuse (a row in a request Bento answered with `failed > 0` counts as refused,
+  since Bento does not say which rows failed), plus unsubscribes and tags added or removed;
+- **pre-pass** (`prepare_package`, called by `sync()` between normalize and load): the blast-radius guard
+  over the whole load package (dlt calls the sink per batch, so "before anything is sent" needs the
+  package), and compaction: unchanged rows are removed from the package's files, so the changed rows
+  reach the sink in full batches (1,000 a request) instead of a few per sink batch.
+
+One `SyncLedger` per (location, site) per process, shared by dlt's parallel load jobs (it is thread-safe),
+reopened when a new load starts (a folder ledger then sees other processes' segments) and closed by
+`close_ledgers()` at the end of `sync()` (and at exit).
+"""
+
+from __future__ import annotations
+
+import atexit
+import threading
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from bento_api import BentoConfigError, BentoSettings
+
+from .clients import _dlt_value
+from .ledger import (
+    DEFAULT_MAX_SHARE,
+    SyncLedger,
+    check_blast_radius,
+    derive_event_key,
+    event_ledger_key,
+    fingerprint,
+)
+from .mapping import MappedRow, MappingOptions, map_row
+from .rows import iter_rows
+from .send import BatchOutcome, Item
+from .settings import SINK_BATCH_SIZE
+from .values import RowError
+
+#: the default ledger file, inside the pipeline's working folder
+LEDGER_FILENAME = "bento_ledger.duckdb"
+SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT, REMOVE_TAG_EVENT = "$subscribe", "$unsubscribe", "$remove_tag"
+TAG_ADDING_COMMANDS = frozenset({"add_tag", "add_tag_via_event"})
+#: dlt's own tables and columns start with this; the sink never sees them (skip_dlt_columns_and_tables)
+DLT_PREFIX = "_dlt"
+
+#: reject reasons added by the ledger
+UNSUBSCRIBED_PERSON = "unsubscribed_person"
+WOULD_RESUBSCRIBE = "would_resubscribe"
+TAG_NOT_OWNED = "tag_not_owned"
+
+#: the destination keywords of this module, with their defaults (the CLI exposes them)
+OPTION_DEFAULTS: dict[str, Any] = {
+    "sync_ledger": True,
+    "ledger_url": None,
+    "full_resync": False,
+    "derive_event_keys": False,
+    "allow_events_for_unsubscribed": False,
+    "max_blast_radius": DEFAULT_MAX_SHARE,
+    "force": False,
+    "tag_ownership": False,
+}
+
+
+@dataclass(frozen=True)
+class LedgerOptions:
+    """The ledger options of one run (`bento(...)` keywords of the same names)."""
+
+    sync_ledger: bool = True
+    ledger_url: str | None = None
+    full_resync: bool = False
+    derive_event_keys: bool = False
+    allow_events_for_unsubscribed: bool = False
+    max_blast_radius: float = DEFAULT_MAX_SHARE
+    force: bool = False
+    tag_ownership: bool = False
+
+    @classmethod
+    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> LedgerOptions:
+        values = {k: kwargs[k] for k in OPTION_DEFAULTS if kwargs.get(k) is not None}
+        options = cls(**values)
+        options.validate()
+        return options
+
+    def validate(self) -> None:
+        if not 0.0 <= float(self.max_blast_radius) <= 1.0:
+            raise BentoConfigError(
+                f"max_blast_radius is a share of the known audience between 0 and 1, got {self.max_blast_radius!r}"
+            )
+
+    def location(self, working_dir: str | Path) -> str:
+        """`ledger_url` keyword > `[destination.bento] ledger_url` / DESTINATION__BENTO__LEDGER_URL > the file."""
+        return self.ledger_url or _dlt_value("ledger_url") or str(Path(working_dir) / LEDGER_FILENAME)
+
+
+# --------------------------------------------------------------------------- one ledger per (location, site)
+
+_LOCK = threading.Lock()
+_OPEN: dict[tuple[str, str], tuple[SyncLedger, str]] = {}
+
+
+def ledger_for(location: str, site: str, load_id: str) -> SyncLedger:
+    """The process's ledger for (location, site); reopened when a new load starts (fresh view of a folder)."""
+    key = (location, site)
+    with _LOCK:
+        entry = _OPEN.get(key)
+        if entry is not None and entry[1] == load_id:
+            return entry[0]
+        if entry is not None:
+            entry[0].close()
+        ledger = SyncLedger.open(location, site=site)
+        _OPEN[key] = (ledger, load_id)
+        return ledger
+
+
+@atexit.register
+def close_ledgers() -> None:
+    """Close every open ledger (end of `sync()`, tests, exit); what was committed is already durable."""
+    with _LOCK:
+        ledgers = [ledger for ledger, _ in _OPEN.values()]
+        _OPEN.clear()
+    for ledger in ledgers:
+        ledger.close()
+
+
+def _close_location(location: str, site: str) -> None:
+    with _LOCK:
+        entry = _OPEN.pop((location, site), None)
+    if entry is not None:
+        entry[0].close()
+
+
+# --------------------------------------------------------------------------- keys and fingerprints
+
+
+def _tags(text: Any) -> list[str]:
+    return [t.strip() for t in str(text or "").split(",") if t.strip()]
+
+
+def event_key(payload: dict[str, Any], derive: bool) -> str | None:
+    """The event's unique key: `details.unique.key`, else (with `derive`) one derived from its content.
+
+    A derived key is written into the payload (`details.unique.key`), so Bento dedupes it too.
+    """
+    details = payload.get("details")
+    unique = details.get("unique") if isinstance(details, dict) else None
+    if isinstance(unique, dict) and unique.get("key") is not None:
+        return str(unique["key"])
+    if not derive:
+        return None
+    key = derive_event_key(payload["email"], payload["type"], payload.get("date"), details)
+    payload["details"] = {**(details if isinstance(details, dict) else {}), "unique": {"key": key}}
+    return key
+
+
+def subscriber_fingerprint(payload: dict[str, Any] | None, commands: list[dict[str, Any]]) -> str:
+    """What a subscriber row asks of Bento: its upsert and its commands (an unsubscribe), as mapped."""
+    return fingerprint({"p": payload, "c": commands})
+
+
+def classify_mapped(operation: str, mapped: MappedRow, derive_event_keys: bool) -> tuple[str, str] | None:
+    """(ledger key, fingerprint) of a mapped row, or None for rows the ledger does not track."""
+    if operation == "subscribers":
+        payload = mapped.payload
+        email = payload["email"] if payload else (mapped.commands[0]["email"] if mapped.commands else None)
+        if email is None:
+            return None
+        return str(email), subscriber_fingerprint(payload, mapped.commands)
+    if operation == "events" and mapped.payload is not None:
+        key = event_key(mapped.payload, derive_event_keys)
+        if key is None:
+            return None
+        return event_ledger_key(mapped.payload["email"], mapped.payload["type"], key), fingerprint(mapped.payload)
+    return None
+
+
+# --------------------------------------------------------------------------- per sink batch
+
+
+@dataclass
+class _RowPlan:
+    row: dict[str, Any]
+    items: list[Item] = field(default_factory=list)
+    key: str | None = None
+    fp: str | None = None
+    remove_owned: list[str] = field(default_factory=list)
+
+
+class BatchChanges:
+    """Filter one sink batch against the ledger before sending; acknowledge what Bento took afterwards."""
+
+    def __init__(self, ledger: SyncLedger, options: LedgerOptions, operation: str, outcome: BatchOutcome) -> None:
+        self.ledger = ledger
+        self.options = options
+        self.operation = operation
+        self.outcome = outcome
+        self._plans: list[_RowPlan] = []
+
+    def _count(self, name: str, n: int = 1) -> None:
+        if n:
+            self.outcome.ledger[name] += n
+
+    def filter(self, main: list[Item], derived: list[Item]) -> tuple[list[Item], list[Item]]:
+        """The items to send; unchanged rows are counted, refused rows are rejected with their reason."""
+        plans: dict[int, _RowPlan] = {}
+        for item in main + derived:
+            plans.setdefault(id(item.row), _RowPlan(item.row)).items.append(item)
+        self._plans = list(plans.values())
+        if self.operation == "subscribers":
+            self._filter_subscribers()
+        elif self.operation == "events":
+            self._filter_events()
+        elif self.operation == "commands":
+            self._filter_commands()
+        kept = {id(item) for plan in self._plans for item in plan.items}
+        return [i for i in main if id(i) in kept], [i for i in derived if id(i) in kept]
+
+    def _reject(self, plan: _RowPlan, reason: str, detail: str) -> None:
+        self.outcome.reject(reason, detail, plan.row)
+        plan.items = []
+
+    def _partition(self, ns: str, plans: list[_RowPlan]) -> None:
+        """Drop unchanged plans; count new / changed / unchanged."""
+        tracked = [p for p in plans if p.key is not None]
+        self._count("new", len(plans) - len(tracked))
+        if not tracked:
+            return
+        if self.options.full_resync:
+            self._count("new", len(tracked))
+            return
+        new, changed, unchanged = self.ledger.partition(ns, [(p.key or "", p.fp or "") for p in tracked])
+        self._count("new", len(new))
+        self._count("changed", len(changed))
+        self._count("unchanged", len(unchanged))
+        for index in unchanged:
+            tracked[index].items = []
+
+    def _filter_subscribers(self) -> None:
+        for plan in self._plans:
+            payload = next((i.payload for i in plan.items if i.payload.get("command") is None), None)
+            commands = [i.payload for i in plan.items if i.payload.get("command") is not None]
+            email = payload["email"] if payload else commands[0]["email"]
+            plan.key, plan.fp = str(email), subscriber_fingerprint(payload, commands)
+        self._partition("subscribers", self._plans)
+        if not self.options.tag_ownership:
+            return
+        removing = [p for p in self._plans if p.items and any("remove_tags" in i.payload for i in p.items)]
+        if not removing:
+            return
+        owned = self.ledger.owned_tags([p.key or "" for p in removing])
+        for plan in removing:
+            for item in plan.items:
+                wanted = _tags(item.payload.get("remove_tags"))
+                if not wanted:
+                    continue
+                mine = owned.get(str(plan.key).lower(), set())
+                plan.remove_owned = [t for t in wanted if t in mine]
+                self._count("tags_not_owned", len(wanted) - len(plan.remove_owned))
+                item.payload = {k: v for k, v in item.payload.items() if k != "remove_tags"}
+                if plan.remove_owned:
+                    item.payload["remove_tags"] = ",".join(plan.remove_owned)
+
+    def _filter_events(self) -> None:
+        for plan in self._plans:
+            payload = plan.items[0].payload
+            key = event_key(payload, self.options.derive_event_keys)
+            if key is not None:
+                plan.key, plan.fp = event_ledger_key(payload["email"], payload["type"], key), fingerprint(payload)
+        unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in self._plans])
+        for plan in self._plans:
+            payload = plan.items[0].payload
+            if payload["email"] not in unsubscribed:
+                continue
+            if payload["type"] == SUBSCRIBE_EVENT:
+                self._reject(plan, WOULD_RESUBSCRIBE, _resubscribe_detail(payload["email"]))
+            elif not self.options.allow_events_for_unsubscribed and payload["type"] != UNSUBSCRIBE_EVENT:
+                self._reject(
+                    plan,
+                    UNSUBSCRIBED_PERSON,
+                    f"{payload['email']} is known to be unsubscribed (sync ledger); events for unsubscribed people "
+                    "are sent only with bento(allow_events_for_unsubscribed=True)",
+                )
+        live = [p for p in self._plans if p.items]
+        if self.options.full_resync:
+            self._count("new", len(live))
+            return
+        keyed = [p for p in live if p.key is not None]
+        seen = self.ledger.seen("events", [p.key or "" for p in keyed]) if keyed else set()
+        self._count("new", len(live) - len(keyed))
+        for plan in keyed:
+            if plan.key in seen:
+                self._count("unchanged")
+                plan.items = []
+            else:
+                self._count("new")
+
+    def _filter_commands(self) -> None:
+        subscribing = [p for p in self._plans if p.items[0].payload["command"] == "subscribe"]
+        unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in subscribing])
+        for plan in subscribing:
+            if plan.items[0].payload["email"] in unsubscribed:
+                self._reject(plan, WOULD_RESUBSCRIBE, _resubscribe_detail(plan.items[0].payload["email"]))
+        if not self.options.tag_ownership:
+            return
+        removing = [p for p in self._plans if p.items and p.items[0].payload["command"] == "remove_tag"]
+        owned = self.ledger.owned_tags([p.items[0].payload["email"] for p in removing]) if removing else {}
+        for plan in removing:
+            payload = plan.items[0].payload
+            if str(payload["query"]).strip() not in owned.get(payload["email"], set()):
+                self._reject(
+                    plan,
+                    TAG_NOT_OWNED,
+                    f"tag {payload['query']!r} was not added by this connector (tag_ownership=True): not removed",
+                )
+
+    def acknowledge(self) -> None:
+        """Record, in one ledger transaction, what Bento acknowledged (call after sending the batch)."""
+        refused = {id(record.row) for record in self.outcome.rejects}
+        acked = [p for p in self._plans if p.items and id(p.row) not in refused]
+        if not acked:
+            return
+        fingerprints: list[tuple[str, str]] = []
+        unsubscribes: list[str] = []
+        tags_added: list[tuple[str, str]] = []
+        tags_removed: list[tuple[str, str]] = []
+        for plan in acked:
+            if plan.key is not None and plan.fp is not None:
+                fingerprints.append((plan.key, plan.fp))
+            for item in plan.items:
+                payload = item.payload
+                command = payload.get("command")
+                email = str(payload.get("email", ""))
+                if command == "unsubscribe" or payload.get("type") == UNSUBSCRIBE_EVENT:
+                    unsubscribes.append(email)
+                if not self.options.tag_ownership:
+                    continue
+                if command is None and self.operation == "subscribers":
+                    tags_added.extend((email, t) for t in _tags(payload.get("tags")))
+                    tags_removed.extend((email, t) for t in _tags(payload.get("remove_tags")))
+                elif command in TAG_ADDING_COMMANDS:
+                    tags_added.append((email, str(payload["query"]).strip()))
+                elif command == "remove_tag":
+                    tags_removed.append((email, str(payload["query"]).strip()))
+        with self.ledger.transaction() as tx:
+            if fingerprints and self.operation in ("subscribers", "events"):
+                tx.acknowledge(self.operation, fingerprints)
+            if unsubscribes:
+                tx.mark_unsubscribed(unsubscribes)
+            if tags_added:
+                tx.add_owned_tags(tags_added)
+            if tags_removed:
+                tx.remove_owned_tags(tags_removed)
+
+
+def _resubscribe_detail(email: str) -> str:
+    return (
+        f"{email} is known to be unsubscribed (sync ledger): a sync never resubscribes anyone. If the person asked "
+        "to be resubscribed, do it in Bento, then forget the unsubscribe with "
+        "bento_destination.changes.forget_unsubscribes(...)"
+    )
+
+
+def batch_changes(
+    options: LedgerOptions, working_dir: str | Path, site: str, load_id: str, operation: str | None,
+    outcome: BatchOutcome,
+) -> BatchChanges | None:
+    """The sink's hook: a BatchChanges for this batch, or None (ledger off, emails, unknown tables)."""
+    if not options.sync_ledger or operation not in ("subscribers", "events", "commands"):
+        return None
+    ledger = ledger_for(options.location(working_dir), site, load_id)
+    return BatchChanges(ledger, options, operation, outcome)
+
+
+# --------------------------------------------------------------------------- classify without sending
+
+
+@dataclass
+class ChangeCounts:
+    """How the rows of a table compare with the ledger (the dry run and the run report show these)."""
+
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    invalid: int = 0
+    untracked: int = 0  # events without a key (always sent), commands, emails
+
+    def as_dict(self) -> dict[str, int]:
+        return {k: getattr(self, k) for k in ("new", "changed", "unchanged", "invalid", "untracked")}
+
+
+def classify_rows(
+    rows: Iterable[Mapping[str, Any]],
+    operation: str,
+    *,
+    site_uuid: str,
+    ledger_url: str | None = None,
+    working_dir: str | Path | None = None,
+    derive_event_keys: bool = False,
+    allow_secret_columns: bool = False,
+) -> ChangeCounts:
+    """Classify rows against the ledger as new, changed or unchanged without sending anything (dry run).
+
+    `working_dir` is the pipeline's working folder (where the default ledger file lives) when no
+    `ledger_url` is given (keyword or DESTINATION__BENTO__LEDGER_URL). Rows are read in chunks of 1000.
+    """
+    options = LedgerOptions(ledger_url=ledger_url, derive_event_keys=derive_event_keys)
+    location = _location_or_fail(options, working_dir)
+    counts = ChangeCounts()
+    mapping = MappingOptions(allow_secret_columns)
+    with SyncLedger.open(location, site=site_uuid) as ledger:
+        for chunk in _chunks(iter_rows(list(rows) if not isinstance(rows, list) else rows)):
+            pairs: list[tuple[str, str]] = []
+            for row in chunk:
+                try:
+                    mapped = map_row(operation, row, mapping)
+                except RowError:
+                    counts.invalid += 1
+                    continue
+                pair = classify_mapped(operation, mapped, derive_event_keys)
+                if pair is None:
+                    counts.untracked += 1
+                else:
+                    pairs.append(pair)
+            if not pairs:
+                continue
+            new, changed, unchanged = ledger.partition(operation, pairs)
+            counts.new += len(new)
+            counts.changed += len(changed)
+            counts.unchanged += len(unchanged)
+    return counts
+
+
+def _chunks(rows: Iterator[dict[str, Any]], size: int = SINK_BATCH_SIZE) -> Iterator[list[dict[str, Any]]]:
+    chunk: list[dict[str, Any]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def _location_or_fail(options: LedgerOptions, working_dir: str | Path | None) -> str:
+    if working_dir is None and not (options.ledger_url or _dlt_value("ledger_url")):
+        raise BentoConfigError("give ledger_url or the pipeline's working folder (where bento_ledger.duckdb lives)")
+    return options.location(working_dir or ".")
+
+
+def reset_ledger(
+    site_uuid: str,
+    *,
+    ledger_url: str | None = None,
+    working_dir: str | Path | None = None,
+    operation: str | None = None,
+    consent: bool = False,
+    tags: bool = False,
+) -> str:
+    """Forget the fingerprints of `operation` (None: all), so the next run sends everything; returns the location.
+
+    Consent memory (unsubscribes) and tag ownership are kept unless `consent` / `tags` say otherwise.
+    """
+    location = _location_or_fail(LedgerOptions(ledger_url=ledger_url), working_dir)
+    _close_location(location, site_uuid)
+    with SyncLedger.open(location, site=site_uuid) as ledger:
+        ledger.reset(operation, consent=consent, tags=tags)
+    return location
+
+
+def forget_unsubscribes(
+    emails: Iterable[str], site_uuid: str, *, ledger_url: str | None = None, working_dir: str | Path | None = None
+) -> None:
+    """Forget that these people are unsubscribed: only after they asked to be resubscribed (done in Bento)."""
+    location = _location_or_fail(LedgerOptions(ledger_url=ledger_url), working_dir)
+    _close_location(location, site_uuid)
+    with SyncLedger.open(location, site=site_uuid) as ledger:
+        ledger.clear_unsubscribed(list(emails))
+
+
+# --------------------------------------------------------------------------- the pre-pass over a load package
+
+
+@dataclass
+class PackagePlan:
+    """What the pre-pass found in one normalized load package."""
+
+    load_id: str
+    rows: Counter[str] = field(default_factory=Counter)
+    unchanged: Counter[str] = field(default_factory=Counter)
+    would_unsubscribe: set[str] = field(default_factory=set)
+    would_remove_tags: set[str] = field(default_factory=set)
+    known_audience: int = 0
+    people_in_run: int = 0
+
+
+def _package_jobs(pipeline: Any, load_id: str) -> list[tuple[str, str]]:
+    """(table, file path) of the package's jobs not yet started (dlt tables are skipped)."""
+    info = pipeline.get_load_package_info(load_id)
+    out = []
+    for job in info.jobs.get("new_jobs", []):
+        table = job.job_file_info.table_name
+        if not table.startswith(DLT_PREFIX):
+            out.append((table, str(job.file_path)))
+    return out
+
+
+def _read_batches(path: str) -> Iterator[Any]:
+    from dlt.destinations.file_batching import JsonlFileBatchIterator, ParquetFileBatchIterator
+
+    if path.endswith(".parquet"):
+        yield from ParquetFileBatchIterator(path, SINK_BATCH_SIZE, 0)
+    else:
+        yield from JsonlFileBatchIterator(path, SINK_BATCH_SIZE, 0)
+
+
+def _without_dlt_columns(batch: Any) -> Any:
+    """The batch as the sink sees it: dlt's own columns (`_dlt_id`, `_dlt_load_id`) are not passed to it."""
+    if isinstance(batch, pa.RecordBatch):
+        return batch.select([name for name in batch.schema.names if not name.startswith(DLT_PREFIX)])
+    return [{k: v for k, v in row.items() if not k.startswith(DLT_PREFIX)} for row in batch]
+
+
+def _removals(operation: str, mapped: MappedRow) -> tuple[bool, list[str]]:
+    """(unsubscribes?, tags removed) asked by one mapped row."""
+    payload = mapped.payload or {}
+    if operation == "subscribers":
+        return bool(mapped.commands), _tags(payload.get("remove_tags"))
+    if operation == "events":
+        kind = payload.get("type")
+        return kind == UNSUBSCRIBE_EVENT, (["*"] if kind == REMOVE_TAG_EVENT else [])
+    if operation == "commands":
+        command = payload.get("command")
+        return command == "unsubscribe", ([str(payload.get("query"))] if command == "remove_tag" else [])
+    return False, []
+
+
+def prepare_package(
+    pipeline: Any,
+    load_id: str,
+    settings: BentoSettings,
+    options: LedgerOptions,
+    table_operations: dict[str, str] | None = None,
+    allow_secret_columns: bool = False,
+) -> PackagePlan:
+    """Before `pipeline.load()`: check the blast radius of the whole package, then drop its unchanged rows.
+
+    Raises BlastRadiusExceeded before anything is sent (the caller drops the package). Rows that are
+    unchanged per the ledger are removed from the package's files, so the sink receives only new and
+    changed rows, in full batches; their count is returned (and goes to the run report).
+    """
+    from .sink import resolve_operation
+
+    plan = PackagePlan(load_id)
+    if not options.sync_ledger:
+        return plan
+    ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id)
+    mapping = MappingOptions(allow_secret_columns)
+    emails: list[pa.Array] = []
+    rewrites: list[tuple[str, str, list[bool]]] = []
+    for table, path in _package_jobs(pipeline, load_id):
+        operation = resolve_operation(table, table_operations)
+        if operation not in ("subscribers", "events", "commands"):
+            continue
+        keep: list[bool] = []
+        pairs: list[tuple[str, str]] = []
+        pair_rows: list[int] = []
+        removals: list[tuple[int, str, bool, list[str]]] = []
+        for batch in _read_batches(path):
+            batch_emails: list[str] = []
+            for row in iter_rows(_without_dlt_columns(batch)):
+                index = len(keep)
+                keep.append(True)
+                try:
+                    mapped = map_row(operation, row, mapping)
+                except RowError:
+                    continue  # the sink rejects it, with its reason
+                unsubscribes, removed = _removals(operation, mapped)
+                email = (mapped.payload or {}).get("email") or (mapped.commands[0]["email"] if mapped.commands else "")
+                batch_emails.append(str(email))
+                if unsubscribes or removed:
+                    removals.append((index, str(email), unsubscribes, removed))
+                pair = classify_mapped(operation, mapped, options.derive_event_keys)
+                if pair is not None and not options.full_resync:
+                    pairs.append(pair)
+                    pair_rows.append(index)
+            emails.append(pa.array(batch_emails, pa.string()))
+        plan.rows[table] += len(keep)
+        if pairs:
+            if operation == "events":
+                seen = ledger.seen("events", [k for k, _ in pairs])
+                unchanged = [i for i, (k, _) in enumerate(pairs) if k in seen]
+            else:
+                unchanged = ledger.partition(operation, pairs)[2]
+            for i in unchanged:
+                keep[pair_rows[i]] = False
+            plan.unchanged[table] += len(unchanged)
+        _count_removals(ledger, options, removals, keep, plan)
+        if not all(keep):
+            rewrites.append((table, path, keep))
+    plan.known_audience = ledger.known_audience("subscribers")
+    if plan.would_unsubscribe or plan.would_remove_tags:
+        everyone = pa.chunked_array(emails, pa.string()) if emails else pa.chunked_array([], pa.string())
+        plan.people_in_run = int(pc.count_distinct(everyone).as_py())
+        check_blast_radius(
+            len(plan.would_unsubscribe),
+            len(plan.would_remove_tags),
+            max(plan.known_audience, plan.people_in_run),
+            float(options.max_blast_radius),
+            options.force,
+        )
+    for _, path, keep in rewrites:
+        _rewrite(path, keep)
+    return plan
+
+
+def _count_removals(
+    ledger: SyncLedger, options: LedgerOptions, removals: list[tuple[int, str, bool, list[str]]], keep: list[bool],
+    plan: PackagePlan,
+) -> None:
+    """People this package would unsubscribe (not known already) or strip tags from (owned ones, if owning)."""
+    live = [r for r in removals if keep[r[0]]]
+    if not live:
+        return
+    known = ledger.unsubscribed([email for _, email, unsub, _ in live if unsub])
+    plan.would_unsubscribe |= {email for _, email, unsub, _ in live if unsub and email not in known}
+    tagged = [r for r in live if r[3]]
+    if options.tag_ownership:
+        owned = ledger.owned_tags([email for _, email, _, _ in tagged])
+        tagged = [r for r in tagged if "*" in r[3] or set(r[3]) & owned.get(r[1], set())]
+    plan.would_remove_tags |= {email for _, email, _, _ in tagged}
+
+
+def _rewrite(path: str, keep: list[bool]) -> None:
+    """Rewrite a normalized load file with only the kept rows (before dlt starts loading it)."""
+    from dlt.common import json
+
+    if path.endswith(".parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.filter(pa.array(keep, pa.bool_())), path)
+        return
+    rows: list[Any] = []
+    index = 0
+    for batch in _read_batches(path):
+        for row in batch:
+            if keep[index]:
+                rows.append(row)
+            index += 1
+    with open(path, "wb") as f:
+        for start in range(0, len(rows), SINK_BATCH_SIZE):
+            json.typed_dump(rows[start : start + SINK_BATCH_SIZE], f)
+            f.write(b"\n")
