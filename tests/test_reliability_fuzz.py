@@ -265,9 +265,10 @@ def check_through_sink(operation: str, rows: list[dict[str, Any]], tmp_path: Pat
     with BentoEmulator(sentinel_config()) as emu:
         from bento_destination import bento
 
+        credentials: dict[str, Any] = emu.credentials
         pipeline = dlt.pipeline(name, pipelines_dir=str(pipelines_dir),
                                 destination=bento(requests_per_minute=CLIENT_RPM, reject_threshold=1.0,
-                                                  **emu.credentials))
+                                                  **credentials))
         pipeline.run(rows, table_name=operation)  # must not raise
         assert not pipeline.has_pending_data
         assert log_problems(emu.request_log) == []
@@ -306,8 +307,9 @@ def test_empty_tables_send_nothing_and_leave_nothing_pending(tmp_path: Path) -> 
     with BentoEmulator(sentinel_config()) as emu:
         from bento_destination import bento
 
+        credentials: dict[str, Any] = emu.credentials
         pipeline = dlt.pipeline(f"empty_{uuid.uuid4().hex[:8]}", pipelines_dir=str(tmp_path),
-                                destination=bento(requests_per_minute=CLIENT_RPM, **emu.credentials))
+                                destination=bento(requests_per_minute=CLIENT_RPM, **credentials))
         pipeline.run([], table_name="subscribers")
         pipeline.run(pd.DataFrame({"email": pd.Series([], dtype="string")}), table_name="events")
         pipeline.run([{}, {}], table_name="subscribers")  # rows without a single value
