@@ -224,7 +224,7 @@ def _format_doctor(summary: dict[str, Any]) -> str:
     limits = summary["limits"]
     lines.append(
         f"limits: {limits['requests_per_minute']:g} requests/min for fetch, batch and experimental each "
-        f"({limits['requests_per_minute_from']}); stats {limits['stats_requests_per_hour']:g}/hour "
+        f"({limits['requests_per_minute_from']}); stats {limits['stats_requests_per_hour']:,.0f}/hour "
         f"({limits['stats_requests_per_hour_from']}); at most {limits['max_in_flight']} requests in flight"
     )
     lines.append("batch maxima: " + ", ".join(f"{op} {n}" for op, n in limits["batch_maxima"].items()))

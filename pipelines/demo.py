@@ -130,7 +130,7 @@ def run(args: argparse.Namespace, console: Console) -> Result:
         settings = resolve_settings(**emulator.credentials, env={})
         console.note(f"Local Bento emulator on {emulator.base_url} (seeded; no real Bento account is touched). "
                      f"Budgets raised for it: {DEMO_BUDGETS.requests_per_minute:,.0f} requests/min, stats "
-                     f"{DEMO_BUDGETS.stats_requests_per_hour:g}/hour (Bento's real defaults: 60/min, 30/hour).")
+                     f"{DEMO_BUDGETS.stats_requests_per_hour:,.0f}/hour (Bento's real defaults: 60/min, 30/hour).")
         pushed: list[dict[str, Any]] = []
         texts: list[str] = []
         for table, operation in SYNCS:
