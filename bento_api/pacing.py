@@ -34,6 +34,7 @@ class Pacer:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = float("-inf")
+        self._last_start = float("-inf")
         self._streak = 0
 
     def reserve(self) -> float:
@@ -45,11 +46,25 @@ class Pacer:
             return slot - now
 
     def acquire(self) -> float:
-        """Wait for the next slot; returns the seconds waited."""
+        """Wait for the next slot, and at least one interval after the last request that really started.
+
+        A thread that wakes late for its slot (a busy CPU, the GIL) would otherwise go out right next to
+        the thread holding the following slot; two requests together are what a strict limiter answers
+        with 429. Returns the seconds waited.
+        """
+        waited = 0.0
         wait = self.reserve()
-        if wait > 0:
-            self._sleep(wait)
-        return wait
+        while True:
+            if wait > 0:
+                self._sleep(wait)
+                waited += wait
+            with self._lock:
+                now = self._clock()
+                earliest = self._last_start + self.interval
+                if now >= earliest:
+                    self._last_start = now
+                    return waited
+                wait = earliest - now
 
     def hold_until(self, when: float) -> None:
         """No request of this family before `when` (clock time), e.g. after a Retry-After."""

@@ -79,3 +79,19 @@ def test_retry_after_parsing() -> None:
     assert parse_retry_after("Thu, 01 Jan 1970 00:01:40 GMT", 40.0) == 60.0
     assert parse_retry_after("garbage", 0) is None
     assert parse_retry_after(None, 0) is None
+
+
+def test_a_late_waker_does_not_bunch_with_the_next_slot() -> None:
+    clock = FakeClock()
+    oversleep = {"once": 0.6}
+
+    def sleep(seconds: float) -> None:
+        clock.sleep(seconds + oversleep.pop("once", 0.0))
+
+    pacer = Pacer(1.0 / SAFETY_MARGIN, clock=clock, sleep=sleep)
+    pacer.acquire()  # starts at 100.0
+    pacer.acquire()  # its slot is 101.0, but it wakes 0.6 s late
+    late_start = clock.now
+    pacer.acquire()  # its slot is 102.0: only 0.4 s after the late start, so it waits on
+    assert round(late_start, 6) == 101.6
+    assert round(clock.now - late_start, 6) >= 1.0
