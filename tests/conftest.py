@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import pytest
@@ -20,3 +21,29 @@ def emulator() -> Iterator[BentoEmulator]:
                          bucket_capacity=100_000.0)
     with BentoEmulator(cfg) as emu:
         yield emu
+
+
+#: settings a developer's shell may carry that would change a destination test's behaviour
+ISOLATED_ENV_PREFIXES = ("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__", "DATA_WRITER__")
+
+
+@pytest.fixture
+def destination_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No BENTO_/dlt settings from the environment; shared clients and ledgers closed afterwards."""
+    from bento_destination import close_clients
+    from bento_destination.changes import close_ledgers
+
+    for key in list(os.environ):
+        if key.startswith(ISOLATED_ENV_PREFIXES):
+            monkeypatch.delenv(key)
+    yield
+    close_ledgers()
+    close_clients()
+
+
+@pytest.fixture
+def emu() -> Iterator[BentoEmulator]:
+    """An emulator with no seeded subscribers (so counts are exactly what a test sent) and raised limits."""
+    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
+    with BentoEmulator(config) as emulator:
+        yield emulator

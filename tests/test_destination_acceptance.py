@@ -7,10 +7,8 @@ the defaults stay Bento's safe 60/min.
 from __future__ import annotations
 
 import math
-import os
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,27 +17,13 @@ import duckdb
 import pandas as pd
 import pytest
 
-from bento_api.emulator import BentoEmulator, EmulatorConfig
-from bento_destination import bento, close_clients, last_report, list_rejects
+from bento_api.emulator import BentoEmulator
+from bento_destination import bento, last_report, list_rejects
 from pipelines import warehouse_to_bento
 
-FAST = 60_000.0
+from .destination_support import FAST
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__")):
-            monkeypatch.delenv(key)
-    yield
-    close_clients()
-
-
-@pytest.fixture
-def emu() -> Iterator[BentoEmulator]:
-    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
-    with BentoEmulator(config) as emulator:
-        yield emulator
+pytestmark = pytest.mark.usefixtures("destination_env")
 
 
 def completed_files(info: Any, table: str) -> int:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,35 +12,20 @@ import dlt
 import pandas as pd
 import pytest
 
-from bento_api.emulator import BentoEmulator, EmulatorConfig, Fault
+from bento_api.emulator import BentoEmulator, Fault
 from bento_destination import (
     BentoRejectsExceeded,
     bento,
     bento_dir,
     check_run,
-    close_clients,
     last_report,
     list_rejects,
 )
 from pipelines import dataframe_to_bento
 
-FAST = 60_000.0
+from .destination_support import FAST
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__")):
-            monkeypatch.delenv(key)
-    yield
-    close_clients()
-
-
-@pytest.fixture
-def emu() -> Iterator[BentoEmulator]:
-    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
-    with BentoEmulator(config) as emulator:
-        yield emulator
+pytestmark = pytest.mark.usefixtures("destination_env")
 
 
 def pipeline_for(tmp_path: Path, **kwargs: Any) -> dlt.Pipeline:

@@ -3,9 +3,7 @@ credentials fail before any row is sent, and 401/403/429/5xx/413 each take their
 
 from __future__ import annotations
 
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,30 +19,15 @@ from bento_destination import (
     bento,
     check_credentials,
     check_run,
-    close_clients,
     last_report,
     list_rejects,
 )
 from bento_destination.sync import sync
 from pipelines import dataframe_to_bento
 
-FAST = 60_000.0
+from .destination_support import FAST
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__")):
-            monkeypatch.delenv(key)
-    yield
-    close_clients()
-
-
-@pytest.fixture
-def emu() -> Iterator[BentoEmulator]:
-    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
-    with BentoEmulator(config) as emulator:
-        yield emulator
+pytestmark = pytest.mark.usefixtures("destination_env")
 
 
 def people(n: int, start: int = 0, bad_every: int = 0) -> list[dict[str, Any]]:

@@ -6,41 +6,24 @@ Budgets are raised for the emulator (client 60000/min) so these run in seconds; 
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dlt
 import pytest
 
-from bento_api.emulator import BentoEmulator, EmulatorConfig, Fault
-from bento_destination import close_clients, last_report
+from bento_api.emulator import BentoEmulator, Fault
+from bento_destination import last_report
 from bento_destination.changes import classify_rows, close_ledgers, forget_unsubscribes, reset_ledger
 from bento_destination.ledger import BlastRadiusExceeded, SyncLedger
 from bento_destination.sink import bento
 from bento_destination.sync import sync
 
-FAST = 60_000.0
+from .destination_support import FAST
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__", "DATA_WRITER__")):
-            monkeypatch.delenv(key)
-    yield
-    close_ledgers()
-    close_clients()
-
-
-@pytest.fixture
-def emu() -> Iterator[BentoEmulator]:
-    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
-    with BentoEmulator(config) as emulator:
-        yield emulator
+pytestmark = pytest.mark.usefixtures("destination_env")
 
 
 def subscribers(n: int, version: dict[int, str] | None = None) -> list[dict[str, Any]]:

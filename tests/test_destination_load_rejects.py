@@ -9,35 +9,19 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import dlt
 import pytest
 
-from bento_api.emulator import BentoEmulator, EmulatorConfig, Fault
-from bento_destination import bento, check_run, close_clients, list_rejects
+from bento_api.emulator import BentoEmulator, Fault
+from bento_destination import bento, check_run, list_rejects
 
-FAST = 60_000.0
+from .destination_support import FAST
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__", "DATA_WRITER__")):
-            monkeypatch.delenv(key)
-    yield
-    close_clients()
-
-
-@pytest.fixture
-def emu() -> Iterator[BentoEmulator]:
-    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
-    with BentoEmulator(config) as emulator:
-        yield emulator
+pytestmark = pytest.mark.usefixtures("destination_env")
 
 
 def credentials(emu: BentoEmulator) -> dict[str, Any]:

@@ -17,20 +17,15 @@ import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from bento_api.emulator import BentoEmulator, EmulatorConfig
-from bento_destination import bento, close_clients, last_report
+from bento_destination import bento, last_report
 from pipelines import dataframe_to_bento, warehouse_to_bento
 
-FAST = 60_000.0
+from .destination_support import FAST
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__", "DATA_WRITER__")):
-            monkeypatch.delenv(key)
-    yield
-    close_clients()
+pytestmark = pytest.mark.usefixtures("destination_env")
 
 
 @pytest.fixture
