@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -108,6 +108,21 @@ def explain(error: BaseException) -> str:
     return str(error)
 
 
+def run_for_command_line(
+    name: str, run_pipeline: Callable[..., Any], kwargs: dict[str, Any], *, use_emulator: bool
+) -> Any | None:
+    """`run_pipeline(**kwargs)` for a `main`, against a seeded emulator if asked; None (and why) if it failed."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if use_emulator:
+                kwargs.update(stack.enter_context(emulator_credentials()))
+                print("Using a seeded local emulator (budgets raised for it).")
+            return run_pipeline(**kwargs)
+    except (PipelineStepFailed, BentoError) as error:
+        print(f"{name} failed: {explain(error)}", file=sys.stderr)
+        return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Command line: exit 0 when loaded, 1 when Bento or the load failed (DESIGN.md exit codes)."""
     args = parse_args(argv, "Load Bento into DuckDB")
@@ -118,14 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pipeline_name": args.pipeline_name or DEFAULT_PIPELINE,
         "duckdb_path": args.out,
     }
-    try:
-        with contextlib.ExitStack() as stack:
-            if args.emulator:
-                kwargs.update(stack.enter_context(emulator_credentials()))
-                print("Using a seeded local emulator (budgets raised for it).")
-            pipeline = run(**kwargs)
-    except (PipelineStepFailed, BentoError) as error:
-        print(f"bento_to_duckdb failed: {explain(error)}", file=sys.stderr)
+    pipeline = run_for_command_line("bento_to_duckdb", run, kwargs, use_emulator=args.emulator)
+    if pipeline is None:
         return 1
     print(summarize(pipeline))
     return 0

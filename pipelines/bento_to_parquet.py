@@ -10,21 +10,17 @@ Plain Parquet cannot merge, so `apply_parquet_hints` sets the lists to `replace`
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import dlt
 from dlt.common.pipeline import LoadInfo
-from dlt.pipeline.exceptions import PipelineStepFailed
 
-from bento_api import BentoError
 from bento_source import apply_parquet_hints, bento_source
-from pipelines.bento_to_duckdb import DEFAULT_DATASET, emulator_credentials, explain, parse_args, summarize
+from pipelines.bento_to_duckdb import DEFAULT_DATASET, parse_args, run_for_command_line, summarize
 
 DEFAULT_PIPELINE = "bento_to_parquet"
 
@@ -69,14 +65,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "pipeline_name": args.pipeline_name or DEFAULT_PIPELINE,
         "out_dir": args.out or "bento_parquet",
     }
-    try:
-        with contextlib.ExitStack() as stack:
-            if args.emulator:
-                kwargs.update(stack.enter_context(emulator_credentials()))
-                print("Using a seeded local emulator (budgets raised for it).")
-            pipeline = run(**kwargs)
-    except (PipelineStepFailed, BentoError) as error:
-        print(f"bento_to_parquet failed: {explain(error)}", file=sys.stderr)
+    pipeline = run_for_command_line("bento_to_parquet", run, kwargs, use_emulator=args.emulator)
+    if pipeline is None:
         return 1
     print(summarize(pipeline))
     print(f"Parquet files under {Path(kwargs['out_dir']).resolve() / DEFAULT_DATASET}")
