@@ -221,24 +221,15 @@ class BentoClient:
                 self._sleep(delay)
 
     def iter_pages(
-        self,
-        path: str,
-        params: Mapping[str, Any] | None = None,
-        *,
-        method: str = "GET",
-        body: Mapping[str, Any] | None = None,
-        page_in_body: bool = False,
-        first_page: int = 1,
-        max_pages: int = 10_000,
-        stats: RequestStats | None = None,
+        self, path: str, params: Mapping[str, Any] | None = None, **options: Any
     ) -> Iterator[list[dict[str, Any]]]:
-        """Yield each page's `data` list: page=1, 2, ... until the first empty page (see paging.py)."""
+        """Yield each page's `data` list: page=1, 2, ... until the first empty page.
+
+        Options (method, body, page_in_body, first_page, max_pages, stats) are paging.iter_pages's.
+        """
         from .paging import iter_pages
 
-        return iter_pages(
-            self, path, params, method=method, body=body, page_in_body=page_in_body,
-            first_page=first_page, max_pages=max_pages, stats=stats,
-        )
+        return iter_pages(self, path, params, **options)
 
     # -- one attempt ---------------------------------------------------------------------------
 
