@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from functools import lru_cache
+from typing import Any, Final
 
 from .settings import COMMANDS, COMMANDS_NEEDING_QUERY
 from .values import (
@@ -79,15 +80,16 @@ def _tag_string(value: Any, column: str) -> str | None:
         items = list(value)
     else:
         raise RowError("invalid_tags", f"`{column}` must be a list of tag names or a comma-separated string")
-    names: list[str] = []
+    names: dict[str, None] = {}  # in first-seen order, each once
     for item in items:
         if item is None:
             continue
-        if isinstance(item, Mapping | list | tuple | float | bool):
+        if type(item) is not str and isinstance(item, Mapping | list | tuple | float | bool):
             raise RowError("invalid_tags", f"`{column}` holds {shorten(repr(item))}, which is not a tag name")
         for name in check_text(str(item), column).split(","):
-            if name.strip() and name.strip() not in names:
-                names.append(name.strip())
+            name = name.strip()
+            if name:
+                names[name] = None
     return ",".join(names) or None
 
 
@@ -167,48 +169,131 @@ def _nested_object(row: Mapping[str, Any], name: str, options: MappingOptions, r
     return out
 
 
-def map_subscriber(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
-    """`/batch/subscribers` row: email, tags/remove_tags as comma strings, flat custom fields."""
-    columns = _by_key(row)
-    if "email" not in columns:
-        raise RowError("missing_email", "`email` is missing or empty")
-    email = check_email(columns["email"][1], columns["email"][0])
-    result = MappedRow(payload=None)
-    payload: dict[str, Any] = {"email": email}
-    unsubscribe = False
-    for key, (column, value) in columns.items():
+# --------------------------------------------------------------------------- column plans
+#
+# What a mapper decides from column names alone (normalised names, secret-looking names, which columns
+# form `fields`/`details`, duplicate names) is decided once per tuple of column names and remembered: the
+# rows of a batch share a few such tuples (one per pattern of nulls). Only the values are looked at per
+# row, in the same order and with the same rules as before, so each row gets the same payload or error.
+
+#: column tuples remembered per mapper (a table has one per pattern of nulls among its columns)
+PLAN_CACHE_SIZE: Final = 1024
+
+_FIELD, _FIELDS_OBJECT, _TAGS, _UNSUBSCRIBED = range(4)
+_SUBSCRIBER_RESERVED: Final = frozenset({"email", "tags", "remove_tags", "unsubscribed"})
+
+
+@dataclass(frozen=True, slots=True)
+class _Step:
+    """One column of a row, as a mapper uses it."""
+
+    kind: int
+    column: str
+    #: _FIELD: the field name (may be "": not a valid name); _TAGS: `tags` or `remove_tags`
+    name: str = ""
+    #: _FIELD: where a value comes from, in messages and the dropped list
+    where: str = ""
+    #: _FIELD: the field name looks like a secret
+    secret: bool = False
+
+
+def _field_step(column: str, raw_name: str, where: str) -> _Step:
+    name = field_key(raw_name)
+    return _Step(_FIELD, column, name, where, bool(name) and looks_secret(name))
+
+
+@dataclass(frozen=True, slots=True)
+class _SubscriberPlan:
+    #: (reason, detail) raised before any value is read: duplicate names, no email column
+    error: tuple[str, str] | None
+    email: str = ""
+    steps: tuple[_Step, ...] = ()
+
+
+def _duplicate(columns: tuple[str, ...]) -> tuple[str, str] | None:
+    """The first two columns with one normalised name, as `_by_key` reports them."""
+    seen: dict[str, str] = {}
+    for column in columns:
+        key = field_key(column)
+        if key in seen:
+            return "duplicate_column", f"columns `{seen[key]}` and `{column}` both mean `{key}`; keep one of them"
+        seen[key] = column
+    return None
+
+
+@lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _subscriber_plan(columns: tuple[str, ...]) -> _SubscriberPlan:
+    duplicate = _duplicate(columns)
+    if duplicate is not None:
+        return _SubscriberPlan(duplicate)
+    keys = {field_key(column): column for column in columns}
+    if "email" not in keys:
+        return _SubscriberPlan(("missing_email", "`email` is missing or empty"))
+    steps: list[_Step] = []
+    for key, column in keys.items():
         if key == "email":
             continue
         if key in ("tags", "remove_tags"):
+            steps.append(_Step(_TAGS, column, key))
+        elif key == "unsubscribed":
+            steps.append(_Step(_UNSUBSCRIBED, column))
+        else:
+            path = split_path(column)
+            if path and field_key(path[0]) == "fields":
+                if len(path) == 1:
+                    steps.append(_Step(_FIELDS_OBJECT, column))
+                else:
+                    raw_name = "_".join(path[1:])
+                    steps.append(_field_step(column, raw_name, f"{column}.{raw_name}"))
+            else:
+                steps.append(_field_step(column, column, column))
+    return _SubscriberPlan(None, keys["email"], tuple(steps))
+
+
+def _put_field(
+    payload: dict[str, Any], name: str, where: str, secret: bool, item: Any, options: MappingOptions,
+    result: MappedRow,
+) -> None:
+    """One custom field of a subscriber (its value is not None)."""
+    if not name:
+        raise RowError("invalid_column_name", f"`{where}` cannot be a Bento field name")
+    if secret and not options.allow_secret_columns:
+        result.dropped.add(where)
+        return
+    if name in payload or name in _SUBSCRIBER_RESERVED:
+        raise RowError("conflicting_columns", f"`{where}` sets field `{name}`, which another column also sets")
+    payload[name] = scalar(item, where)
+
+
+def map_subscriber(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
+    """`/batch/subscribers` row: email, tags/remove_tags as comma strings, flat custom fields."""
+    plan = _subscriber_plan(tuple(row))
+    if plan.error is not None:
+        raise RowError(*plan.error)
+    email = check_email(row[plan.email], plan.email)
+    result = MappedRow(payload=None)
+    payload: dict[str, Any] = {"email": email}
+    unsubscribe = False
+    for step in plan.steps:
+        column = step.column
+        value = row[column]
+        kind = step.kind
+        if kind == _FIELD:
+            if value is not None:
+                _put_field(payload, step.name, step.where, step.secret, value, options, result)
+        elif kind == _TAGS:
             tags = _tag_string(value, column)
             if tags:
-                payload[key] = tags
-            continue
-        if key == "unsubscribed":
+                payload[step.name] = tags
+        elif kind == _UNSUBSCRIBED:
             unsubscribe = to_bool(value, column)
-            continue
-        path = split_path(column)
-        if path and field_key(path[0]) == "fields":
-            entries = (
-                list(parse_json_object(value, column).items())
-                if len(path) == 1
-                else [("_".join(path[1:]), value)]
-            )
         else:
-            entries = [(column, value)]
-        for raw_name, item in entries:
-            if item is None:
-                continue
-            name = field_key(raw_name)
-            where = column if raw_name == column else f"{column}.{raw_name}"
-            if not name:
-                raise RowError("invalid_column_name", f"`{where}` cannot be a Bento field name")
-            if looks_secret(name) and not options.allow_secret_columns:
-                result.dropped.add(where)
-                continue
-            if name in payload or name in ("email", "tags", "remove_tags", "unsubscribed"):
-                raise RowError("conflicting_columns", f"`{where}` sets field `{name}`, which another column also sets")
-            payload[name] = scalar(item, where)
+            for raw_name, item in parse_json_object(value, column).items():
+                if item is None:
+                    continue
+                name = field_key(raw_name)
+                where = column if raw_name == column else f"{column}.{raw_name}"
+                _put_field(payload, name, where, bool(name) and looks_secret(name), item, options, result)
     if unsubscribe:
         result.commands.append({"command": "unsubscribe", "email": email})
     if len(payload) > 1 or not unsubscribe:
@@ -219,47 +304,128 @@ def map_subscriber(row: Mapping[str, Any], options: MappingOptions) -> MappedRow
 EVENT_COLUMNS = ("email", "type", "date", "fields", "details", "unique_key")
 
 
+@dataclass(frozen=True, slots=True)
+class _EventPlan:
+    email: str | None
+    type: str | None
+    date: str | None
+    unique: str | None
+    #: `fields` columns in row order: _FIELDS_OBJECT (a dict/JSON column) or _FIELD (`fields__x`)
+    fields: tuple[_Step, ...]
+    #: `details` columns in `_nested_object`'s order: (column, path below `details`; () for the object column)
+    details: tuple[tuple[str, tuple[str, ...]], ...]
+    #: any other column (into `details` under its own name), with whether its name looks like a secret
+    others: tuple[tuple[str, bool], ...]
+
+
+def _group(columns: tuple[str, ...], name: str) -> list[tuple[str, list[str]]]:
+    """The columns forming object `name` (`name` itself and `name__...`), with their paths, in row order."""
+    out = []
+    for column in columns:
+        path = split_path(column)
+        if path and field_key(path[0]) == name:
+            out.append((column, path))
+    return out
+
+
+@lru_cache(maxsize=PLAN_CACHE_SIZE)
+def _event_plan(columns: tuple[str, ...]) -> _EventPlan:
+    email = type_ = date = unique = None
+    others: list[tuple[str, bool]] = []
+    for column in columns:
+        key = field_key(column)
+        path = split_path(column)
+        head = field_key(path[0]) if path else key
+        if key == "email":
+            email = column
+        elif key == "type":
+            type_ = column
+        elif key == "date":
+            date = column
+        elif key == "unique_key":
+            unique = column
+        elif head not in ("fields", "details"):
+            others.append((column, looks_secret(column)))
+    fields = []
+    for column, path in _group(columns, "fields"):
+        if len(path) == 1:
+            fields.append(_Step(_FIELDS_OBJECT, column))
+        else:
+            fields.append(_field_step(column, "_".join(path[1:]), column))
+    details = sorted(_group(columns, "details"), key=lambda entry: len(entry[1]))  # stable, like _nested_object
+    return _EventPlan(
+        email, type_, date, unique, tuple(fields), tuple((c, tuple(p[1:])) for c, p in details), tuple(others)
+    )
+
+
+def _event_field(
+    out: dict[str, Any], key: str, where: str, secret: bool, item: Any, options: MappingOptions, result: MappedRow
+) -> None:
+    """One entry of an event's flat `fields` (its value is not None), as `_flat_object` adds it."""
+    if not key:
+        raise RowError("invalid_column_name", f"`{where}` cannot be a Bento field name")
+    if secret and not options.allow_secret_columns:
+        result.dropped.add(where)
+        return
+    if isinstance(item, Mapping | list | tuple):
+        raise RowError("nested_fields", f"`{where}` is nested; event `fields` must be flat (use `details`)")
+    if key in out:
+        raise RowError("conflicting_columns", f"`{where}` sets field `{key}` twice")
+    out[key] = scalar(item, where)
+
+
 def map_event(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
     """`/batch/events` row: email and type required; flat `fields`; nested `details`; `unique_key`."""
+    plan = _event_plan(tuple(row))
     result = MappedRow(payload=None)
-    email_col = type_col = date_col = unique_col = None
-    others: dict[str, Any] = {}
-    for column, value in row.items():
-        key = field_key(column)
-        head = field_key(split_path(column)[0]) if split_path(column) else key
-        if key == "email":
-            email_col = column
-        elif key == "type":
-            type_col = column
-        elif key == "date":
-            date_col = column
-        elif key == "unique_key":
-            unique_col = column
-        elif head in ("fields", "details"):
-            continue
-        else:
-            others[column] = value
-    if email_col is None:
+    if plan.email is None:
         raise RowError("missing_email", "`email` is missing or empty")
-    email = check_email(row[email_col], email_col)
+    email = check_email(row[plan.email], plan.email)
+    type_col = plan.type
     if type_col is None or not str(row[type_col]).strip():
         raise RowError("missing_type", "`type` is missing or empty (e.g. `$purchase`, `signed_up`)")
     event_type = check_text(row[type_col], type_col).strip()
     payload: dict[str, Any] = {"type": event_type, "email": email}
-    fields = _flat_object(row, "fields", options, result)
-    details = _nested_object(row, "details", options, result)
-    for column, value in others.items():
-        if looks_secret(column) and not options.allow_secret_columns:
+    # `fields`: what _flat_object(row, "fields", ...) builds
+    fields: dict[str, Any] = {}
+    for step in plan.fields:
+        column = step.column
+        value = row[column]
+        if step.kind == _FIELD:
+            if value is not None:
+                _event_field(fields, step.name, step.where, step.secret, value, options, result)
+            continue
+        for raw_key, item in parse_json_object(value, column).items():
+            if item is None:
+                continue
+            key = field_key(raw_key)
+            _event_field(
+                fields, key, f"{column}.{raw_key}", bool(key) and looks_secret(key), item, options, result
+            )
+    # `details`: what _nested_object(row, "details", ...) builds
+    details: dict[str, Any] = {}
+    for column, path in plan.details:
+        value = row[column]
+        if not path:
+            for key, item in json_value(parse_json_object(value, column), column).items():
+                _set_path(details, [key], item, column)
+        else:
+            _set_path(details, list(path), json_value(value, column), column)
+    if details and not options.allow_secret_columns:
+        details = _drop_secret_keys(details, "details", result.dropped)
+    for column, secret in plan.others:
+        if secret and not options.allow_secret_columns:
             result.dropped.add(column)
             continue
-        _set_path(details, [column], json_value(value, column), column)
-    if unique_col is not None:
+        _set_path(details, [column], json_value(row[column], column), column)
+    if plan.unique is not None:
+        unique_col = plan.unique
         unique = details.setdefault("unique", {})
         if not isinstance(unique, dict):
             raise RowError("conflicting_columns", f"`{unique_col}` needs `details.unique` to be an object")
         unique["key"] = str(scalar(row[unique_col], unique_col))
-    if date_col is not None:
-        payload["date"] = iso_datetime(row[date_col], date_col)
+    if plan.date is not None:
+        payload["date"] = iso_datetime(row[plan.date], plan.date)
     if fields:
         payload["fields"] = fields
     if details:

@@ -13,6 +13,7 @@ import re
 import uuid
 from collections.abc import Mapping
 from decimal import Decimal
+from functools import lru_cache
 from typing import Any, Final
 
 from .settings import EMAIL_RE, MAX_EMAIL_LENGTH, SECRET_NAME_PARTS
@@ -21,6 +22,11 @@ _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 _CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
 PATH_SEP: Final = "__"
 Scalar = str | int | float | bool
+#: how many distinct names the name rules remember: a table has a few dozen columns, JSON objects a few
+#: hundred keys; the bound only keeps a stream of ever-new keys from growing memory
+NAME_CACHE_SIZE: Final = 8192
+#: the payload encoding as sent (json.dumps would build a new encoder for every call)
+_PAYLOAD_ENCODER: Final = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
 
 
 class RowError(Exception):
@@ -32,8 +38,12 @@ class RowError(Exception):
         self.detail = detail
 
 
+@lru_cache(maxsize=NAME_CACHE_SIZE, typed=True)
 def field_key(name: str) -> str:
-    """A column name as a Bento field name: lowercase_underscored (`First Name`, `firstName` -> `first_name`)."""
+    """A column name as a Bento field name: lowercase_underscored (`First Name`, `firstName` -> `first_name`).
+
+    Remembered per name: every row of a table asks for the same few names.
+    """
     return _NON_ALNUM.sub("_", _CAMEL.sub("_", str(name)).lower()).strip("_")
 
 
@@ -42,8 +52,9 @@ def split_path(name: str) -> list[str]:
     return [part for part in str(name).split(PATH_SEP) if part]
 
 
+@lru_cache(maxsize=NAME_CACHE_SIZE, typed=True)
 def looks_secret(name: str) -> bool:
-    """True for names such as `password`, `api_key`, `AccessToken`, `client_secret`."""
+    """True for names such as `password`, `api_key`, `AccessToken`, `client_secret` (remembered per name)."""
     key = field_key(name)
     compact = key.replace("_", "")
     return any(part in key or part.replace("_", "") in compact for part in SECRET_NAME_PARTS)
@@ -70,6 +81,8 @@ def shorten(text: str, limit: int = 80) -> str:
 def check_text(value: Any, column: str) -> str:
     if not isinstance(value, str):
         raise RowError("invalid_value", f"`{column}` must be text, got {type(value).__name__}")
+    if value.isascii():  # O(1) in CPython, and ASCII always encodes
+        return value
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
@@ -96,6 +109,13 @@ def iso_datetime(value: Any, column: str) -> str:
 
 def scalar(value: Any, column: str) -> Scalar:
     """A flat value Bento can store as a field; dicts and lists are refused (fields must not nest)."""
+    kind = type(value)
+    if kind is str:
+        return check_text(value, column)
+    if kind is int or kind is bool:
+        return value
+    if kind is float:
+        return json_value(value, column)
     if isinstance(value, Mapping | list | tuple):
         raise RowError("nested_value", f"`{column}` holds a nested value; Bento fields must be flat")
     out = json_value(value, column)
@@ -165,7 +185,7 @@ def to_bool(value: Any, column: str) -> bool:
 def encoded_size(payload: Any, column: str = "row") -> int:
     """Bytes of the payload as sent; RowError if it holds NaN, infinity or text that is not Unicode."""
     try:
-        return len(json.dumps(payload, allow_nan=False, ensure_ascii=False).encode("utf-8"))
+        return len(_PAYLOAD_ENCODER.encode(payload).encode("utf-8"))
     except (ValueError, TypeError, UnicodeEncodeError) as exc:
         raise RowError("unencodable", f"{column} cannot be encoded as JSON ({type(exc).__name__})") from None
 
