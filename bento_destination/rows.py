@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
+from functools import lru_cache
 from typing import Any, Final
 
 import pyarrow as pa
@@ -28,8 +29,16 @@ def variant_base(column: str) -> str | None:
     return match.group("base") if match else None
 
 
+@lru_cache(maxsize=1024)
+def _has_variants(columns: tuple[str, ...]) -> bool:
+    """Whether any of these columns is a variant column (decided once per tuple of column names)."""
+    return any(variant_base(column) is not None for column in columns)
+
+
 def clean_row(row: Mapping[str, Any]) -> dict[str, Any]:
     """Drop nulls and fold variant columns into their base column (a row holds one or the other)."""
+    if not _has_variants(tuple(row)):
+        return {column: value for column, value in row.items() if value is not None}
     out: dict[str, Any] = {}
     variants: list[tuple[str, Any]] = []
     for column, value in row.items():
@@ -50,9 +59,10 @@ def iter_rows(items: Any, chunk: int = SINK_BATCH_SIZE) -> Iterator[dict[str, An
     if isinstance(items, str):
         raise TypeError("the bento sink expects rows, not a file path (do not set batch_size=0)")
     if isinstance(items, (pa.RecordBatch, pa.Table)):
+        plain = not _has_variants(tuple(items.schema.names))  # every row has the schema's columns
         for start in range(0, items.num_rows, chunk):
             for row in items.slice(start, chunk).to_pylist():
-                yield clean_row(row)
+                yield {c: v for c, v in row.items() if v is not None} if plain else clean_row(row)
         return
     for row in items:
         if not isinstance(row, Mapping):
