@@ -97,7 +97,8 @@ def _process(
         outcome.ignored |= mapped.ignored
         if mapped.payload is not None:
             main.append(Item(mapped.payload, row))
-        derived.extend(Item(command, row, counts_row=mapped.payload is None) for command in mapped.commands)
+        if mapped.commands:
+            derived.extend(Item(command, row, counts_row=mapped.payload is None) for command in mapped.commands)
     if changes is not None:  # sync ledger: drop unchanged rows, reject consent violations (changes.py)
         main, derived = changes.filter(main, derived)
     batch_id = batch_digest(table_name, [item.payload for item in main + derived])
