@@ -316,6 +316,9 @@ class _EventPlan:
     details: tuple[tuple[str, tuple[str, ...]], ...]
     #: any other column (into `details` under its own name), with whether its name looks like a secret
     others: tuple[tuple[str, bool], ...]
+    #: a `details` object column, or a `details__...` path part that looks like a secret: then `details`
+    #: is always searched for secret keys; otherwise only when a value is itself an object or a list
+    details_keys_unknown: bool
 
 
 def _group(columns: tuple[str, ...], name: str) -> list[tuple[str, list[str]]]:
@@ -353,8 +356,10 @@ def _event_plan(columns: tuple[str, ...]) -> _EventPlan:
         else:
             fields.append(_field_step(column, "_".join(path[1:]), column))
     details = sorted(_group(columns, "details"), key=lambda entry: len(entry[1]))  # stable, like _nested_object
+    keys_unknown = any(len(path) == 1 or any(looks_secret(part) for part in path[1:]) for _, path in details)
     return _EventPlan(
-        email, type_, date, unique, tuple(fields), tuple((c, tuple(p[1:])) for c, p in details), tuple(others)
+        email, type_, date, unique, tuple(fields), tuple((c, tuple(p[1:])) for c, p in details), tuple(others),
+        keys_unknown,
     )
 
 
@@ -404,14 +409,18 @@ def map_event(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
             )
     # `details`: what _nested_object(row, "details", ...) builds
     details: dict[str, Any] = {}
+    keys_unknown = plan.details_keys_unknown
     for column, path in plan.details:
         value = row[column]
         if not path:
             for key, item in json_value(parse_json_object(value, column), column).items():
                 _set_path(details, [key], item, column)
         else:
-            _set_path(details, list(path), json_value(value, column), column)
-    if details and not options.allow_secret_columns:
+            item = json_value(value, column)
+            keys_unknown = keys_unknown or isinstance(item, dict | list)
+            _set_path(details, list(path), item, column)
+    if details and keys_unknown and not options.allow_secret_columns:
+        # otherwise every key is a path part known not to look like a secret: nothing to drop
         details = _drop_secret_keys(details, "details", result.dropped)
     for column, secret in plan.others:
         if secret and not options.allow_secret_columns:
