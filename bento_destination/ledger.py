@@ -13,8 +13,11 @@ Storage (see docs/ledger.md):
   read into a private DuckDB cache when the ledger opens, and compacted into one when there are many.
 
 Everything is vectorised through Arrow and DuckDB (a batch is joined against the ledger table), so a
-million keys never become a million Python objects inside the ledger. One lock serialises all access:
-dlt runs load jobs in a thread pool, and a DuckDB connection must not be used by two threads at once.
+million keys never become a million Python objects inside the ledger. All DuckDB work runs on one thread
+per ledger (`_Worker`): dlt runs load jobs in a thread pool, a DuckDB connection must not be used by two
+threads at once, and memory DuckDB allocates from ten threads stays in ten allocator arenas (about 50 MB
+more at 1,000,000 acknowledged rows). DuckDB is capped too (`memory_limit`, one DuckDB thread): beyond
+the cap it spills to its temporary folder instead of growing.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import decimal
+import functools
 import hashlib
 import json
 import math
 import os
 import posixpath
+import queue
 import re
 import shutil
 import tempfile
@@ -34,12 +39,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self, cast
+from typing import Any, Concatenate, ParamSpec, Self, TypeVar, cast
 
 import duckdb
 import fsspec  # type: ignore[import-untyped]  # fsspec ships no type hints
+import numpy
 import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
@@ -61,6 +68,9 @@ __all__ = [
 #: default share of the known audience a run may unsubscribe or strip tags from before it stops
 DEFAULT_MAX_SHARE = 0.10
 
+#: classes of :meth:`SyncLedger.classify`
+NEW, CHANGED, UNCHANGED = 0, 1, 2
+
 #: reserved namespaces (a leading underscore can never be an operation name)
 TAGS_NS = "_tags"
 UNSUBSCRIBED_NS = "_unsubscribed"
@@ -72,8 +82,18 @@ SEGMENT_PREFIX = "segment-"
 SEGMENT_SUFFIX = ".parquet"
 TMP_PREFIX = ".tmp-"
 DEFAULT_COMPACT_AFTER = 32
-#: DuckDB's working-memory cap for the ledger; beyond it DuckDB spills to disk instead of growing
-DEFAULT_MEMORY_LIMIT = "512MB"
+#: DuckDB's working-memory cap for the ledger; beyond it DuckDB spills to its temporary folder (joins,
+#: compaction) or evicts table blocks it can read again. 1,000,000 keys are about 40 MB in DuckDB's
+#: format. Not much lower: a checkpoint needs a few MB pinned, and at 8 MB it failed (a fatal error).
+DEFAULT_MEMORY_LIMIT = "32MB"
+#: the cap while one statement handles more than BULK_ROWS rows (a million keys acknowledged at once,
+#: reading many segments, compacting): such a statement needs room for its intermediates, and the
+#: steady cap comes back when it is done
+DEFAULT_BULK_MEMORY_LIMIT = "512MB"
+BULK_ROWS = 200_000
+#: DuckDB worker threads of the ledger connection: the ledger is used by one thread at a time anyway,
+#: and each DuckDB thread keeps its own buffers
+DEFAULT_THREADS = 1
 
 _OPERATION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,99}$")
 _SITE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,199}$")
@@ -405,6 +425,66 @@ def _fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+# --------------------------------------------------------------------------- one thread for DuckDB
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+class _Worker:
+    """One thread that runs every DuckDB call of a ledger, in order; callers wait for their result.
+
+    Memory that DuckDB (and Arrow) allocate on a thread is cached per thread by the allocators; when ten
+    dlt load jobs each touched the connection, ten caches grew. Calls from the worker itself run inline
+    (no deadlock), and so do calls once the worker is stopped or gone (interpreter exit, after a fork).
+    """
+
+    def __init__(self, name: str) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any], Future[Any]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            task = self._queue.get()
+            if task is None:
+                return
+            call, future = task
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(call())
+            except BaseException as exc:  # handed to the caller, which re-raises it
+                future.set_exception(exc)
+            del call, future, task
+            # Arrow's allocator keeps what a thread freed for that thread's reuse; give it back now
+            pa.default_memory_pool().release_unused()
+
+    def call(self, fn: Callable[_P, _R], *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        """``fn(*args, **kwargs)`` on the worker thread; its result, or its exception re-raised here."""
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            return fn(*args, **kwargs)
+        future: Future[_R] = Future()
+        self._queue.put((functools.partial(fn, *args, **kwargs), future))
+        return future.result()
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread."""
+        self._queue.put(None)
+        if threading.current_thread() is not self._thread:
+            self._thread.join()
+
+
+def _on_worker(method: Callable[Concatenate[SyncLedger, _P], _R]) -> Callable[Concatenate[SyncLedger, _P], _R]:
+    """Run a SyncLedger method on the ledger's worker thread (see `_Worker`)."""
+
+    @functools.wraps(method)
+    def wrapper(self: SyncLedger, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+        return self._worker.call(method, self, *args, **kwargs)
+
+    return wrapper
+
+
 # --------------------------------------------------------------------------- the ledger
 
 
@@ -498,7 +578,10 @@ class SyncLedger:
         store: SegmentStore | None = None,
         cache_dir: str | None = None,
         full_resync: bool = False,
+        worker: _Worker | None = None,
     ) -> None:
+        self._worker = worker or _Worker(f"bento-ledger-{site}")
+        self._memory_limits = (DEFAULT_MEMORY_LIMIT, DEFAULT_BULK_MEMORY_LIMIT)
         self._con = con
         self._site = site
         self._store = store
@@ -508,7 +591,9 @@ class SyncLedger:
         self._closed = False
         self.location = location
         self.full_resync = full_resync
-        (last,) = self._fetchone("SELECT coalesce(max(seq), 0) FROM ledger_entries WHERE site = ?", [site])
+        (last,) = self._worker.call(
+            self._fetchone, "SELECT coalesce(max(seq), 0) FROM ledger_entries WHERE site = ?", [site]
+        )
         self._clock.observe(int(last))
 
     # ----------------------------------------------------------------- opening
@@ -524,6 +609,8 @@ class SyncLedger:
         compact_after: int = DEFAULT_COMPACT_AFTER,
         storage_options: Mapping[str, Any] | None = None,
         memory_limit: str = DEFAULT_MEMORY_LIMIT,
+        threads: int = DEFAULT_THREADS,
+        bulk_memory_limit: str = DEFAULT_BULK_MEMORY_LIMIT,
     ) -> SyncLedger:
         """Open (or create) the ledger of ``site``.
 
@@ -533,7 +620,9 @@ class SyncLedger:
         ``s3://bucket/prefix``) holding Parquet segments under ``<location>/<site>/``, which outlives
         the pipeline's working folder. ``full_resync`` ignores the stored fingerprints for this run
         (everything counts as new) but still records what is acknowledged. ``storage_options`` go to
-        fsspec (credentials, endpoint); ``memory_limit`` caps DuckDB's working memory (it spills beyond).
+        fsspec (credentials, endpoint); ``memory_limit`` caps DuckDB's working memory (it spills beyond),
+        ``bulk_memory_limit`` while a statement handles more than ``BULK_ROWS`` rows, and ``threads``
+        sets DuckDB's worker threads.
         """
         if not isinstance(site, str) or not _SITE_RE.match(site) or site in {".", ".."}:
             raise ValueError(f"site must be a Bento site uuid (letters, digits, '-', '_', '.'), got {site!r}")
@@ -548,28 +637,47 @@ class SyncLedger:
             local_candidate = None
         else:
             local_candidate = text
+        config: dict[str, Any] = {
+            "memory_limit": memory_limit,
+            "threads": max(1, int(threads)),
+            "preserve_insertion_order": False,  # no query relies on it; keeping it costs buffers
+        }
         if text.endswith(".duckdb"):
             if local_candidate is None:
                 raise LedgerError(
                     f"a DuckDB ledger file must be local, got {text!r}; for remote storage give a folder URL "
                     "such as s3://bucket/bento-ledger (Parquet segments)"
                 )
-            return cls._open_duckdb(local_candidate, site=site, full_resync=full_resync, memory_limit=memory_limit)
-        return cls._open_segments(
-            text,
-            site=site,
-            full_resync=full_resync,
-            compact_after=compact_after,
-            storage_options=storage_options,
-            memory_limit=memory_limit,
-        )
+            opener: Callable[[_Worker], SyncLedger] = functools.partial(
+                cls._open_duckdb, local_candidate, site=site, full_resync=full_resync, config=config
+            )
+        else:
+            opener = functools.partial(
+                cls._open_segments,
+                text,
+                site=site,
+                full_resync=full_resync,
+                compact_after=compact_after,
+                storage_options=storage_options,
+                config=config,
+            )
+        worker = _Worker(f"bento-ledger-{site}")
+        try:
+            ledger = worker.call(opener, worker)
+        except BaseException:
+            worker.stop()
+            raise
+        ledger._memory_limits = (memory_limit, bulk_memory_limit)
+        return ledger
 
     @classmethod
-    def _open_duckdb(cls, path: str, *, site: str, full_resync: bool, memory_limit: str) -> SyncLedger:
+    def _open_duckdb(
+        cls, path: str, worker: _Worker, *, site: str, full_resync: bool, config: dict[str, Any]
+    ) -> SyncLedger:
         file = Path(path).expanduser()
         file.parent.mkdir(parents=True, exist_ok=True)
         try:
-            con = duckdb.connect(str(file), config={"memory_limit": memory_limit})
+            con = duckdb.connect(str(file), config=config)
         except duckdb.Error as exc:
             raise LedgerError(
                 f"cannot open the ledger file {file}: {exc}. Another process may hold it: "
@@ -577,18 +685,19 @@ class SyncLedger:
             ) from exc
         con.execute(_DDL)
         con.execute("INSERT OR IGNORE INTO ledger_meta VALUES ('format', ?)", [FORMAT_VERSION])
-        return cls(con, site=site, location=str(file), full_resync=full_resync)
+        return cls(con, site=site, location=str(file), full_resync=full_resync, worker=worker)
 
     @classmethod
     def _open_segments(
         cls,
         url: str,
+        worker: _Worker,
         *,
         site: str,
         full_resync: bool,
         compact_after: int,
         storage_options: Mapping[str, Any] | None,
-        memory_limit: str,
+        config: dict[str, Any],
     ) -> SyncLedger:
         try:
             fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
@@ -600,9 +709,11 @@ class SyncLedger:
             ) from exc
         cache_dir = tempfile.mkdtemp(prefix="bento-ledger-")
         try:
-            con = duckdb.connect(os.path.join(cache_dir, "cache.duckdb"), config={"memory_limit": memory_limit})
+            con = duckdb.connect(os.path.join(cache_dir, "cache.duckdb"), config=config)
             con.execute(_DDL)
-            ledger = cls(con, site=site, location=url, store=store, cache_dir=cache_dir, full_resync=full_resync)
+            ledger = cls(
+                con, site=site, location=url, store=store, cache_dir=cache_dir, full_resync=full_resync, worker=worker
+            )
         except BaseException:
             shutil.rmtree(cache_dir, ignore_errors=True)
             raise
@@ -620,41 +731,57 @@ class SyncLedger:
         """See :func:`fingerprint`."""
         return fingerprint(payload)
 
+    @_on_worker
     def partition(self, operation: str, items: Pairs) -> tuple[list[int], list[int], list[int]]:
         """Split (key, fingerprint) pairs into indexes of (new, changed, unchanged) rows.
 
         New: no fingerprint stored; changed: a different one; unchanged: the same, so not sent.
         One join of the batch against the ledger table; pass large batches (a load file) at once.
         """
+        klass = self._classify(operation, items)
+        index = numpy.arange(len(klass))
+        return (
+            cast(list[int], index[klass == NEW].tolist()),
+            cast(list[int], index[klass == CHANGED].tolist()),
+            cast(list[int], index[klass == UNCHANGED].tolist()),
+        )
+
+    @_on_worker
+    def classify(self, operation: str, items: Pairs) -> numpy.ndarray[Any, numpy.dtype[numpy.int8]]:
+        """Per (key, fingerprint) pair, in order: NEW (0), CHANGED (1) or UNCHANGED (2), as a numpy array.
+
+        :meth:`partition` without the Python lists, for large batches (the pre-pass over a load file
+        passes a two-column Arrow table).
+        """
+        return self._classify(operation, items)
+
+    def _classify(self, operation: str, items: Pairs) -> numpy.ndarray[Any, numpy.dtype[numpy.int8]]:
         ns = _check_operation(operation)
         batch = _pairs_table(items, "key", "fp")
         n = batch.num_rows
         self._ensure_open()
         if self.full_resync or n == 0:
-            return list(range(n)), [], []
-        batch = batch.append_column("i", pa.array(range(n), pa.int64()))
-        with self._locked():
+            return numpy.zeros(n, numpy.int8)
+        batch = batch.append_column("i", pa.array(numpy.arange(n, dtype=numpy.int64)))
+        with self._locked(), self._roomy(n):
             self._con.register("ledger_batch", batch)
             try:
                 result = self._con.execute(
                     """
-                    SELECT b.i, CASE WHEN e.value IS NULL THEN 0 WHEN e.value = b.fp THEN 2 ELSE 1 END AS c
+                    SELECT b.i, CASE WHEN e.value = b.fp THEN 2 ELSE 1 END::TINYINT AS c
                     FROM ledger_batch b
-                    LEFT JOIN ledger_entries e
+                    JOIN ledger_entries e
                       ON e.site = ? AND e.ns = ? AND e.sub = '' AND e.key = b.key
-                    ORDER BY b.i
                     """,
                     [self._site, ns],
                 ).fetchnumpy()
             finally:
                 self._con.unregister("ledger_batch")
-        index, klass = result["i"], result["c"]
-        return (
-            cast(list[int], index[klass == 0].tolist()),
-            cast(list[int], index[klass == 1].tolist()),
-            cast(list[int], index[klass == 2].tolist()),
-        )
+        out = numpy.zeros(n, numpy.int8)
+        out[result["i"]] = result["c"]
+        return out
 
+    @_on_worker
     def seen(self, operation: str, keys: Iterable[str]) -> set[str]:
         """The keys among ``keys`` already acknowledged (events: do not send these again)."""
         ns = _check_operation(operation)
@@ -680,6 +807,7 @@ class SyncLedger:
                 self._con.unregister("ledger_keys")
         return {row[0] for row in rows}
 
+    @_on_worker
     def known_audience(self, operation: str = "subscribers") -> int:
         """How many keys (for subscribers: people) Bento acknowledged: the blast-radius denominator."""
         ns = _check_operation(operation)
@@ -687,6 +815,7 @@ class SyncLedger:
             (count,) = self._fetchone("SELECT count(*) FROM ledger_entries WHERE site = ? AND ns = ?", [self._site, ns])
         return int(count)
 
+    @_on_worker
     def owned_tags(self, emails: Iterable[str]) -> dict[str, set[str]]:
         """For each email (normalised: trimmed, lower-case), the tags this connector added."""
         wanted = sorted({_normalise_email(e) for e in _as_list(emails)})
@@ -710,6 +839,7 @@ class SyncLedger:
             owned[email].add(tag)
         return owned
 
+    @_on_worker
     def unsubscribed(self, emails: Iterable[str]) -> set[str]:
         """The emails (normalised) known to be unsubscribed. Not affected by ``full_resync``."""
         array = _string_array([_normalise_email(e) for e in _as_list(emails)], "email")
@@ -730,29 +860,35 @@ class SyncLedger:
         if ops is not None:
             self._commit(ops)
 
-    def _one(self, record: Callable[[LedgerTransaction], None]) -> None:
+    @_on_worker
+    def record(self, changes: Callable[[LedgerTransaction], None]) -> None:
+        """``changes(tx)`` collects changes; they are committed as one unit, like :meth:`transaction`.
+
+        The whole of it runs on the ledger's thread, Arrow tables included, so a thread pool of
+        callers does not leave Arrow memory cached in every thread's allocator.
+        """
         with self.transaction() as tx:
-            record(tx)
+            changes(tx)
 
     def acknowledge(self, operation: str, items: Pairs) -> None:
         """Record (key, fingerprint) pairs. Call ONLY after Bento acknowledged the batch."""
-        self._one(lambda tx: tx.acknowledge(operation, items))
+        self.record(lambda tx: tx.acknowledge(operation, items))
 
     def add_owned_tags(self, pairs: Iterable[tuple[str, str]]) -> None:
         """See :meth:`LedgerTransaction.add_owned_tags`."""
-        self._one(lambda tx: tx.add_owned_tags(pairs))
+        self.record(lambda tx: tx.add_owned_tags(pairs))
 
     def remove_owned_tags(self, pairs: Iterable[tuple[str, str]]) -> None:
         """See :meth:`LedgerTransaction.remove_owned_tags`."""
-        self._one(lambda tx: tx.remove_owned_tags(pairs))
+        self.record(lambda tx: tx.remove_owned_tags(pairs))
 
     def mark_unsubscribed(self, emails: Iterable[str]) -> None:
         """See :meth:`LedgerTransaction.mark_unsubscribed`."""
-        self._one(lambda tx: tx.mark_unsubscribed(emails))
+        self.record(lambda tx: tx.mark_unsubscribed(emails))
 
     def clear_unsubscribed(self, emails: Iterable[str]) -> None:
         """See :meth:`LedgerTransaction.clear_unsubscribed`."""
-        self._one(lambda tx: tx.clear_unsubscribed(emails))
+        self.record(lambda tx: tx.clear_unsubscribed(emails))
 
     def reset(self, operation: str | None = None, *, consent: bool = False, tags: bool = False) -> None:
         """Forget fingerprints of ``operation`` (None: all), so the next run sends everything again.
@@ -760,8 +896,9 @@ class SyncLedger:
         Consent (unsubscribes) and tag ownership are kept unless ``consent`` / ``tags`` say otherwise:
         forgetting them would weaken the guards, not just cost requests.
         """
-        self._one(lambda tx: tx.reset(operation, consent=consent, tags=tags))
+        self.record(lambda tx: tx.reset(operation, consent=consent, tags=tags))
 
+    @_on_worker
     def _commit(self, ops: pa.Table) -> None:
         """Stamp sequence numbers, make the change durable (segment), then apply it to the table."""
         with self._locked():
@@ -798,7 +935,8 @@ class SyncLedger:
         """Apply an Arrow table of ops (any number, any mix) to ledger_entries."""
         self._con.register("ledger_ops", ops)
         try:
-            self._apply_from("ledger_ops")
+            with self._roomy(ops.num_rows):
+                self._apply_from("ledger_ops")
         finally:
             self._con.unregister("ledger_ops")
 
@@ -869,12 +1007,14 @@ class SyncLedger:
                         raise
                     continue
                 try:
-                    self._con.execute("DELETE FROM ledger_entries WHERE site = ?", [self._site])
-                    self._apply_from("ledger_raw")
-                    (last,) = self._fetchone("SELECT coalesce(max(seq), 0) FROM ledger_raw")
-                    self._clock.observe(int(last))
-                    if len(segments) > max(compact_after, 1):
-                        self._compact(segments)
+                    (raw,) = self._fetchone("SELECT count(*) FROM ledger_raw")
+                    with self._roomy(int(raw)):
+                        self._con.execute("DELETE FROM ledger_entries WHERE site = ?", [self._site])
+                        self._apply_from("ledger_raw")
+                        (last,) = self._fetchone("SELECT coalesce(max(seq), 0) FROM ledger_raw")
+                        self._clock.observe(int(last))
+                        if len(segments) > max(compact_after, 1):
+                            self._compact(segments)
                 finally:
                     self._con.execute("DROP TABLE IF EXISTS ledger_raw")
             return
@@ -893,6 +1033,7 @@ class SyncLedger:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(local)
 
+    @_on_worker
     def compact(self) -> None:
         """Rewrite all segments as one (URL ledgers) or checkpoint the file (DuckDB ledgers)."""
         with self._locked():
@@ -947,6 +1088,19 @@ class SyncLedger:
     # ----------------------------------------------------------------- plumbing
 
     @contextlib.contextmanager
+    def _roomy(self, rows: int) -> Iterator[None]:
+        """Raise DuckDB's cap to the bulk one while a statement handles more than BULK_ROWS rows."""
+        steady, bulk = self._memory_limits
+        if rows <= BULK_ROWS or steady == bulk:
+            yield
+            return
+        self._con.execute(f"SET memory_limit = '{_sql_literal(bulk)}'")
+        try:
+            yield
+        finally:
+            self._con.execute(f"SET memory_limit = '{_sql_literal(steady)}'")
+
+    @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
         with self._lock:
             self._ensure_open()
@@ -963,7 +1117,13 @@ class SyncLedger:
         return tuple(rows[0])
 
     def close(self) -> None:
-        """Release the DuckDB connection and the local cache; committed data is already durable."""
+        """Release the DuckDB connection, its thread and the local cache; committed data is already durable."""
+        try:
+            self._worker.call(self._close)
+        finally:
+            self._worker.stop()
+
+    def _close(self) -> None:
         with self._lock:
             if self._closed:
                 return
