@@ -8,8 +8,10 @@ sink batch, which rows go to Bento and records what Bento acknowledged:
   events for people known to be unsubscribed are rejected (unless allowed); nothing ever resubscribes a
   person known to be unsubscribed; with tag ownership, `remove_tags` keeps only tags this connector added;
 - **acknowledge** (`BatchChanges.acknowledge`, after sending): one ledger transaction per sink batch, for
-  the rows Bento did not refuse (a row in a request Bento answered with `failed > 0` counts as refused,
-  since Bento does not say which rows failed), plus unsubscribes and tags added or removed;
+  the rows Bento did not refuse, plus unsubscribes and tags added or removed. When Bento answers a request
+  with `failed > 0`, the sender finds the failed subscriber rows exactly by re-sending halves (they are
+  rejected as `refused_by_bento`); for events and commands every row of that request is rejected as
+  `bento_failed`. Either way a rejected row is not acknowledged, so it is sent again next run;
 - **pre-pass** (`prepare_package`, called by `sync()` between normalize and load): the blast-radius guard
   over the whole load package (dlt calls the sink per batch, so "before anything is sent" needs the
   package), and compaction: unchanged rows are removed from the package's files, so the changed rows
@@ -23,6 +25,8 @@ reopened when a new load starts (a folder ledger then sees other processes' segm
 from __future__ import annotations
 
 import atexit
+import contextlib
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -30,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -38,7 +43,11 @@ from bento_api import BentoConfigError, BentoSettings
 
 from .clients import _dlt_value
 from .ledger import (
+    CHANGED,
     DEFAULT_MAX_SHARE,
+    NEW,
+    UNCHANGED,
+    LedgerTransaction,
     SyncLedger,
     check_blast_radius,
     derive_event_key,
@@ -46,10 +55,10 @@ from .ledger import (
     fingerprint,
 )
 from .mapping import MappedRow, MappingOptions, map_row
-from .rows import iter_rows
+from .rows import iter_rows, variant_base
 from .send import BatchOutcome, Item
 from .settings import SINK_BATCH_SIZE
-from .values import RowError
+from .values import RowError, field_key
 
 #: the default ledger file, inside the pipeline's working folder
 LEDGER_FILENAME = "bento_ledger.duckdb"
@@ -216,6 +225,7 @@ class BatchChanges:
 
     def filter(self, main: list[Item], derived: list[Item]) -> tuple[list[Item], list[Item]]:
         """The items to send; unchanged rows are counted, refused rows are rejected with their reason."""
+        _release_arrow_memory()
         plans: dict[int, _RowPlan] = {}
         for item in main + derived:
             plans.setdefault(id(item.row), _RowPlan(item.row)).items.append(item)
@@ -355,15 +365,19 @@ class BatchChanges:
                     tags_added.append((email, str(payload["query"]).strip()))
                 elif command == "remove_tag":
                     tags_removed.append((email, str(payload["query"]).strip()))
-        with self.ledger.transaction() as tx:
-            if fingerprints and self.operation in ("subscribers", "events"):
-                tx.acknowledge(self.operation, fingerprints)
+        operation = self.operation
+
+        def changes(tx: LedgerTransaction) -> None:
+            if fingerprints and operation in ("subscribers", "events"):
+                tx.acknowledge(operation, fingerprints)
             if unsubscribes:
                 tx.mark_unsubscribed(unsubscribes)
             if tags_added:
                 tx.add_owned_tags(tags_added)
             if tags_removed:
                 tx.remove_owned_tags(tags_removed)
+
+        self.ledger.record(changes)  # on the ledger's thread, as one commit
 
 
 def _resubscribe_detail(email: str) -> str:
@@ -415,15 +429,17 @@ def classify_rows(
     """Classify rows against the ledger as new, changed or unchanged without sending anything (dry run).
 
     `working_dir` is the pipeline's working folder (where the default ledger file lives) when no
-    `ledger_url` is given (keyword or DESTINATION__BENTO__LEDGER_URL). Rows are read in chunks of 1000.
+    `ledger_url` is given (keyword or DESTINATION__BENTO__LEDGER_URL). Streams: rows are read, mapped
+    and joined against the ledger 1000 at a time, so any number of rows takes the memory of one chunk.
     """
     options = LedgerOptions(ledger_url=ledger_url, derive_event_keys=derive_event_keys)
     location = _location_or_fail(options, working_dir)
     counts = ChangeCounts()
     mapping = MappingOptions(allow_secret_columns)
     with SyncLedger.open(location, site=site_uuid) as ledger:
-        for chunk in _chunks(iter_rows(list(rows) if not isinstance(rows, list) else rows)):
-            pairs: list[tuple[str, str]] = []
+        for chunk in _chunks(iter_rows(rows)):
+            keys: list[str] = []
+            fps: list[str] = []
             for row in chunk:
                 try:
                     mapped = map_row(operation, row, mapping)
@@ -434,13 +450,14 @@ def classify_rows(
                 if pair is None:
                     counts.untracked += 1
                 else:
-                    pairs.append(pair)
-            if not pairs:
+                    keys.append(pair[0])
+                    fps.append(pair[1])
+            if not keys:
                 continue
-            new, changed, unchanged = ledger.partition(operation, pairs)
-            counts.new += len(new)
-            counts.changed += len(changed)
-            counts.unchanged += len(unchanged)
+            klass = ledger.classify(operation, pa.table({"key": pa.array(keys, pa.string()), "fp": fps}))
+            counts.new += int((klass == NEW).sum())
+            counts.changed += int((klass == CHANGED).sum())
+            counts.unchanged += int((klass == UNCHANGED).sum())
     return counts
 
 
@@ -507,14 +524,39 @@ class PackagePlan:
     people_in_run: int = 0
 
 
-def _package_jobs(pipeline: Any, load_id: str) -> list[tuple[str, str]]:
-    """(table, file path) of the package's jobs not yet started (dlt tables are skipped)."""
+@dataclass
+class _Job:
+    """One load file of the package, as the pre-pass reads it."""
+
+    table: str
+    operation: str
+    path: str
+    columns: frozenset[str]
+
+
+@dataclass
+class _FileScan:
+    """What the pre-pass keeps of one load file: its size, the rows to drop, the removals it asks for."""
+
+    rows: int = 0
+    unchanged: numpy.ndarray[Any, numpy.dtype[numpy.int64]] = field(
+        default_factory=lambda: numpy.zeros(0, numpy.int64)
+    )
+    removals: list[tuple[int, str, bool, list[str]]] = field(default_factory=list)
+    #: 64-bit hashes of the mapped rows' emails (counting people without holding their emails)
+    people: list[pa.Array] = field(default_factory=list)
+
+
+def _package_jobs(pipeline: Any, load_id: str) -> list[tuple[str, str, frozenset[str]]]:
+    """(table, file path, the table's column names) of the package's jobs not yet started (dlt tables skipped)."""
     info = pipeline.get_load_package_info(load_id)
+    tables = getattr(info.schema, "tables", {}) if info.schema is not None else {}
     out = []
     for job in info.jobs.get("new_jobs", []):
         table = job.job_file_info.table_name
         if not table.startswith(DLT_PREFIX):
-            out.append((table, str(job.file_path)))
+            columns = frozenset((tables.get(table) or {}).get("columns", {}) or ())
+            out.append((table, str(job.file_path), columns))
     return out
 
 
@@ -548,6 +590,84 @@ def _removals(operation: str, mapped: MappedRow) -> tuple[bool, list[str]]:
     return False, []
 
 
+#: subscriber columns (as field names) that can unsubscribe someone or remove tags
+_SUBSCRIBER_REMOVING = frozenset({"unsubscribed", "remove_tags"})
+
+
+def _may_remove(operation: str, columns: frozenset[str]) -> bool:
+    """Could rows with these columns unsubscribe someone or remove tags? (False only when surely not.)
+
+    Subscribers do it only through an `unsubscribed` or `remove_tags` column (any spelling that maps to
+    those names, or a dlt variant of one); events and commands through their values, so always maybe.
+    """
+    if operation != "subscribers" or not columns:
+        return True
+    names = {field_key(variant_base(c) or c) for c in columns if not c.startswith(DLT_PREFIX)}
+    return bool(names & _SUBSCRIBER_REMOVING)
+
+
+def _file_rows(path: str) -> int:
+    if path.endswith(".parquet"):
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    return sum(len(batch) for batch in _read_batches(path))
+
+
+def _scan_file(
+    ledger: SyncLedger, job: _Job, mapping: MappingOptions, options: LedgerOptions, fingerprints: bool
+) -> _FileScan:
+    """Map one load file a sink batch at a time; classify its rows against the ledger in one join.
+
+    Keys and fingerprints go to Arrow per batch (no list of a file's pairs as Python tuples); what is
+    kept per row is at most its removal (rare) and a 64-bit hash of its email.
+    """
+    operation = job.operation
+    scan = _FileScan()
+    keys: list[pa.Array] = []
+    fps: list[pa.Array] = []
+    pair_rows: list[numpy.ndarray[Any, numpy.dtype[numpy.int64]]] = []
+    for batch in _read_batches(job.path):
+        batch_keys: list[str] = []
+        batch_fps: list[str] = []
+        batch_rows: list[int] = []
+        hashes: list[int] = []
+        for row in iter_rows(_without_dlt_columns(batch)):
+            index = scan.rows
+            scan.rows += 1
+            try:
+                mapped = map_row(operation, row, mapping)
+            except RowError:
+                continue  # the sink rejects it, with its reason
+            unsubscribes, removed = _removals(operation, mapped)
+            email = str((mapped.payload or {}).get("email") or (mapped.commands[0]["email"] if mapped.commands else ""))
+            hashes.append(hash(email))
+            if unsubscribes or removed:
+                scan.removals.append((index, email, unsubscribes, removed))
+            if fingerprints:
+                pair = classify_mapped(operation, mapped, options.derive_event_keys)
+                if pair is not None:
+                    batch_keys.append(pair[0])
+                    batch_fps.append(pair[1])
+                    batch_rows.append(index)
+        scan.people.append(pa.array(hashes, pa.int64()))
+        if batch_keys:
+            keys.append(pa.array(batch_keys, pa.string()))
+            fps.append(pa.array(batch_fps, pa.string()))
+            pair_rows.append(numpy.asarray(batch_rows, numpy.int64))
+    if keys:
+        pairs = pa.table({"key": pa.concat_arrays(keys), "fp": pa.concat_arrays(fps)})
+        del keys, fps
+        klass = ledger.classify(operation, pairs)
+        # events: a key already acknowledged is not sent again, whatever its payload
+        drop = klass != NEW if operation == "events" else klass == UNCHANGED
+        scan.unchanged = numpy.concatenate(pair_rows)[drop]
+    return scan
+
+
+def _release_arrow_memory() -> None:
+    """Give memory Arrow freed back to the system (its allocator keeps freed pages for reuse otherwise)."""
+    pa.default_memory_pool().release_unused()
+
+
 def prepare_package(
     pipeline: Any,
     load_id: str,
@@ -561,6 +681,10 @@ def prepare_package(
     Raises BlastRadiusExceeded before anything is sent (the caller drops the package). Rows that are
     unchanged per the ledger are removed from the package's files, so the sink receives only new and
     changed rows, in full batches; their count is returned (and goes to the run report).
+
+    Streams: one load file at a time, one sink batch of it as Python rows at a time. A file is not
+    mapped at all when nothing in it can be unchanged (the ledger holds no fingerprint of its operation,
+    or `full_resync`) and its columns cannot remove anything (a first sync of plain subscribers).
     """
     from .sink import resolve_operation
 
@@ -569,51 +693,40 @@ def prepare_package(
         return plan
     ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id)
     mapping = MappingOptions(allow_secret_columns)
-    emails: list[pa.Array] = []
-    rewrites: list[tuple[str, str, list[bool]]] = []
-    for table, path in _package_jobs(pipeline, load_id):
+    tracked: dict[str, bool] = {}
+    people: list[pa.Array] = []
+    unmapped: list[_Job] = []
+    rewrites: list[tuple[str, int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]] = []
+    for table, path, columns in _package_jobs(pipeline, load_id):
         operation = resolve_operation(table, table_operations)
         if operation not in ("subscribers", "events", "commands"):
             continue
-        keep: list[bool] = []
-        pairs: list[tuple[str, str]] = []
-        pair_rows: list[int] = []
-        removals: list[tuple[int, str, bool, list[str]]] = []
-        for batch in _read_batches(path):
-            batch_emails: list[str] = []
-            for row in iter_rows(_without_dlt_columns(batch)):
-                index = len(keep)
-                keep.append(True)
-                try:
-                    mapped = map_row(operation, row, mapping)
-                except RowError:
-                    continue  # the sink rejects it, with its reason
-                unsubscribes, removed = _removals(operation, mapped)
-                email = (mapped.payload or {}).get("email") or (mapped.commands[0]["email"] if mapped.commands else "")
-                batch_emails.append(str(email))
-                if unsubscribes or removed:
-                    removals.append((index, str(email), unsubscribes, removed))
-                pair = classify_mapped(operation, mapped, options.derive_event_keys)
-                if pair is not None and not options.full_resync:
-                    pairs.append(pair)
-                    pair_rows.append(index)
-            emails.append(pa.array(batch_emails, pa.string()))
-        plan.rows[table] += len(keep)
-        if pairs:
-            if operation == "events":
-                seen = ledger.seen("events", [k for k, _ in pairs])
-                unchanged = [i for i, (k, _) in enumerate(pairs) if k in seen]
-            else:
-                unchanged = ledger.partition(operation, pairs)[2]
-            for i in unchanged:
-                keep[pair_rows[i]] = False
-            plan.unchanged[table] += len(unchanged)
-        _count_removals(ledger, options, removals, keep, plan)
-        if not all(keep):
-            rewrites.append((table, path, keep))
+        job = _Job(table, operation, path, columns)
+        if operation not in tracked:
+            tracked[operation] = (
+                operation in ("subscribers", "events")
+                and not options.full_resync
+                and ledger.known_audience(operation) > 0
+            )
+        if not tracked[operation] and not _may_remove(operation, columns):
+            plan.rows[table] += _file_rows(path)
+            unmapped.append(job)
+            continue
+        scan = _scan_file(ledger, job, mapping, options, tracked[operation])
+        plan.rows[table] += scan.rows
+        people.extend(scan.people)
+        if len(scan.unchanged):
+            plan.unchanged[table] += len(scan.unchanged)
+            rewrites.append((path, scan.rows, scan.unchanged))
+        if scan.removals:
+            _count_removals(ledger, options, scan.removals, set(scan.unchanged.tolist()), plan)
+        del scan
+        _release_arrow_memory()
     plan.known_audience = ledger.known_audience("subscribers")
     if plan.would_unsubscribe or plan.would_remove_tags:
-        everyone = pa.chunked_array(emails, pa.string()) if emails else pa.chunked_array([], pa.string())
+        for job in unmapped:  # rare: removals in one table, a first sync of another
+            people.extend(_scan_file(ledger, job, mapping, options, False).people)
+        everyone = pa.chunked_array(people, pa.int64())
         plan.people_in_run = int(pc.count_distinct(everyone).as_py())
         check_blast_radius(
             len(plan.would_unsubscribe),
@@ -622,17 +735,21 @@ def prepare_package(
             float(options.max_blast_radius),
             options.force,
         )
-    for _, path, keep in rewrites:
+    del people
+    for path, rows, unchanged in rewrites:
+        keep = numpy.ones(rows, numpy.bool_)
+        keep[unchanged] = False
         _rewrite(path, keep)
+    _release_arrow_memory()
     return plan
 
 
 def _count_removals(
-    ledger: SyncLedger, options: LedgerOptions, removals: list[tuple[int, str, bool, list[str]]], keep: list[bool],
-    plan: PackagePlan,
+    ledger: SyncLedger, options: LedgerOptions, removals: list[tuple[int, str, bool, list[str]]],
+    unchanged: set[int], plan: PackagePlan,
 ) -> None:
     """People this package would unsubscribe (not known already) or strip tags from (owned ones, if owning)."""
-    live = [r for r in removals if keep[r[0]]]
+    live = [r for r in removals if r[0] not in unchanged]
     if not live:
         return
     known = ledger.unsubscribed([email for _, email, unsub, _ in live if unsub])
@@ -644,22 +761,32 @@ def _count_removals(
     plan.would_remove_tags |= {email for _, email, _, _ in tagged}
 
 
-def _rewrite(path: str, keep: list[bool]) -> None:
-    """Rewrite a normalized load file with only the kept rows (before dlt starts loading it)."""
+def _rewrite(path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]]) -> None:
+    """Rewrite a normalized load file with only the kept rows (before dlt starts loading it), batch by batch.
+
+    Written beside it and moved over it, so a crash leaves the old file or the new one, never half.
+    """
     from dlt.common import json
 
-    if path.endswith(".parquet"):
-        table = pq.read_table(path)
-        pq.write_table(table.filter(pa.array(keep, pa.bool_())), path)
-        return
-    rows: list[Any] = []
-    index = 0
-    for batch in _read_batches(path):
-        for row in batch:
-            if keep[index]:
-                rows.append(row)
-            index += 1
-    with open(path, "wb") as f:
-        for start in range(0, len(rows), SINK_BATCH_SIZE):
-            json.typed_dump(rows[start : start + SINK_BATCH_SIZE], f)
-            f.write(b"\n")
+    tmp = f"{path}.bento-rewrite"
+    start = 0
+    try:
+        if path.endswith(".parquet"):
+            with pq.ParquetFile(path) as reader, pq.ParquetWriter(tmp, reader.schema_arrow) as writer:
+                for batch in reader.iter_batches(batch_size=SINK_BATCH_SIZE * 10):
+                    mask = keep[start : start + batch.num_rows]
+                    start += batch.num_rows
+                    if mask.any():
+                        writer.write_batch(batch.filter(pa.array(mask, pa.bool_())))
+        else:
+            with open(tmp, "wb") as f:
+                for batch in _read_batches(path):
+                    kept = [row for i, row in enumerate(batch) if keep[start + i]]
+                    start += len(batch)
+                    if kept:
+                        json.typed_dump(kept, f)
+                        f.write(b"\n")
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
