@@ -21,6 +21,7 @@ from dlt.common.typing import TDataItems, TSecretStrValue
 from dlt.destinations.exceptions import DestinationTerminalException, DestinationTransientException
 
 from bento_api import BentoClient, BentoConfigError, BentoError, resolve_budgets
+from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
 from .changes import BatchChanges, LedgerOptions, batch_changes
 from .clients import destination_settings, ensure_checked, shared_client
@@ -131,6 +132,8 @@ def _as_dlt_error(error: BaseException) -> Exception:
     naming_convention="direct",
     skip_dlt_columns_and_tables=True,
     max_table_nesting=0,
+    # jobs beyond the client's cap on requests in flight would only wait for it, holding their batches
+    max_parallel_load_jobs=DEFAULT_MAX_IN_FLIGHT,
 )
 def bento(
     items: TDataItems,
