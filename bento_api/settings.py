@@ -21,7 +21,8 @@ KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 REDACTED = "***"
 
 
-def _is_loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """True for 127.0.0.0/8, ::1 and localhost: the only hosts a plain http:// base URL may name."""
     if host == "localhost":
         return True
     try:
@@ -39,7 +40,7 @@ def check_base_url(base_url: str) -> str:
         )
     if parts.username or parts.password:
         raise BentoConfigError("base_url must not carry credentials; pass publishable_key and secret_key")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise BentoConfigError(
             f"base_url uses plain http:// to {parts.hostname}: keys would travel in clear text. "
             "Use https://, or a loopback host (127.0.0.1, localhost) for the emulator."

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from urllib.parse import urlsplit
 
 from bento_api import BentoConfigError, BentoError, BentoSettings, Budgets, redact, resolve_budgets, resolve_settings
-from bento_api.settings import _is_loopback
+from bento_api.settings import is_loopback
 
 # -- exit codes (DESIGN.md) --------------------------------------------------------------------------
 EXIT_OK = 0
@@ -209,7 +209,7 @@ def flag_credentials(args: argparse.Namespace) -> dict[str, Any]:
 
 def is_local(base_url: str) -> bool:
     """True for the emulator (a loopback host): no confirmation needed, no real account touched."""
-    return _is_loopback(urlsplit(base_url).hostname or "")
+    return is_loopback(urlsplit(base_url).hostname or "")
 
 
 def mask(value: str) -> str:
