@@ -290,13 +290,7 @@ class BentoClient:
         except httpx.TimeoutException:
             raise _Transient(self._deadline_error(path), reached=True) from None
         except httpx.TransportError as exc:
-            raise _Transient(
-                BentoConnectionError(
-                    self._message(f"the connection broke before Bento answered ({type(exc).__name__})", path),
-                    path=path,
-                ),
-                reached=True,
-            ) from None
+            raise self._broken_connection(exc, path, "before Bento answered") from None
         try:
             raw = self._read_body(response, started, path)
         finally:
@@ -323,14 +317,15 @@ class BentoClient:
         except httpx.TimeoutException:
             raise _Transient(self._deadline_error(path), reached=True) from None
         except httpx.TransportError as exc:
-            raise _Transient(
-                BentoConnectionError(
-                    self._message(f"the connection broke while reading Bento's answer ({type(exc).__name__})", path),
-                    path=path,
-                ),
-                reached=True,
-            ) from None
+            raise self._broken_connection(exc, path, "while reading Bento's answer") from None
         return b"".join(chunks)
+
+    def _broken_connection(self, exc: httpx.TransportError, path: str, when: str) -> _Transient:
+        """A connection that broke after the request left: it may have reached Bento."""
+        error = BentoConnectionError(
+            self._message(f"the connection broke {when} ({type(exc).__name__})", path), path=path
+        )
+        return _Transient(error, reached=True)
 
     def _deadline_error(self, path: str) -> BentoDeadlineError:
         return BentoDeadlineError(
