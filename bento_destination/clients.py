@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from typing import Any
 
 from bento_api import BentoClient, BentoSettings, Budgets, resolve_budgets, resolve_settings
@@ -20,6 +21,10 @@ _CLIENTS: dict[tuple[BentoSettings, Budgets, str | None], BentoClient] = {}
 #: (load_id, settings) pairs whose credentials were already checked in this process
 _CHECKED: set[tuple[str, BentoSettings]] = set()
 _CHECK_LOCK = threading.Lock()
+#: settings -> time.monotonic() of the last GET in this process that proved them
+_PROVEN: dict[BentoSettings, float] = {}
+#: a proof this recent spares the load step its own GET (the pipelines check just before extracting)
+PROOF_FRESH_SECONDS = 600.0
 
 #: a cheap authenticated call: wrong keys or site_uuid answer 401 before any row is sent
 CHECK_PATH = "/fetch/tags"
@@ -91,17 +96,31 @@ def check_credentials(
     settings = destination_settings(site_uuid, publishable_key, secret_key, base_url)
     client = shared_client(settings, resolve_budgets(requests_per_minute), user_agent)
     client.get(CHECK_PATH)
+    _PROVEN[settings] = time.monotonic()
     return settings
 
 
+def recently_proven(settings: BentoSettings) -> bool:
+    """True if a GET proved these credentials in this process within PROOF_FRESH_SECONDS."""
+    proven = _PROVEN.get(settings)
+    return proven is not None and time.monotonic() - proven < PROOF_FRESH_SECONDS
+
+
 def ensure_checked(load_id: str, client: BentoClient) -> bool:
-    """Check the client's credentials once per load (the first batch pays one GET); True if it checked now."""
+    """Check the client's credentials once per load; True if it sent the GET now.
+
+    The first batch of a load pays one GET, unless `check_credentials` proved the same settings in this
+    process moments ago (sync() does so before extracting): a second GET would only delay the first batch.
+    """
     key = (load_id, client.settings)
     if key in _CHECKED:
         return False
     with _CHECK_LOCK:
         if key in _CHECKED:
             return False
-        client.get(CHECK_PATH)
+        checked_now = not recently_proven(client.settings)
+        if checked_now:
+            client.get(CHECK_PATH)
+            _PROVEN[client.settings] = time.monotonic()
         _CHECKED.add(key)
-        return True
+        return checked_now
