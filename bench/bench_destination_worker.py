@@ -19,7 +19,6 @@ import time
 from typing import Any
 
 CHUNK = 1000
-FILE_MAX_ITEMS = 10_000
 
 
 def maxrss_mb() -> float:
@@ -31,7 +30,7 @@ def ours(path: str, spec: dict[str, Any]) -> dict[str, Any]:
     import pandas as pd
 
     from bento_destination import bento, check_credentials, check_run
-    from bento_destination.sync import file_rotation
+    from bento_destination.sync import balanced_file_rows, file_rotation
     from pipelines.dataframe_to_bento import arrow_slices
 
     credentials, rpm = spec["credentials"], float(spec["rpm"])
@@ -42,7 +41,7 @@ def ours(path: str, spec: dict[str, Any]) -> dict[str, Any]:
         "bench_destination", pipelines_dir=tempfile.mkdtemp(prefix="bench_dest_"),
         destination=bento(**credentials, requests_per_minute=rpm, **spec.get("destination", {})),
     )
-    with file_rotation(FILE_MAX_ITEMS):
+    with file_rotation(balanced_file_rows(len(frame))):  # as pipelines.dataframe_to_bento.run chooses
         pipeline.extract(dlt.resource(arrow_slices(frame), name="subscribers"))
         pipeline.normalize()
     prepared = time.monotonic()
@@ -68,7 +67,7 @@ def ours_stream(path: str, spec: dict[str, Any]) -> dict[str, Any]:
     started = time.monotonic()
     reports = run(
         read_file(path), "subscribers", pipeline_name="bench_destination_stream",
-        pipelines_dir=tempfile.mkdtemp(prefix="bench_dest_"), file_max_items=FILE_MAX_ITEMS,
+        pipelines_dir=tempfile.mkdtemp(prefix="bench_dest_"),
         out=lambda _: None, requests_per_minute=float(spec["rpm"]), **spec["credentials"],
         **spec.get("destination", {}),
     )

@@ -97,7 +97,7 @@ def make_batch(table: str, form: str, start: int) -> Any:
 def run_batch(items: Any, table: str, workdir: str, ledger: bool) -> BatchOutcome:
     outcome = BatchOutcome()
     options = LedgerOptions(sync_ledger=ledger)
-    changes = batch_changes(options, workdir, "bench-site", "bench-load", table, outcome)
+    changes = batch_changes(options, workdir, "bench-site", "bench-load", table, table, outcome)
     client = EncodingClient()
     _process(items, table, table, cast(BentoClient, client), outcome, MappingOptions(), False, changes)
     if outcome.rejected or outcome.sent != ROWS:

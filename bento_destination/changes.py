@@ -153,6 +153,18 @@ def _close_location(location: str, site: str) -> None:
         entry[0].close()
 
 
+# --------------------------------------------------------------------------- packages the pre-pass classified
+
+#: (working dir, load_id) -> subscriber tables whose rows the pre-pass classified (counts are in its plan)
+_PREPARED: dict[tuple[str, str], frozenset[str]] = {}
+
+
+def _prepared_tables(working_dir: str | Path, load_id: str) -> frozenset[str] | None:
+    """The tables the pre-pass classified in this package, or None if no pre-pass ran in this process."""
+    with _LOCK:
+        return _PREPARED.get((str(working_dir), load_id))
+
+
 # --------------------------------------------------------------------------- keys and fingerprints
 
 
@@ -212,11 +224,17 @@ class _RowPlan:
 class BatchChanges:
     """Filter one sink batch against the ledger before sending; acknowledge what Bento took afterwards."""
 
-    def __init__(self, ledger: SyncLedger, options: LedgerOptions, operation: str, outcome: BatchOutcome) -> None:
+    def __init__(
+        self, ledger: SyncLedger, options: LedgerOptions, operation: str, outcome: BatchOutcome,
+        prepared: str | None = None,
+    ) -> None:
         self.ledger = ledger
         self.options = options
         self.operation = operation
         self.outcome = outcome
+        #: None: no pre-pass ran in this process; "all_new": it ran, and the ledger held nothing to compare
+        #: with; "classified": it compared every row and already counted new and changed
+        self.prepared = prepared
         self._plans: list[_RowPlan] = []
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -249,9 +267,11 @@ class BatchChanges:
         self._count("new", len(plans) - len(tracked))
         if not tracked:
             return
-        if self.options.full_resync:
+        if self.options.full_resync or self.prepared == "all_new":
             self._count("new", len(tracked))
             return
+        if self.prepared == "classified":
+            return  # the pre-pass dropped the unchanged rows and counted the rest; re-sending is an upsert
         new, changed, unchanged = self.ledger.partition(ns, [(p.key or "", p.fp or "") for p in tracked])
         self._count("new", len(new))
         self._count("changed", len(changed))
@@ -389,14 +409,22 @@ def _resubscribe_detail(email: str) -> str:
 
 
 def batch_changes(
-    options: LedgerOptions, working_dir: str | Path, site: str, load_id: str, operation: str | None,
+    options: LedgerOptions, working_dir: str | Path, site: str, load_id: str, table: str, operation: str | None,
     outcome: BatchOutcome,
 ) -> BatchChanges | None:
-    """The sink's hook: a BatchChanges for this batch, or None (ledger off, emails, unknown tables)."""
+    """The sink's hook: a BatchChanges for this batch, or None (ledger off, emails, unknown tables).
+
+    Subscribers of a package the pre-pass handled in this process are not compared with the ledger again
+    (a join per batch against a table of a million keys): only new and changed rows are left in it.
+    """
     if not options.sync_ledger or operation not in ("subscribers", "events", "commands"):
         return None
     ledger = ledger_for(options.location(working_dir), site, load_id)
-    return BatchChanges(ledger, options, operation, outcome)
+    prepared: str | None = None
+    classified = _prepared_tables(working_dir, load_id) if operation == "subscribers" else None
+    if classified is not None:
+        prepared = "classified" if table in classified else "all_new"
+    return BatchChanges(ledger, options, operation, outcome, prepared)
 
 
 # --------------------------------------------------------------------------- classify without sending
@@ -518,6 +546,10 @@ class PackagePlan:
     load_id: str
     rows: Counter[str] = field(default_factory=Counter)
     unchanged: Counter[str] = field(default_factory=Counter)
+    #: subscriber tables compared row by row with the ledger: their new and changed rows
+    new: Counter[str] = field(default_factory=Counter)
+    changed: Counter[str] = field(default_factory=Counter)
+    classified: set[str] = field(default_factory=set)
     would_unsubscribe: set[str] = field(default_factory=set)
     would_remove_tags: set[str] = field(default_factory=set)
     known_audience: int = 0
@@ -539,6 +571,8 @@ class _FileScan:
     """What the pre-pass keeps of one load file: its size, the rows to drop, the removals it asks for."""
 
     rows: int = 0
+    new: int = 0
+    changed: int = 0
     unchanged: numpy.ndarray[Any, numpy.dtype[numpy.int64]] = field(
         default_factory=lambda: numpy.zeros(0, numpy.int64)
     )
@@ -657,6 +691,7 @@ def _scan_file(
         pairs = pa.table({"key": pa.concat_arrays(keys), "fp": pa.concat_arrays(fps)})
         del keys, fps
         klass = ledger.classify(operation, pairs)
+        scan.new, scan.changed = int((klass == NEW).sum()), int((klass == CHANGED).sum())
         # events: a key already acknowledged is not sent again, whatever its payload
         drop = klass != NEW if operation == "events" else klass == UNCHANGED
         scan.unchanged = numpy.concatenate(pair_rows)[drop]
@@ -714,6 +749,10 @@ def prepare_package(
             continue
         scan = _scan_file(ledger, job, mapping, options, tracked[operation])
         plan.rows[table] += scan.rows
+        if operation == "subscribers" and tracked[operation]:
+            plan.classified.add(table)
+            plan.new[table] += scan.new
+            plan.changed[table] += scan.changed
         people.extend(scan.people)
         if len(scan.unchanged):
             plan.unchanged[table] += len(scan.unchanged)
@@ -741,6 +780,8 @@ def prepare_package(
         keep[unchanged] = False
         _rewrite(path, keep)
     _release_arrow_memory()
+    with _LOCK:
+        _PREPARED[(str(pipeline.working_dir), load_id)] = frozenset(plan.classified)
     return plan
 
 

@@ -49,6 +49,9 @@ class LoadRun:
         self._elapsed_before = self.report.elapsed_seconds
         self._session_start = time.monotonic()
         self._warned: set[str] = set()
+        if existing is None:
+            with self._lock:
+                self._save()  # from the first batch on, progress readers see a load that has started
 
     def _table(self, table: str, operation: str | None) -> TableReport:
         report = self.report.tables.get(table)

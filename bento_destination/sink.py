@@ -182,7 +182,9 @@ def bento(
     try:
         if ensure_checked(load_id, client):
             run.credentials_checked()
-        changes = batch_changes(ledger_options, pipeline.working_dir, settings.site_uuid, load_id, operation, outcome)
+        changes = batch_changes(
+            ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, operation, outcome
+        )
         _process(
             items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), allow_email_sends,
             changes,

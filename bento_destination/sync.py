@@ -8,6 +8,7 @@ pending package loads only that package and ignores the new data.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -16,16 +17,21 @@ from typing import Any
 import dlt
 
 from bento_api import BentoError, BentoSettings
+from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
 from .changes import LedgerOptions, PackagePlan, close_ledgers, prepare_package
 from .clients import check_credentials
 from .loadrun import load_run
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
 from .send import BatchOutcome
-from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME
+from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME, SINK_BATCH_SIZE
 from .sink import bento, resolve_operation, validate_options
 
 FILE_MAX_ITEMS_ENV = "DATA_WRITER__FILE_MAX_ITEMS"
+#: rows per load file when the total is not known in advance (a stream of batches)
+DEFAULT_FILE_MAX_ITEMS = 10_000
+#: batches per load file at most when the total is known, so the pre-pass's per-file join stays modest
+MAX_FILE_BATCHES = 100
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 
 #: exit codes (DESIGN.md): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the threshold
@@ -104,28 +110,47 @@ def load_new_data(
         except BentoError:
             pipeline.drop_pending_packages()
             raise
-        record_unchanged(pipeline, plan, settings, destination_kwargs)
+        record_plan(pipeline, plan, settings, destination_kwargs)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
     return pipeline.load()
 
 
-def record_unchanged(
+def record_plan(
     pipeline: Any, plan: PackagePlan, settings: BentoSettings, destination_kwargs: dict[str, Any]
 ) -> None:
-    """Count the rows the pre-pass removed in the load's report (received and unchanged)."""
-    if not sum(plan.unchanged.values()):
+    """Count in the load's report what the pre-pass decided: unchanged rows (not sent, so received here),
+    and the new and changed rows of the tables it compared row by row (the sink does not compare them again).
+    """
+    tables = set(plan.unchanged) | set(plan.new) | set(plan.changed)
+    if not any(plan.unchanged[t] or plan.new[t] or plan.changed[t] for t in tables):
         return
     threshold = destination_kwargs.get("reject_threshold")
     run = load_run(
         Path(pipeline.working_dir) / REJECTS_DIRNAME, plan.load_id, pipeline.pipeline_name,
         DEFAULT_REJECT_THRESHOLD if threshold is None else float(threshold), settings.redact,
     )
-    for table, count in plan.unchanged.items():
-        if count:
-            outcome = BatchOutcome(received=count)
-            outcome.ledger["unchanged"] += count
-            run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
+    for table in sorted(tables):
+        outcome = BatchOutcome(received=plan.unchanged[table])
+        for name, counter in (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed)):
+            if counter[table]:
+                outcome.ledger[name] += counter[table]
+        run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
+
+
+def balanced_file_rows(total_rows: int | None, jobs: int = DEFAULT_MAX_IN_FLIGHT) -> int:
+    """Rows per load file so that the files keep every parallel load job busy until the end.
+
+    dlt runs one job per file, `jobs` at a time. With 10 equal files and 8 jobs, the last 2 files load
+    alone at the end, one request at a time each, while the budget allows more: 100,000 rows at 600/min
+    took 12.5 s instead of 10.9 s. So when the total is known, the files come in whole waves of `jobs`
+    files (whole batches each); when it is not, DEFAULT_FILE_MAX_ITEMS.
+    """
+    if total_rows is None:
+        return DEFAULT_FILE_MAX_ITEMS
+    batches = max(1, math.ceil(total_rows / SINK_BATCH_SIZE))
+    waves = math.ceil(batches / (jobs * MAX_FILE_BATCHES))
+    return math.ceil(batches / (jobs * waves)) * SINK_BATCH_SIZE
 
 
 @contextlib.contextmanager

@@ -54,8 +54,6 @@ OPERATIONS = ("subscribers", "events", "commands")
 #: rejected rows printed after a sync (all of them stay listed by `bento-dlt rejects`)
 REJECTS_SHOWN = 10
 PROGRESS_PERIOD = 2.0
-#: a new load file every this many rows, so dlt sends a big table as parallel jobs (each with resume offsets)
-FILE_MAX_ITEMS = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -197,7 +195,7 @@ def push(
 ) -> tuple[int, dict[str, Any], str]:
     """Send the input with the shared `bento_destination.sync.sync` routine (credentials first, pending packages
     first, the sync ledger's pre-pass); returns (exit code, JSON summary, text)."""
-    from bento_destination.sync import sync
+    from bento_destination.sync import balanced_file_rows, sync
 
     options = ledger_options(cfg.ledger, console.note)
     working_dir = bento_dir(cfg.pipeline_name, cfg.pipelines_dir).parent
@@ -212,7 +210,7 @@ def push(
             pipeline_name=cfg.pipeline_name,
             pipelines_dir=cfg.pipelines_dir,
             table_name=source.table_name,
-            file_max_items=FILE_MAX_ITEMS,
+            file_max_items=balanced_file_rows(total),
             out=notes.append,
             **_keywords(cfg.settings),
             requests_per_minute=cfg.budgets.requests_per_minute,

@@ -26,10 +26,9 @@ import pyarrow as pa
 
 from bento_destination import SINK_BATCH_SIZE
 from bento_destination.report import LoadReport
-from bento_destination.sync import EXIT_OK, exit_code, explain, sync
+from bento_destination.sync import EXIT_OK, balanced_file_rows, exit_code, explain, sync
 
 DEFAULT_PIPELINE = "dataframe_to_bento"
-DEFAULT_FILE_MAX_ITEMS = 10_000
 #: against the local emulator only; the real Bento keeps the safe default (60/min)
 EMULATOR_REQUESTS_PER_MINUTE = 60_000.0
 
@@ -40,15 +39,21 @@ def run(
     *,
     pipeline_name: str = DEFAULT_PIPELINE,
     pipelines_dir: str | os.PathLike[str] | None = None,
-    file_max_items: int | None = DEFAULT_FILE_MAX_ITEMS,
+    file_max_items: int | None = None,
     **destination_kwargs: Any,
 ) -> list[LoadReport]:
     """Send a DataFrame / Arrow table / iterable of record batches to Bento as `table_name`.
 
     `destination_kwargs` go to `bento(...)`. Raises BentoRejectsExceeded past the reject threshold.
+    `file_max_items` (rows per load file, one parallel load job each) is chosen when not given: files
+    that fill every job when the row count is known, else 10,000 rows.
     """
+    total: int | None = None
     if _is_frame(data) or isinstance(data, pa.Table):
+        total = len(data)
         data = dlt.resource(arrow_slices(data), name=table_name)
+    if file_max_items is None:
+        file_max_items = balanced_file_rows(total)
     return sync(
         data,
         table_name=table_name,

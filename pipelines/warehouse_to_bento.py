@@ -29,12 +29,10 @@ from dlt.extract.resource import DltResource
 
 from bento_destination import SINK_BATCH_SIZE
 from bento_destination.report import LoadReport
-from bento_destination.sync import EXIT_OK, exit_code, explain, sync
+from bento_destination.sync import DEFAULT_FILE_MAX_ITEMS, EXIT_OK, exit_code, explain, sync
 
 DEFAULT_PIPELINE = "warehouse_to_bento"
 DEFAULT_SOURCE = "warehouse.duckdb"
-#: several load files per table so dlt sends them as parallel jobs (each keeps its own resume offsets)
-DEFAULT_FILE_MAX_ITEMS = 10_000
 #: against the local emulator only; the real Bento keeps the safe default (60/min)
 EMULATOR_REQUESTS_PER_MINUTE = 60_000.0
 

@@ -239,7 +239,8 @@ def test_csv_parquet_and_sqlalchemy_inputs(emulator: BentoEmulator, env: dict[st
 
 
 def test_progress_goes_to_stderr(emulator: BentoEmulator, env: dict[str, str], crm: Path, tmp_path: Path) -> None:
-    emulator.add_fault(Fault(kind="latency", seconds=1.5, path_prefix="/batch", method="POST"))
+    # the batches load in parallel: a latency longer than the 2 s progress period leaves time for a line
+    emulator.add_fault(Fault(kind="latency", seconds=3.0, path_prefix="/batch", method="POST"))
     result = cli("sync", "--from", str(crm), "--query", "SELECT * FROM product_events, range(5)",
                  "--as", "events", "--pipelines-dir", "p", "--json", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr

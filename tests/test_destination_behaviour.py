@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import uuid
 from pathlib import Path
@@ -21,6 +22,7 @@ from bento_destination import (
     last_report,
     list_rejects,
 )
+from bento_destination.sync import balanced_file_rows, file_rotation
 from pipelines import dataframe_to_bento
 
 from .destination_support import FAST
@@ -194,4 +196,37 @@ def test_parallel_load_files_share_one_budget(emu: BentoEmulator, tmp_path: Path
     assert "DATA_WRITER__FILE_MAX_ITEMS" not in os.environ  # the rotation setting was restored
     assert len(emu.store.subscribers) == 6000
     assert sorted(r.rows for r in emu.requests(path="/batch/subscribers")) == [1000] * 6
-    assert len(emu.requests(path="/fetch/tags")) == 2  # sync's check, then once per load (not per job)
+    # sync's check proves the keys just before extracting; the load step does not pay a second GET
+    assert len(emu.requests(path="/fetch/tags")) == 1
+
+
+def test_a_frame_of_known_length_is_split_into_whole_waves_of_load_jobs(emu: BentoEmulator, tmp_path: Path) -> None:
+    name = f"waves_{uuid.uuid4().hex[:8]}"
+    frame = pd.DataFrame({"email": [f"wave{i}@example.com" for i in range(20_000)]})
+    dataframe_to_bento.run(frame, pipeline_name=name, pipelines_dir=tmp_path, requests_per_minute=FAST,
+                           out=lambda _: None, **emu.credentials)
+    info = dlt.attach(name, pipelines_dir=str(tmp_path)).last_trace.last_load_info
+    assert info is not None
+    jobs = [j for p in info.load_packages for j in p.jobs["completed_jobs"]
+            if j.job_file_info.table_name == "subscribers"]
+    assert len(jobs) == 7  # 20 batches as 3 + 3 + ... + 2: one wave, no job left loading alone at the end
+    assert sorted(r.rows for r in emu.requests(path="/batch/subscribers")) == [1000] * 20  # whole batches only
+    assert len(emu.store.subscribers) == 20_000
+
+
+def test_balanced_file_rows_fills_every_job_with_whole_batches() -> None:
+    assert balanced_file_rows(None) == 10_000  # a stream of unknown length
+    # (rows in total, rows per file, files): whole batches per file, files in whole waves of 8 jobs
+    for total, per_file, files in ((1, 1_000, 1), (5_000, 1_000, 5), (20_000, 3_000, 7), (100_000, 13_000, 8),
+                                   (1_000_000, 63_000, 16), (3_333_333, 84_000, 40)):
+        assert balanced_file_rows(total) == per_file
+        assert math.ceil(total / per_file) == files
+
+
+def test_a_plain_pipeline_run_checks_credentials_once_per_load(emu: BentoEmulator, tmp_path: Path) -> None:
+    pipeline = pipeline_for(tmp_path, **emu.credentials)
+    rows = [{"email": f"once{i}@example.com"} for i in range(3000)]
+    with file_rotation(1000):  # three load files, three jobs
+        check_run(pipeline, pipeline.run(rows, table_name="subscribers"))
+    assert len(emu.requests(path="/batch/subscribers")) == 3
+    assert len(emu.requests(path="/fetch/tags")) == 1  # one GET for the load, not one per job or batch

@@ -66,6 +66,29 @@ def test_20000_rows_unchanged_sends_nothing_and_1_percent_changed_sends_full_bat
     assert all(emu.store.subscribers[f"user{i}@example.com"].fields["plan"] == "team" for i in changed)
 
 
+def test_after_the_pre_pass_the_sink_does_not_compare_subscribers_again(
+    emu: BentoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    compared: list[int] = []
+    real_partition = SyncLedger.partition
+
+    def counting_partition(self: SyncLedger, operation: str, items: Any) -> Any:
+        compared.append(len(items))
+        return real_partition(self, operation, items)
+
+    monkeypatch.setattr(SyncLedger, "partition", counting_partition)
+    first = run(emu, tmp_path, subscribers(3_000), file_max_items=1_000)
+    changed = {i: "team" for i in range(0, 3_000, 30)}
+    emu.reset_log()
+    second = run(emu, tmp_path, subscribers(3_100, changed), file_max_items=1_000)
+    assert compared == []  # neither load joined its batches against the ledger again
+    assert (first.new, first.changed, first.sent) == (3_000, 0, 3_000)
+    # the counts come from the pre-pass, and every acknowledgement still reached the ledger
+    assert (second.new, second.changed, second.unchanged, second.sent) == (100, 100, 2_900, 200)
+    emu.reset_log()
+    assert run(emu, tmp_path, subscribers(3_100, changed)).unchanged == 3_100 and batch_requests(emu) == 0
+
+
 def test_plain_pipeline_run_filters_per_sink_batch(emu: BentoEmulator, tmp_path: Path) -> None:
     pipeline = dlt.pipeline("plain", pipelines_dir=str(tmp_path), destination=bento(**emu.credentials,
                                                                                     requests_per_minute=FAST))
