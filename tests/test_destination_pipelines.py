@@ -114,3 +114,13 @@ def test_any_sqlalchemy_url_through_sql_table(emu: BentoEmulator, tmp_path: Path
     assert (table.sent, table.dropped_secret_columns) == (1200, ["api_token"])
     sub = emu.store.subscribers["s7@example.com"]
     assert sub.fields == {"first_name": "S7"} and sorted(emu.store.tag_names(sub)) == ["crm", "sqlite"]
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "system"), ("mimalloc", "mimalloc")])
+def test_the_pipelines_use_arrows_system_allocator_unless_told_otherwise(preset: str | None, expected: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    if preset is not None:
+        env["ARROW_DEFAULT_MEMORY_POOL"] = preset
+    probe = "import pipelines.dataframe_to_bento, pyarrow; print(pyarrow.default_memory_pool().backend_name)"
+    done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == expected
