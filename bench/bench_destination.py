@@ -11,7 +11,7 @@ Claims (issue 6):
   (b) unthrottled rows per second of both (no rate limit, no latency);
   (c) peak RSS pushing 1,000,000 rows: ours (streaming the Parquet file) at most 300 MB.
 
-    .venv/bin/python -m bench.bench_destination --rpm 60,600
+    .venv/bin/python -m bench.bench_destination --rpm 60,100,600
 """
 
 from __future__ import annotations
@@ -76,12 +76,23 @@ def statuses(emu: EmulatorProcess) -> dict[str, int]:
     return counts
 
 
+def timeline(emu: EmulatorProcess, load_started: float) -> dict[str, float]:
+    """Where the load step's time went: first batch request's start, the mean gap between starts, the last."""
+    starts = sorted(r["t"] for r in emu.log() if r["path"] == "/batch/subscribers")
+    return {
+        "first_start_seconds": round(starts[0] - load_started, 3) if starts else 0.0,
+        "mean_gap_seconds": round((starts[-1] - starts[0]) / (len(starts) - 1), 4) if len(starts) > 1 else 0.0,
+        "last_start_seconds": round(starts[-1] - load_started, 3) if starts else 0.0,
+    }
+
+
 def paced(path: Path, rows: int, rpm: float, latency: float) -> dict[str, Any]:
     args = ["--requests-per-minute", str(rpm), "--capacity", "2", "--fault", f"latency:seconds={latency}",
             "--no-log-bodies", "--subscribers", "0"]
     with emulator_process(args) as emu:
         ours = side("ours", path, emu, rpm)
         ours["emulator_statuses"] = statuses(emu)
+        ours["timeline"] = timeline(emu, float(ours.pop("load_started_monotonic")))
         emu.reset_log()
         plain = side("plain", path, emu, rpm)
         plain["emulator_statuses"] = statuses(emu)
@@ -130,7 +141,7 @@ def memory(path: Path, rows: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
-    parser.add_argument("--rpm", default="60,600", help="budgets of claim (a), requests/min, comma-separated")
+    parser.add_argument("--rpm", default="60,100,600", help="budgets of claim (a), requests/min, comma-separated")
     parser.add_argument("--latency", type=float, default=0.3, help="seconds the emulator waits per request in (a)")
     parser.add_argument("--rows", type=int, default=100_000, help="rows of claims (a) and (b)")
     parser.add_argument("--rss-rows", type=int, default=1_000_000, help="rows of claim (c)")
@@ -156,7 +167,8 @@ def main() -> None:
         print("HOLDS" if a["holds"] else "DOES NOT HOLD",
               f"(a) at {a['budget_rpm']:g}/min our load step {a['ours_load_over_bound']} x "
               f"the bound {a['bound_seconds']}s "
-              f"(<= {TIME_FACTOR}), {a['ours_429']} 429s; plain loop {a['plain_over_bound']} x, {a['plain_429']} 429s")
+              f"(<= {TIME_FACTOR}), {a['ours_429']} 429s; plain loop {a['plain_over_bound']} x, {a['plain_429']} 429s; "
+              f"ours' timeline {a['ours']['timeline']}")
     if "b_unthrottled" in results:
         b = results["b_unthrottled"]
         print("SHOWN", f"(b) rows/s unthrottled: ours {b['ours_rows_per_second']} (load step alone "

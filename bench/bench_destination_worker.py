@@ -57,6 +57,7 @@ def ours(path: str, spec: dict[str, Any]) -> dict[str, Any]:
         "requests": table.requests, "rate_limited": table.rate_limited,
         "extract_normalize_seconds": round(prepared - started, 3),
         "load_seconds": round(loaded - prepared, 3), "total_seconds": round(loaded - started, 3),
+        "load_started_monotonic": prepared,  # CLOCK_MONOTONIC is system-wide: comparable with the emulator's log
         "maxrss_mb": maxrss_mb(),
     }
 

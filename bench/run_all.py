@@ -1,6 +1,6 @@
 """Run every benchmark in turn, each in its own process, with the settings BENCHMARKS.md quotes.
 
-    .venv/bin/python -m bench.run_all      (about 25 minutes on 2 cores)
+    .venv/bin/python -m bench.run_all      (about 30 minutes on 2 cores)
 """
 
 from __future__ import annotations
