@@ -155,8 +155,10 @@ def _close_location(location: str, site: str) -> None:
 
 # --------------------------------------------------------------------------- packages the pre-pass classified
 
-#: (working dir, load_id) -> subscriber tables whose rows the pre-pass classified (counts are in its plan)
+#: (working dir, load_id) -> subscriber tables whose rows the pre-pass classified (counts are in its plan);
+#: the newest few only: a package missing here is compared per batch, which is slower, never wrong
 _PREPARED: dict[tuple[str, str], frozenset[str]] = {}
+_PREPARED_KEPT = 64
 
 
 def _prepared_tables(working_dir: str | Path, load_id: str) -> frozenset[str] | None:
@@ -782,6 +784,8 @@ def prepare_package(
     _release_arrow_memory()
     with _LOCK:
         _PREPARED[(str(pipeline.working_dir), load_id)] = frozenset(plan.classified)
+        for stale in list(_PREPARED)[:-_PREPARED_KEPT]:
+            del _PREPARED[stale]
     return plan
 
 

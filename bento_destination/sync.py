@@ -32,6 +32,8 @@ FILE_MAX_ITEMS_ENV = "DATA_WRITER__FILE_MAX_ITEMS"
 DEFAULT_FILE_MAX_ITEMS = 10_000
 #: batches per load file at most when the total is known, so the pre-pass's per-file join stays modest
 MAX_FILE_BATCHES = 100
+#: dlt's write buffer (BufferedDataWriter's buffer_max_items): above it, files rotate only at its multiples
+DLT_WRITE_BUFFER_ROWS = 5_000
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 
 #: exit codes (DESIGN.md): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the threshold
@@ -143,14 +145,19 @@ def balanced_file_rows(total_rows: int | None, jobs: int = DEFAULT_MAX_IN_FLIGHT
 
     dlt runs one job per file, `jobs` at a time. With 10 equal files and 8 jobs, the last 2 files load
     alone at the end, one request at a time each, while the budget allows more: 100,000 rows at 600/min
-    took 12.5 s instead of 10.9 s. So when the total is known, the files come in whole waves of `jobs`
-    files (whole batches each); when it is not, DEFAULT_FILE_MAX_ITEMS.
+    took 12.5 s instead of 10.9 s. So when the total is known, the files come in whole waves of at most
+    `jobs` files of whole batches (100,000 rows: 7 files, six of 15,000 and one of 10,000); when it is
+    not, DEFAULT_FILE_MAX_ITEMS. Above dlt's write buffer a file rotates only at a multiple of it, so the
+    size is rounded up to one: the count of files is then what dlt really writes.
     """
     if total_rows is None:
         return DEFAULT_FILE_MAX_ITEMS
     batches = max(1, math.ceil(total_rows / SINK_BATCH_SIZE))
     waves = math.ceil(batches / (jobs * MAX_FILE_BATCHES))
-    return math.ceil(batches / (jobs * waves)) * SINK_BATCH_SIZE
+    rows = math.ceil(batches / (jobs * waves)) * SINK_BATCH_SIZE
+    if rows > DLT_WRITE_BUFFER_ROWS:
+        rows = math.ceil(rows / DLT_WRITE_BUFFER_ROWS) * DLT_WRITE_BUFFER_ROWS
+    return rows
 
 
 @contextlib.contextmanager

@@ -217,8 +217,9 @@ def test_a_frame_of_known_length_is_split_into_whole_waves_of_load_jobs(emu: Ben
 def test_balanced_file_rows_fills_every_job_with_whole_batches() -> None:
     assert balanced_file_rows(None) == 10_000  # a stream of unknown length
     # (rows in total, rows per file, files): whole batches per file, files in whole waves of 8 jobs
-    for total, per_file, files in ((1, 1_000, 1), (5_000, 1_000, 5), (20_000, 3_000, 7), (100_000, 13_000, 8),
-                                   (1_000_000, 63_000, 16), (3_333_333, 84_000, 40)):
+    # above dlt's 5,000-row write buffer, sizes are its multiples (dlt rotates files only there)
+    for total, per_file, files in ((1, 1_000, 1), (5_000, 1_000, 5), (20_000, 3_000, 7), (100_000, 15_000, 7),
+                                   (250_000, 35_000, 8), (1_000_000, 65_000, 16), (3_333_333, 85_000, 40)):
         assert balanced_file_rows(total) == per_file
         assert math.ceil(total / per_file) == files
 
