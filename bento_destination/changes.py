@@ -47,6 +47,7 @@ from .ledger import (
     DEFAULT_MAX_SHARE,
     NEW,
     UNCHANGED,
+    BlastRadiusExceeded,
     LedgerTransaction,
     SyncLedger,
     check_blast_radius,
@@ -71,6 +72,7 @@ DLT_PREFIX = "_dlt"
 UNSUBSCRIBED_PERSON = "unsubscribed_person"
 WOULD_RESUBSCRIBE = "would_resubscribe"
 TAG_NOT_OWNED = "tag_not_owned"
+BLAST_RADIUS = "blast_radius_exceeded"
 
 #: the destination keywords of this module, with their defaults (the CLI exposes them)
 OPTION_DEFAULTS: dict[str, Any] = {
@@ -583,12 +585,14 @@ class _FileScan:
     people: list[pa.Array] = field(default_factory=list)
 
 
-def _package_jobs(pipeline: Any, load_id: str) -> list[tuple[str, str, frozenset[str]]]:
-    """(table, file path, the table's column names) of the package's jobs not yet started (dlt tables skipped)."""
+def _package_jobs(
+    pipeline: Any, load_id: str, states: tuple[str, ...] = ("new_jobs",)
+) -> list[tuple[str, str, frozenset[str]]]:
+    """(table, file path, the table's column names) of the package's jobs in `states` (dlt tables skipped)."""
     info = pipeline.get_load_package_info(load_id)
     tables = getattr(info.schema, "tables", {}) if info.schema is not None else {}
     out = []
-    for job in info.jobs.get("new_jobs", []):
+    for job in (job for state in states for job in info.jobs.get(state, [])):
         table = job.job_file_info.table_name
         if not table.startswith(DLT_PREFIX):
             columns = frozenset((tables.get(table) or {}).get("columns", {}) or ())
@@ -712,8 +716,13 @@ def prepare_package(
     options: LedgerOptions,
     table_operations: dict[str, str] | None = None,
     allow_secret_columns: bool = False,
+    *,
+    in_load: bool = False,
 ) -> PackagePlan:
     """Before `pipeline.load()`: check the blast radius of the whole package, then drop its unchanged rows.
+
+    `in_load`: called by the sink while dlt loads the package (a plain `pipeline.run`): the blast radius
+    only, over the jobs not completed yet; files are left as they are and the sink compares per batch.
 
     Raises BlastRadiusExceeded before anything is sent (the caller drops the package). Rows that are
     unchanged per the ledger are removed from the package's files, so the sink receives only new and
@@ -734,7 +743,8 @@ def prepare_package(
     people: list[pa.Array] = []
     unmapped: list[_Job] = []
     rewrites: list[tuple[str, int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]] = []
-    for table, path, columns in _package_jobs(pipeline, load_id):
+    states = ("new_jobs", "started_jobs") if in_load else ("new_jobs",)
+    for table, path, columns in _package_jobs(pipeline, load_id, states):
         operation = resolve_operation(table, table_operations)
         if operation not in ("subscribers", "events", "commands"):
             continue
@@ -745,8 +755,9 @@ def prepare_package(
                 and not options.full_resync
                 and ledger.known_audience(operation) > 0
             )
-        if not tracked[operation] and not _may_remove(operation, columns):
-            plan.rows[table] += _file_rows(path)
+        if not _may_remove(operation, columns) and (in_load or not tracked[operation]):
+            if not in_load:  # the guard alone needs no row counts, and nothing in this file can remove
+                plan.rows[table] += _file_rows(path)
             unmapped.append(job)
             continue
         scan = _scan_file(ledger, job, mapping, options, tracked[operation])
@@ -756,7 +767,7 @@ def prepare_package(
             plan.new[table] += scan.new
             plan.changed[table] += scan.changed
         people.extend(scan.people)
-        if len(scan.unchanged):
+        if len(scan.unchanged) and not in_load:
             plan.unchanged[table] += len(scan.unchanged)
             rewrites.append((path, scan.rows, scan.unchanged))
         if scan.removals:
@@ -782,11 +793,48 @@ def prepare_package(
         keep[unchanged] = False
         _rewrite(path, keep)
     _release_arrow_memory()
-    with _LOCK:
-        _PREPARED[(str(pipeline.working_dir), load_id)] = frozenset(plan.classified)
-        for stale in list(_PREPARED)[:-_PREPARED_KEPT]:
-            del _PREPARED[stale]
+    if not in_load:
+        with _LOCK:
+            _PREPARED[(str(pipeline.working_dir), load_id)] = frozenset(plan.classified)
+            for stale in list(_PREPARED)[:-_PREPARED_KEPT]:
+                del _PREPARED[stale]
     return plan
+
+
+#: (working dir, load_id) -> None if the package may be sent, else why not (plain `pipeline.run` loads)
+_VERDICTS: dict[tuple[str, str], str | None] = {}
+_VERDICT_LOCK = threading.Lock()
+
+
+def blast_radius_verdict(
+    pipeline: Any,
+    load_id: str,
+    settings: BentoSettings,
+    options: LedgerOptions,
+    table_operations: dict[str, str] | None = None,
+    allow_secret_columns: bool = False,
+) -> str | None:
+    """The blast-radius guard for a load `sync()` did not prepare: None to go on, else why nothing may be sent.
+
+    The sink asks on every batch; the first batch of a load scans the whole package (the jobs not yet
+    completed) while the other load jobs wait here, so no batch is sent before the verdict. Rows of a
+    stopped load are rejected (the package completes, nothing stays pending); rerun with force=True.
+    """
+    key = (str(pipeline.working_dir), load_id)
+    if options.force or not options.sync_ledger or _prepared_tables(*key) is not None:
+        return None
+    with _VERDICT_LOCK:
+        if key not in _VERDICTS:
+            try:
+                prepare_package(
+                    pipeline, load_id, settings, options, table_operations, allow_secret_columns, in_load=True
+                )
+                _VERDICTS[key] = None
+            except BlastRadiusExceeded as error:
+                _VERDICTS[key] = str(error)
+            for stale in list(_VERDICTS)[:-_PREPARED_KEPT]:
+                del _VERDICTS[stale]
+        return _VERDICTS[key]
 
 
 def _count_removals(

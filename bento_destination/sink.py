@@ -23,7 +23,7 @@ from dlt.destinations.exceptions import DestinationTerminalException, Destinatio
 from bento_api import BentoClient, BentoConfigError, BentoError, resolve_budgets
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import BatchChanges, LedgerOptions, batch_changes
+from .changes import BLAST_RADIUS, BatchChanges, LedgerOptions, batch_changes, blast_radius_verdict
 from .clients import destination_settings, ensure_checked, shared_client
 from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
@@ -182,6 +182,15 @@ def bento(
     try:
         if ensure_checked(load_id, client):
             run.credentials_checked()
+        stopped = blast_radius_verdict(
+            pipeline, load_id, settings, ledger_options, table_operations, allow_secret_columns
+        ) if operation in ("subscribers", "events", "commands") else None
+        if stopped is not None:
+            for row in iter_rows(items):
+                outcome.received += 1
+                outcome.reject(BLAST_RADIUS, stopped, row)
+            run.merge(table_name, operation, outcome)
+            return
         changes = batch_changes(
             ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, operation, outcome
         )

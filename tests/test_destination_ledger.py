@@ -15,11 +15,11 @@ import dlt
 import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
-from bento_destination import last_report
+from bento_destination import BentoRejectsExceeded, check_run, last_report, list_rejects
 from bento_destination.changes import classify_rows, close_ledgers, forget_unsubscribes, reset_ledger
 from bento_destination.ledger import BlastRadiusExceeded, SyncLedger
 from bento_destination.sink import bento
-from bento_destination.sync import sync
+from bento_destination.sync import file_rotation, sync
 
 from .destination_support import FAST
 
@@ -233,6 +233,33 @@ def test_blast_radius_stops_before_sending(emu: BentoEmulator, tmp_path: Path) -
         run(emu, tmp_path, rows)
     assert run(emu, tmp_path, rows, force=True).sent == 30
     assert run(emu, tmp_path, rows, max_blast_radius=0.2).unchanged == 100  # unchanged removals do not count
+
+
+def test_a_plain_pipeline_run_is_guarded_too_and_leaves_nothing_pending(emu: BentoEmulator, tmp_path: Path) -> None:
+    def plain(**kw: Any) -> dlt.Pipeline:
+        return dlt.pipeline("plain_guard", pipelines_dir=str(tmp_path),
+                            destination=bento(**emu.credentials, requests_per_minute=FAST, **kw))
+
+    check_run(plain(), plain().run(subscribers(100), table_name="subscribers"))
+    rows = subscribers(100)
+    for row in rows[:20]:
+        row["unsubscribed"] = True
+    emu.reset_log()
+    pipeline = plain()
+    with file_rotation(25):  # four load jobs: none may send before the verdict on the whole package
+        info = pipeline.run(rows, table_name="subscribers")
+    assert emu.requests(method="POST") == []
+    assert not pipeline.has_pending_data
+    with pytest.raises(BentoRejectsExceeded, match="100 of 100 rows rejected"):
+        check_run(pipeline, info)
+    rejects = list_rejects(pipeline)
+    assert {r["reason"] for r in rejects} == {"blast_radius_exceeded"} and len(rejects) == 100
+    assert "unsubscribe 20 people (20.0% of 100 known)" in rejects[0]["detail"]
+    assert all(emu.store.subscribers[f"user{i}@example.com"].unsubscribed_at is None for i in range(20))
+
+    forced = plain(force=True)
+    check_run(forced, forced.run(rows, table_name="subscribers"))
+    assert all(emu.store.subscribers[f"user{i}@example.com"].unsubscribed_at is not None for i in range(20))
 
 
 def test_blast_radius_first_run_uses_people_in_the_run(emu: BentoEmulator, tmp_path: Path) -> None:
