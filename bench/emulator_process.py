@@ -36,9 +36,6 @@ class EmulatorProcess:
     def reset_log(self) -> None:
         httpx.post(f"{self.admin_url}/reset_log", timeout=30).raise_for_status()
 
-    def add_faults(self, faults: list[dict[str, Any]]) -> None:
-        httpx.post(f"{self.admin_url}/faults", json=faults, timeout=30).raise_for_status()
-
 
 @contextmanager
 def emulator_process(args: Sequence[str] = ()) -> Iterator[EmulatorProcess]:

@@ -495,8 +495,7 @@ class LedgerTransaction:
     unsubscribes) so that a crash can never keep half of it.
     """
 
-    def __init__(self, ledger: SyncLedger) -> None:
-        self._ledger = ledger
+    def __init__(self) -> None:
         self._parts: list[pa.Table] = []
 
     def acknowledge(self, operation: str, items: Pairs) -> None:
@@ -854,7 +853,7 @@ class SyncLedger:
     def transaction(self) -> Iterator[LedgerTransaction]:
         """Collect several changes and commit them as one unit when the block ends without error."""
         self._ensure_open()
-        tx = LedgerTransaction(self)
+        tx = LedgerTransaction()
         yield tx
         ops = tx._ops()
         if ops is not None:

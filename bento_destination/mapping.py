@@ -126,32 +126,6 @@ def _drop_secret_keys(value: Any, prefix: str, dropped: set[str]) -> Any:
     return value
 
 
-def _flat_object(row: Mapping[str, Any], name: str, options: MappingOptions, result: MappedRow) -> dict[str, Any]:
-    """A flat object (event `fields`) from a dict/JSON column and `name__x` columns; keys lowercase_underscored."""
-    out: dict[str, Any] = {}
-    for column, value in row.items():
-        path = split_path(column)
-        if not path or field_key(path[0]) != name:
-            continue
-        items = parse_json_object(value, column).items() if len(path) == 1 else [("_".join(path[1:]), value)]
-        for raw_key, item in items:
-            if item is None:
-                continue
-            key = field_key(raw_key)
-            where = f"{column}.{raw_key}" if len(path) == 1 else column
-            if not key:
-                raise RowError("invalid_column_name", f"`{where}` cannot be a Bento field name")
-            if looks_secret(key) and not options.allow_secret_columns:
-                result.dropped.add(where)
-                continue
-            if isinstance(item, Mapping | list | tuple):
-                raise RowError("nested_fields", f"`{where}` is nested; event `fields` must be flat (use `details`)")
-            if key in out:
-                raise RowError("conflicting_columns", f"`{where}` sets field `{key}` twice")
-            out[key] = scalar(item, where)
-    return out
-
-
 def _nested_object(row: Mapping[str, Any], name: str, options: MappingOptions, result: MappedRow) -> dict[str, Any]:
     """A nested object (event `details`, email `personalizations`) from a dict/JSON column and `name__a__b` columns."""
     out: dict[str, Any] = {}
@@ -301,9 +275,6 @@ def map_subscriber(row: Mapping[str, Any], options: MappingOptions) -> MappedRow
     return result
 
 
-EVENT_COLUMNS = ("email", "type", "date", "fields", "details", "unique_key")
-
-
 @dataclass(frozen=True, slots=True)
 class _EventPlan:
     email: str | None
@@ -366,7 +337,7 @@ def _event_plan(columns: tuple[str, ...]) -> _EventPlan:
 def _event_field(
     out: dict[str, Any], key: str, where: str, secret: bool, item: Any, options: MappingOptions, result: MappedRow
 ) -> None:
-    """One entry of an event's flat `fields` (its value is not None), as `_flat_object` adds it."""
+    """One entry of an event's flat `fields` (its value is not None); keys are lowercase_underscored."""
     if not key:
         raise RowError("invalid_column_name", f"`{where}` cannot be a Bento field name")
     if secret and not options.allow_secret_columns:
@@ -391,7 +362,7 @@ def map_event(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
         raise RowError("missing_type", "`type` is missing or empty (e.g. `$purchase`, `signed_up`)")
     event_type = check_text(row[type_col], type_col).strip()
     payload: dict[str, Any] = {"type": event_type, "email": email}
-    # `fields`: what _flat_object(row, "fields", ...) builds
+    # `fields`: flat, from a dict/JSON `fields` column and `fields__x` columns
     fields: dict[str, Any] = {}
     for step in plan.fields:
         column = step.column

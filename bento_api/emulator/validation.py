@@ -33,12 +33,3 @@ def split_tags(value: Any) -> list[str] | None:
     if not isinstance(value, str):
         return None
     return [t.strip() for t in value.split(",") if t.strip()]
-
-
-def email_of(row: Any, key: str = "email") -> str | None:
-    """Normalised email found in a body row, for the request log (duplicate counting); None if absent."""
-    if isinstance(row, dict):
-        value = row.get(key)
-        if isinstance(value, str):
-            return value.strip().lower()
-    return None
