@@ -121,6 +121,10 @@ def demo_frame(rows: int = 500) -> Any:
 
 @contextlib.contextmanager
 def emulator_credentials() -> Iterator[dict[str, Any]]:
+    """An in-process emulator whose budget is raised; yields `bento(...)` keywords (its keys and the budget).
+
+    The reverse-ETL pipelines' `--emulator` demos share it.
+    """
     from bento_api.emulator import BentoEmulator, EmulatorConfig
 
     config = EmulatorConfig(requests_per_minute=EMULATOR_REQUESTS_PER_MINUTE * 10, bucket_capacity=1000.0)

@@ -31,10 +31,10 @@ from bento_destination import SINK_BATCH_SIZE
 from bento_destination.report import LoadReport
 from bento_destination.sync import DEFAULT_FILE_MAX_ITEMS, EXIT_OK, exit_code, explain, sync
 
+from .dataframe_to_bento import emulator_credentials
+
 DEFAULT_PIPELINE = "warehouse_to_bento"
 DEFAULT_SOURCE = "warehouse.duckdb"
-#: against the local emulator only; the real Bento keeps the safe default (60/min)
-EMULATOR_REQUESTS_PER_MINUTE = 60_000.0
 
 
 def is_duckdb(source: str) -> bool:
@@ -121,15 +121,11 @@ def write_demo_warehouse(path: Path, subscribers: int = 300, events: int = 600) 
 @contextlib.contextmanager
 def emulator_demo() -> Iterator[dict[str, Any]]:
     """An in-process emulator and a demo warehouse; yields `run` keyword arguments."""
-    from bento_api.emulator import BentoEmulator, EmulatorConfig
-
-    config = EmulatorConfig(requests_per_minute=EMULATOR_REQUESTS_PER_MINUTE * 10, bucket_capacity=1000.0)
-    with tempfile.TemporaryDirectory() as folder, BentoEmulator(config) as emulator:
+    with tempfile.TemporaryDirectory() as folder, emulator_credentials() as credentials:
         path = Path(folder) / "demo_warehouse.duckdb"
         write_demo_warehouse(path)
         yield {
-            **emulator.credentials,
-            "requests_per_minute": EMULATOR_REQUESTS_PER_MINUTE,
+            **credentials,
             "source": str(path),
             "tables": ("crm_contacts", "product_events"),
             "table_operations": {"crm_contacts": "subscribers", "product_events": "events"},
