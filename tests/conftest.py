@@ -9,6 +9,8 @@ import pytest
 
 from bento_api.emulator import BentoEmulator, EmulatorConfig
 
+from .destination_support import ENV_PREFIXES
+
 
 @pytest.fixture
 def emulator() -> Iterator[BentoEmulator]:
@@ -23,10 +25,6 @@ def emulator() -> Iterator[BentoEmulator]:
         yield emu
 
 
-#: settings a developer's shell may carry that would change a destination test's behaviour
-ISOLATED_ENV_PREFIXES = ("BENTO_", "DESTINATION__", "NORMALIZE__", "LOAD__", "DATA_WRITER__")
-
-
 @pytest.fixture
 def destination_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """No BENTO_/dlt settings from the environment; shared clients and ledgers closed afterwards."""
@@ -34,7 +32,7 @@ def destination_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from bento_destination.changes import close_ledgers
 
     for key in list(os.environ):
-        if key.startswith(ISOLATED_ENV_PREFIXES):
+        if key.startswith(ENV_PREFIXES):
             monkeypatch.delenv(key)
     yield
     close_ledgers()

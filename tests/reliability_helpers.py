@@ -22,6 +22,8 @@ from typing import Any, Final
 
 from bento_api.emulator import EmulatorConfig, RequestRecord
 
+from .destination_support import ENV_PREFIXES
+
 # -- sentinel credentials ---------------------------------------------------------------------------
 
 SENTINEL_PK: Final = "pk_SENTINEL_4b1d9e7c2a6f40e3b8d5"
@@ -41,8 +43,6 @@ FAST_LIMITS: Final[dict[str, Any]] = {
 }
 #: the client budget used against the emulator (Bento's default stays 60/min)
 CLIENT_RPM: Final = 600_000.0
-#: environment prefixes a test must not inherit (they would override the keywords under test)
-ENV_PREFIXES: Final = ("BENTO_", "DESTINATION__", "SOURCES__", "NORMALIZE__", "LOAD__", "DATA_WRITER__", "EXTRACT__")
 
 
 def sentinel_config(**overrides: Any) -> EmulatorConfig:

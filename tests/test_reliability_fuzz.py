@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import math
-import os
 import re
 import uuid
 from collections import Counter
@@ -36,7 +35,6 @@ from bento_destination.values import RowError
 
 from .reliability_helpers import (
     CLIENT_RPM,
-    ENV_PREFIXES,
     assert_no_secrets,
     email_problem,
     log_problems,
@@ -169,13 +167,8 @@ def run_property(
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(ENV_PREFIXES):
-            monkeypatch.delenv(key)
-    caplog.set_level(logging.INFO)
-    yield
-    close_clients()
+def _isolated(destination_env: None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)  # logs at INFO are searched for secrets afterwards
 
 
 @pytest.fixture

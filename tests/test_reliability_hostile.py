@@ -9,7 +9,6 @@ timeout is the hang guard; durations are only checked as lower bounds (a trickle
 from __future__ import annotations
 
 import logging
-import os
 import time
 import uuid
 from collections.abc import Iterator
@@ -33,12 +32,11 @@ from bento_api import (
 )
 from bento_api.emulator import BentoEmulator, Fault
 from bento_api.pacing import PacerRegistry
-from bento_destination import bento, close_clients, list_rejects
+from bento_destination import bento, list_rejects
 from bento_source import bento_source
 
 from .reliability_helpers import (
     CLIENT_RPM,
-    ENV_PREFIXES,
     assert_no_secrets,
     log_problems,
     secrets_in,
@@ -62,16 +60,11 @@ HOSTILE: dict[str, tuple[dict[str, Any], type[BentoError], str]] = {
 
 @pytest.fixture(autouse=True)
 def _guard(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str],
-    tmp_path: Path,
+    destination_env: None, caplog: pytest.LogCaptureFixture, capfd: pytest.CaptureFixture[str], tmp_path: Path,
 ) -> Iterator[None]:
     """Clean environment in; after the test, no sentinel secret in any log, output or file under tmp_path."""
-    for key in list(os.environ):
-        if key.startswith(ENV_PREFIXES):
-            monkeypatch.delenv(key)
     caplog.set_level(logging.DEBUG)
     yield
-    close_clients()
     captured = capfd.readouterr()
     assert_no_secrets(caplog.text, captured.out, captured.err, root=tmp_path)
 

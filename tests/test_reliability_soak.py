@@ -8,7 +8,6 @@ own report (the report is checked against them). Default run: 5,000 rows; `-m sl
 from __future__ import annotations
 
 import logging
-import os
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -20,12 +19,11 @@ import pytest
 from dlt.pipeline.exceptions import PipelineStepFailed
 
 from bento_api.emulator import BentoEmulator, Fault, RequestRecord
-from bento_destination import close_clients, list_rejects, list_reports
+from bento_destination import list_rejects, list_reports
 from bento_destination.sync import sync
 
 from .reliability_helpers import (
     CLIENT_RPM,
-    ENV_PREFIXES,
     assert_no_secrets,
     chunks,
     event_row,
@@ -67,13 +65,8 @@ def soak_faults() -> list[Fault]:
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    for key in list(os.environ):
-        if key.startswith(ENV_PREFIXES):
-            monkeypatch.delenv(key)
-    caplog.set_level(logging.INFO)
-    yield
-    close_clients()
+def _isolated(destination_env: None, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)  # logs at INFO are searched for secrets afterwards
 
 
 def applied(record: RequestRecord) -> bool:
