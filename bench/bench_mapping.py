@@ -99,7 +99,7 @@ def run_batch(items: Any, table: str, workdir: str, ledger: bool) -> BatchOutcom
     options = LedgerOptions(sync_ledger=ledger)
     changes = batch_changes(options, workdir, "bench-site", "bench-load", table, table, outcome)
     client = EncodingClient()
-    _process(items, table, table, cast(BentoClient, client), outcome, MappingOptions(), False, changes)
+    _process(items, table, table, cast(BentoClient, client), outcome, MappingOptions(), changes)
     if outcome.rejected or outcome.sent != ROWS:
         raise RuntimeError(f"unexpected outcome: sent {outcome.sent}, rejected {dict(outcome.rejected_by_reason)}")
     return outcome

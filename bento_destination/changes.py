@@ -32,7 +32,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy
 import pyarrow as pa
@@ -73,6 +73,10 @@ UNSUBSCRIBED_PERSON = "unsubscribed_person"
 WOULD_RESUBSCRIBE = "would_resubscribe"
 TAG_NOT_OWNED = "tag_not_owned"
 BLAST_RADIUS = "blast_radius_exceeded"
+#: what the pre-pass told the sink about a subscribers table (see BatchChanges.prepared)
+Prepared = Literal["all_new", "classified"]
+#: the operations the ledger tracks (fingerprints, consent, tags); emails are never filtered
+LEDGER_OPERATIONS = ("subscribers", "events", "commands")
 
 #: the destination keywords of this module, with their defaults (the CLI exposes them)
 OPTION_DEFAULTS: dict[str, Any] = {
@@ -230,7 +234,7 @@ class BatchChanges:
 
     def __init__(
         self, ledger: SyncLedger, options: LedgerOptions, operation: str, outcome: BatchOutcome,
-        prepared: str | None = None,
+        prepared: Prepared | None = None,
     ) -> None:
         self.ledger = ledger
         self.options = options
@@ -238,7 +242,7 @@ class BatchChanges:
         self.outcome = outcome
         #: None: no pre-pass ran in this process; "all_new": it ran, and the ledger held nothing to compare
         #: with; "classified": it compared every row and already counted new and changed
-        self.prepared = prepared
+        self.prepared: Prepared | None = prepared
         self._plans: list[_RowPlan] = []
 
     def _count(self, name: str, n: int = 1) -> None:
@@ -421,10 +425,10 @@ def batch_changes(
     Subscribers of a package the pre-pass handled in this process are not compared with the ledger again
     (a join per batch against a table of a million keys): only new and changed rows are left in it.
     """
-    if not options.sync_ledger or operation not in ("subscribers", "events", "commands"):
+    if not options.sync_ledger or operation not in LEDGER_OPERATIONS:
         return None
     ledger = ledger_for(options.location(working_dir), site, load_id)
-    prepared: str | None = None
+    prepared: Prepared | None = None
     classified = _prepared_tables(working_dir, load_id) if operation == "subscribers" else None
     if classified is not None:
         prepared = "classified" if table in classified else "all_new"
@@ -746,7 +750,7 @@ def prepare_package(
     states = ("new_jobs", "started_jobs") if in_load else ("new_jobs",)
     for table, path, columns in _package_jobs(pipeline, load_id, states):
         operation = resolve_operation(table, table_operations)
-        if operation not in ("subscribers", "events", "commands"):
+        if operation not in LEDGER_OPERATIONS:
             continue
         job = _Job(table, operation, path, columns)
         if operation not in tracked:

@@ -23,7 +23,14 @@ from dlt.destinations.exceptions import DestinationTerminalException, Destinatio
 from bento_api import BentoClient, BentoConfigError, BentoError, resolve_budgets
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import BLAST_RADIUS, BatchChanges, LedgerOptions, batch_changes, blast_radius_verdict
+from .changes import (
+    BLAST_RADIUS,
+    LEDGER_OPERATIONS,
+    BatchChanges,
+    LedgerOptions,
+    batch_changes,
+    blast_radius_verdict,
+)
 from .clients import destination_settings, ensure_checked, shared_client
 from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
@@ -59,32 +66,28 @@ def validate_options(table_operations: dict[str, str] | None = None, reject_thre
         raise BentoConfigError(f"reject_threshold is a share of rows between 0 and 1, got {reject_threshold!r}")
 
 
-def _process(
-    items: TDataItems,
-    table_name: str,
-    operation: str | None,
-    client: BentoClient,
-    outcome: BatchOutcome,
-    options: MappingOptions,
-    allow_email_sends: bool,
-    changes: BatchChanges | None = None,
-) -> None:
-    rows = iter_rows(items)
+def _batch_refusal(table_name: str, operation: str | None, allow_email_sends: bool) -> tuple[str, str] | None:
+    """(reason, detail) if no row of this table may be sent, whatever the rows hold; None to map and send them."""
     if operation is None:
-        detail = (
+        return "unknown_table", (
             f"table `{table_name}` is not a Bento operation ({', '.join(OPERATIONS)}); "
             f"map it with table_operations={{'{table_name}': 'subscribers'}} (or another operation)"
         )
-        for row in rows:
-            outcome.received += 1
-            outcome.reject("unknown_table", detail, row)
-        return
     if operation == "emails" and not allow_email_sends:
-        detail = "emails are sent only with bento(allow_email_sends=True); nothing was sent"
-        for row in rows:
-            outcome.received += 1
-            outcome.reject("email_sends_not_allowed", detail, row)
-        return
+        return "email_sends_not_allowed", "emails are sent only with bento(allow_email_sends=True); nothing was sent"
+    return None
+
+
+def _process(
+    items: TDataItems,
+    table_name: str,
+    operation: str,
+    client: BentoClient,
+    outcome: BatchOutcome,
+    options: MappingOptions,
+    changes: BatchChanges | None = None,
+) -> None:
+    rows = iter_rows(items)
     main: list[Item] = []
     derived: list[Item] = []
     for row in rows:
@@ -182,22 +185,22 @@ def bento(
     try:
         if ensure_checked(load_id, client):
             run.credentials_checked()
-        stopped = blast_radius_verdict(
-            pipeline, load_id, settings, ledger_options, table_operations, allow_secret_columns
-        ) if operation in ("subscribers", "events", "commands") else None
-        if stopped is not None:
+        refusal = _batch_refusal(table_name, operation, allow_email_sends)
+        if refusal is None and operation in LEDGER_OPERATIONS:
+            stopped = blast_radius_verdict(
+                pipeline, load_id, settings, ledger_options, table_operations, allow_secret_columns
+            )
+            refusal = None if stopped is None else (BLAST_RADIUS, stopped)
+        if refusal is not None:
             for row in iter_rows(items):
                 outcome.received += 1
-                outcome.reject(BLAST_RADIUS, stopped, row)
-            run.merge(table_name, operation, outcome)
-            return
-        changes = batch_changes(
-            ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, operation, outcome
-        )
-        _process(
-            items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), allow_email_sends,
-            changes,
-        )
+                outcome.reject(*refusal, row)
+        else:
+            assert operation is not None  # _batch_refusal refuses tables without one
+            changes = batch_changes(
+                ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, operation, outcome
+            )
+            _process(items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes)
     except Exception as error:
         dlt_error = _as_dlt_error(error)
         run.record_error(table_name, operation, str(dlt_error), outcome.stats)
