@@ -104,6 +104,7 @@ class LoadRun:
                 t.rejected_by_reason[reason] = t.rejected_by_reason.get(reason, 0) + count
             t.rejected = sum(t.rejected_by_reason.values())
             t.dropped_secret_columns = sorted(set(t.dropped_secret_columns) | outcome.dropped)
+            t.reserved_columns = sorted(set(t.reserved_columns) | outcome.reserved)
             t.ignored_columns = sorted(set(t.ignored_columns) | outcome.ignored)
             self._add_stats(t, outcome.stats, outcome.started)
             self._save()

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
-from .settings import COMMANDS, COMMANDS_NEEDING_QUERY
+from .settings import COMMANDS, COMMANDS_NEEDING_QUERY, RESERVED_IMPORT_KEYS
 from .values import (
     RowError,
     check_email,
@@ -39,6 +39,7 @@ class MappedRow:
     payload: dict[str, Any] | None
     commands: list[dict[str, Any]] = field(default_factory=list)
     dropped: set[str] = field(default_factory=set)  # secret-looking columns or keys, not sent
+    reserved: set[str] = field(default_factory=set)  # columns Bento's import would interpret (settings), not sent
     ignored: set[str] = field(default_factory=set)  # columns with no meaning for the operation
 
 
@@ -228,9 +229,12 @@ def _put_field(
     payload: dict[str, Any], name: str, where: str, secret: bool, item: Any, options: MappingOptions,
     result: MappedRow,
 ) -> None:
-    """One custom field of a subscriber (its value is not None)."""
+    """One custom field of a subscriber (its value is not None); a reserved name is never sent, secrets or not."""
     if not name:
         raise RowError("invalid_column_name", f"`{where}` cannot be a Bento field name")
+    if name in RESERVED_IMPORT_KEYS:
+        result.reserved.add(where)
+        return
     if secret and not options.allow_secret_columns:
         result.dropped.add(where)
         return

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .rejects import PipelineRef, bento_dir, load_ids
-from .settings import REPORT_SUFFIX
+from .settings import REPORT_SUFFIX, RESERVED_NOTE
 
 #: reasons that fail a run whatever the threshold: no row of such a table can ever be sent
 ALWAYS_FATAL = frozenset({"unknown_table", "email_sends_not_allowed"})
@@ -60,6 +60,8 @@ class TableReport:
     #: time spent in this table's sink batches (summed over parallel jobs, so it can exceed the load's elapsed)
     busy_seconds: float = 0.0
     dropped_secret_columns: list[str] = field(default_factory=list)
+    #: columns that name a key Bento's import would interpret (`command`): never sent
+    reserved_columns: list[str] = field(default_factory=list)
     ignored_columns: list[str] = field(default_factory=list)
 
     @property
@@ -150,6 +152,8 @@ class LoadReport:
             )
             if t.dropped_secret_columns:
                 lines.append(f"    not sent (look like secrets): {', '.join(t.dropped_secret_columns)}")
+            if t.reserved_columns:
+                lines.append(f"    not sent ({RESERVED_NOTE}): {', '.join(t.reserved_columns)}")
             if t.ignored_columns:
                 lines.append(f"    ignored (no meaning for {t.operation}): {', '.join(t.ignored_columns)}")
         for error in self.errors:

@@ -78,6 +78,7 @@ class BatchOutcome:
     rejected_by_reason: Counter[str] = field(default_factory=Counter)
     rejects: list[RejectRecord] = field(default_factory=list)
     dropped: set[str] = field(default_factory=set)
+    reserved: set[str] = field(default_factory=set)
     ignored: set[str] = field(default_factory=set)
     stats: RequestStats = field(default_factory=RequestStats)
     #: sync ledger counts (new, changed, unchanged, tags_not_owned), see changes.py

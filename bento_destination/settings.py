@@ -34,8 +34,24 @@ HALVE_ABOVE: Final = 100
 
 DEFAULT_REJECT_THRESHOLD: Final = 0.1
 
-#: column names (normalised) containing any of these look like secrets and are not sent by default
-SECRET_NAME_PARTS: Final = ("password", "passwd", "token", "api_key", "apikey", "secret", "private_key", "access_key")
+#: a name looks like a secret when one of its words (the parts of its lowercase_underscored form) is one of these
+SECRET_WORDS: Final = frozenset({
+    "password", "passwd", "pwd", "passcode", "passphrase", "secret", "secrets", "token", "tokens",
+    "credential", "credentials", "authorization", "bearer", "jwt", "apikey", "accesskey", "secretkey", "privatekey",
+    "authkey", "accesstoken", "authtoken", "refreshtoken", "clientsecret",
+})
+#: ...or when its last word is one of these (`stripe_key`, `api_key`, `private_key`, `session_key`)
+SECRET_LAST_WORDS: Final = frozenset({"key", "keys"})
+#: names of the row contract that match the rules above but are not secrets: always sent
+SECRET_EXEMPT_NAMES: Final = frozenset({"unique_key", "idempotency_key"})
+
+#: keys Bento's subscriber import may interpret beyond our contract (docs/bento-api.md, "Subscriber import"): an
+#: old Bento page documents a per-row `command` ("subscribe" / "unsubscribe"). A column that maps to one of them is
+#: never sent: subscription changes go only through `unsubscribed` and commands, past the consent memory and the
+#: blast-radius guard
+RESERVED_IMPORT_KEYS: Final = frozenset({"command"})
+#: how reports and the dry run label those columns
+RESERVED_NOTE: Final = "Bento's import would read them as instructions"
 
 #: folder under the pipeline's working directory holding rejects and reports, one pair per load
 REJECTS_DIRNAME: Final = "bento_rejects"

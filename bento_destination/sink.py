@@ -98,6 +98,7 @@ def _process(
             outcome.reject(error.reason, error.detail, row)
             continue
         outcome.dropped |= mapped.dropped
+        outcome.reserved |= mapped.reserved
         outcome.ignored |= mapped.ignored
         if mapped.payload is not None:
             main.append(Item(mapped.payload, row))

@@ -16,7 +16,7 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
-from .settings import EMAIL_RE, MAX_EMAIL_LENGTH, SECRET_NAME_PARTS
+from .settings import EMAIL_RE, MAX_EMAIL_LENGTH, SECRET_EXEMPT_NAMES, SECRET_LAST_WORDS, SECRET_WORDS
 
 _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 _CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -54,10 +54,16 @@ def split_path(name: str) -> list[str]:
 
 @lru_cache(maxsize=NAME_CACHE_SIZE, typed=True)
 def looks_secret(name: str) -> bool:
-    """True for names such as `password`, `api_key`, `AccessToken`, `client_secret` (remembered per name)."""
+    """True for names such as `password`, `api_key`, `AccessToken`, `stripe_key`, `Authorization` (remembered per name).
+
+    Matched on whole words of the lowercase_underscored name, so `tokenized_at` and `secretariat` are ordinary
+    names; the contract's own columns (`unique_key`, ...) are exempt.
+    """
     key = field_key(name)
-    compact = key.replace("_", "")
-    return any(part in key or part.replace("_", "") in compact for part in SECRET_NAME_PARTS)
+    if key in SECRET_EXEMPT_NAMES:
+        return False
+    words = key.split("_")
+    return (words[-1] in SECRET_LAST_WORDS and len(words) > 1) or any(word in SECRET_WORDS for word in words)
 
 
 def check_email(value: Any, column: str = "email") -> str:

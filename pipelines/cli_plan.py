@@ -15,7 +15,7 @@ from typing import Any
 from bento_api import Budgets
 from bento_destination.mapping import MappingOptions, map_row, redact_row
 from bento_destination.rows import iter_rows
-from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA
+from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA, RESERVED_NOTE
 from bento_destination.values import RowError, safe_for_file
 
 from .cli_input import BATCH_ROWS, SyncInput
@@ -45,6 +45,7 @@ class Plan:
     examples: list[dict[str, Any]] = field(default_factory=list)
     requests_by_path: Counter[str] = field(default_factory=Counter)
     dropped_secret_columns: set[str] = field(default_factory=set)
+    reserved_columns: set[str] = field(default_factory=set)
     ignored_columns: set[str] = field(default_factory=set)
 
     @property
@@ -83,6 +84,7 @@ class Plan:
             "rows_triggering_automations": self.triggers_automations,
             "automations": AUTOMATIONS[self.operation],
             "not_sent_secret_columns": sorted(self.dropped_secret_columns),
+            "not_sent_reserved_columns": sorted(self.reserved_columns),
             "ignored_columns": sorted(self.ignored_columns),
         }
 
@@ -110,6 +112,8 @@ class Plan:
         )
         if self.dropped_secret_columns:
             lines.append(f"  not sent (look like secrets): {', '.join(sorted(self.dropped_secret_columns))}")
+        if self.reserved_columns:
+            lines.append(f"  not sent ({RESERVED_NOTE}): {', '.join(sorted(self.reserved_columns))}")
         if self.ignored_columns:
             lines.append(f"  ignored (no meaning for {self.operation}): {', '.join(sorted(self.ignored_columns))}")
         if self.rejected_share > threshold:
@@ -140,6 +144,7 @@ def build_plan(source: SyncInput, operation: str, *, allow_secret_columns: bool 
                 continue
             plan.valid += 1
             plan.dropped_secret_columns |= mapped.dropped
+            plan.reserved_columns |= mapped.reserved
             plan.ignored_columns |= mapped.ignored
             if mapped.payload is not None:
                 payloads += 1

@@ -45,14 +45,34 @@ def test_field_names_are_lowercase_underscored() -> None:
     assert field_key("UTM-Source") == "utm_source"
 
 
-@pytest.mark.parametrize("name", ["password", "user_password", "apiKey", "API_KEY", "AccessToken", "client_secret"])
+@pytest.mark.parametrize("name", [
+    "password", "user_password", "apiKey", "API_KEY", "AccessToken", "client_secret", "Authorization",
+    "credentials", "db_credential", "pwd", "passcode", "stripe_key", "sessionKey", "refresh_token", "auth-token",
+    "apikey", "accesstoken", "clientsecret", "password_hash", "Bearer",
+])
 def test_secret_looking_names(name: str) -> None:
     assert looks_secret(name)
 
 
-@pytest.mark.parametrize("name", ["email", "unique_key", "first_name", "plan", "tags"])
+@pytest.mark.parametrize("name", [
+    "email", "unique_key", "idempotency_key", "first_name", "plan", "tags", "tokenized_at", "secretariat",
+    "keynote_speaker", "key", "monkey", "passport_country", "author", "keys_count",
+])
 def test_ordinary_names_are_not_secret(name: str) -> None:
     assert not looks_secret(name)
+
+
+@pytest.mark.parametrize("row", [
+    {"email": "a@x.io", "Command": "subscribe", "plan": "pro"},
+    {"email": "a@x.io", "fields__command": "unsubscribe", "plan": "pro"},
+    {"email": "a@x.io", "fields": {"command": "subscribe", "plan": "pro"}},
+])
+def test_a_column_bento_would_read_as_an_instruction_is_never_sent(row: dict[str, object]) -> None:
+    # even with secrets allowed: the reserved keys are about what Bento does with them, not about secrecy
+    mapped = map_row("subscribers", row, MappingOptions(allow_secret_columns=True))
+    assert mapped.payload == {"email": "a@x.io", "plan": "pro"}
+    assert len(mapped.reserved) == 1 and "ommand" in next(iter(mapped.reserved))
+    assert mapped.commands == []
 
 
 def test_subscriber_row_maps_to_flat_payload() -> None:

@@ -76,7 +76,10 @@ def _batch_rows(body: Any, wrapper: str, maximum: int, label: str | None = None)
     return rows
 
 
-_SUBSCRIBER_SPECIAL = frozenset({"email", "tags", "remove_tags"})
+_SUBSCRIBER_SPECIAL = frozenset({"email", "tags", "remove_tags", "command"})
+#: the per-row `command` an old Bento page documents for imports (docs/bento-api.md, "Subscriber import"); the
+#: emulator honours it, the pessimistic reading, so a client that leaks a `command` column is caught
+_IMPORT_COMMANDS = frozenset({"subscribe", "unsubscribe"})
 
 
 def _parse_subscriber_row(row: Any) -> tuple[str, dict[str, Any], list[str], list[str]] | None:
@@ -118,6 +121,9 @@ def batch_subscribers(call: Call) -> Response:
             store.add_tags(sub, add)
             store.remove_tags(sub, remove)
             store.bump(sub, now)
+            command = row.get("command")
+            if command in _IMPORT_COMMANDS:
+                sub.unsubscribed_at = None if command == "subscribe" else (sub.unsubscribed_at or now)
             applied += 1
     return Response(200, {"results": applied, "failed": failed})
 
