@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	# The venv's own pip, not upgraded: the install must work with Python 3.11's bundled pip (23.2).
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
