@@ -68,7 +68,7 @@ def judge(mode: str, phase: str, checks: Sequence[tuple[str, Check]], calls: lis
             yield Outcome(mode, phase, name, True, check(call, ctx))
         except CheckFailed as exc:
             yield Outcome(mode, phase, name, False, str(exc))
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:  # an answer of an unexpected shape
+        except (LookupError, TypeError, AttributeError, ValueError) as exc:  # an answer of an unexpected shape
             yield Outcome(mode, phase, name, False, f"unexpected answer {str(call.result)[:200]}: {exc!r}")
     for name in by_name:
         yield Outcome(mode, phase, name, False, "the Node script made a call no check covers")
