@@ -4,11 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench sdk-check clean
 
+# The venv keeps its own pip, not upgraded: the install must work with Python 3.11's bundled pip (23.2).
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
@@ -24,10 +24,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-check: lint typecheck test
+check: lint typecheck test sdk-check
+
+# Bento's official Node SDK (pinned by sdk_check/node/package-lock.json) against the emulator, in each mode.
+SDK_MODES ?= default
+SDK_NODE := sdk_check/node
+$(SDK_NODE)/node_modules/.package-lock.json: $(SDK_NODE)/package-lock.json
+	cd $(SDK_NODE) && npm ci --no-audit --no-fund
+
+sdk-check: $(STAMP) $(SDK_NODE)/node_modules/.package-lock.json
+	$(BIN)/python -m sdk_check.run $(SDK_MODES)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
 clean:
-	rm -rf $(VENV) demo_output .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo_output .mypy_cache .ruff_cache $(SDK_NODE)/node_modules

@@ -28,6 +28,7 @@ from .cli_common import (
     output_options,
     pipelines_dir_option,
 )
+from .telemetry import turn_off_dlt_telemetry
 
 Handler = Callable[[argparse.Namespace, Console], Result]
 
@@ -75,6 +76,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.handler is None:
+        turn_off_dlt_telemetry()  # the emulator command serves loopback only and reaches nothing else
         return int(args.run_emulator(args))
     console = Console(quiet=args.quiet, json_mode=args.json, secrets=known_secrets(args))
     _configure_logging(console)

@@ -28,6 +28,7 @@ from .cli_common import EXIT_FAILED, EXIT_OK, PROG, Console, Result
 from .cli_extract import ExtractSettings, extract
 from .cli_input import open_input
 from .cli_sync import SyncSettings, push
+from .telemetry import turn_off_dlt_telemetry
 
 DEFAULT_OUTPUT = "demo_output"
 #: budgets against the emulator only (Bento's real defaults: 60 requests/min, stats 30/hour)
@@ -117,6 +118,7 @@ def _clean(output: Path) -> None:
 
 
 def run(args: argparse.Namespace, console: Console) -> Result:
+    turn_off_dlt_telemetry()  # the demo reaches nothing but its emulator on 127.0.0.1
     started = time.monotonic()
     output = Path(args.output).resolve()
     output.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,20 @@ from collections.abc import Iterator
 import pytest
 
 from bento_api.emulator import BentoEmulator, EmulatorConfig
+from pipelines.telemetry import TELEMETRY_ENV
 
 from .destination_support import ENV_PREFIXES
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_dlt_telemetry() -> Iterator[None]:
+    """No network but loopback: dlt's telemetry stays off in every test and in the CLI subprocesses they start.
+
+    dlt starts telemetry once per process, at the first pipeline, so this is set before any test runs.
+    """
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(TELEMETRY_ENV, "false")
+        yield
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from bento_destination import bento
 from pipelines.demo import BAD_CONTACTS, BAD_EVENTS, write_crm
 
 REPO = Path(__file__).resolve().parents[1]
+NETWORK_GUARD = Path(__file__).resolve().parent / "network_guard"  # its sitecustomize logs and refuses lookups
 RESOURCES = ("tags", "fields", "segments", "broadcasts", "sequences", "workflows", "email_templates",
              "subscribers", "site_stats", "segment_stats")
 CONTACTS = 300
@@ -39,6 +40,14 @@ def base_env(**extra: str) -> dict[str, str]:
            if not k.startswith(("BENTO_", "SOURCES__", "DESTINATION__", "RUNTIME__"))}
     env.update(PYTHONPATH=str(REPO), RUNTIME__DLTHUB_TELEMETRY="false", **extra)
     return env
+
+
+def without_network(env: dict[str, str], lookups: Path) -> dict[str, str]:
+    """`env` with dlt's telemetry left as a user's would be, and every name lookup but loopback refused and
+    written to `lookups` (the network guard's sitecustomize): for commands that promise loopback only."""
+    guarded = {k: v for k, v in env.items() if k != "RUNTIME__DLTHUB_TELEMETRY"}
+    guarded.update(PYTHONPATH=os.pathsep.join((str(NETWORK_GUARD), str(REPO))), NETWORK_GUARD_LOG=str(lookups))
+    return guarded
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -75,8 +84,11 @@ def test_demo_pushes_and_extracts_every_resource_ignoring_bento_env(tmp_path: Pa
     # BENTO_* points at a real-looking account: the demo must ignore it and use its own emulator
     env = base_env(BENTO_BASE_URL="https://example.invalid/api/v1", BENTO_SITE_UUID="real-site",
                    BENTO_PUBLISHABLE_KEY="pk_real_account_key", BENTO_SECRET_KEY="sk_real_account_key")
-    result = cli("demo", "--output", "out", "--contacts", "400", "--events", "400", "--json", env=env, cwd=tmp_path)
+    lookups = tmp_path / "lookups.txt"
+    result = cli("demo", "--output", "out", "--contacts", "400", "--events", "400", "--json",
+                 env=without_network(env, lookups), cwd=tmp_path)
     assert result.returncode == 0, result.stderr
+    assert not lookups.exists(), f"the demo looked up {lookups.read_text().split()}"
     summary = as_json(result)
     assert summary["ok"] and summary["budgets"]["raised_for_emulator"]
     assert "Budgets raised" in result.stderr
@@ -302,7 +314,8 @@ def test_doctor_checks_and_never_prints_keys(emulator: BentoEmulator, env: dict[
 @pytest.fixture
 def emulator_process(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], dict[str, str]]]:
     proc = subprocess.Popen([sys.executable, "-m", "pipelines.cli", "emulator", "--port", "0"],
-                            env=base_env(), cwd=tmp_path, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            env=without_network(base_env(), tmp_path / "emulator_lookups.txt"), cwd=tmp_path,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in proc.stdout or []], daemon=True).start()
     exported: dict[str, str] = {}
@@ -328,6 +341,7 @@ def test_emulator_subcommand_serves_until_sigterm(
     assert as_json(doctor)["sides"]["destination"]["base_url"] == exported["BENTO_BASE_URL"]
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=15) == 0
+    assert not (tmp_path / "emulator_lookups.txt").exists(), "the emulator command looked up a name"
 
 
 def test_help_names_every_subcommand_and_the_exit_codes(tmp_path: Path) -> None:
