@@ -6,9 +6,8 @@ any number of fraction digits (kept to microseconds, cut, not rounded), an offse
 Time zone: text without an offset and naive datetimes are UTC; a date alone is midnight UTC.
 Written out in three forms, each for a reason (see the format functions).
 
-We call `pendulum.parsing.parse_iso8601` (pendulum's compiled parser) rather than `pendulum.parse`:
-measured on one string, `pendulum.parse` takes about 57 µs and `parse_iso8601` about 1.6 µs, and the
-source parses every `*_at` value of every row.
+We call `pendulum.parsing.parse_iso8601` (pendulum's compiled parser) rather than `pendulum.parse`, which
+is about 60 times slower (measured in docs/bento-api.md): the source parses every `*_at` value of every row.
 """
 
 from __future__ import annotations
@@ -37,6 +36,22 @@ def _midnight_utc(day: dt.date) -> dt.datetime:
     return dt.datetime(day.year, day.month, day.day, tzinfo=UTC)
 
 
+def _parse_text(value: str) -> dt.datetime:
+    """An aware datetime for ISO 8601 text (its zone may be one of pendulum's); InvalidTimestamp if not accepted."""
+    text = value.strip()
+    # RFC 3339 allows lower-case `t` and `z`; the parser wants them upper-case (no other letter is valid)
+    try:
+        parsed = parse_iso8601(text.upper())
+    except (ValueError, TypeError, OverflowError):
+        raise InvalidTimestamp(f"{text[:80]!r} is not an ISO 8601 date or timestamp") from None
+    if isinstance(parsed, dt.datetime):
+        return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+    if isinstance(parsed, dt.date):
+        return _midnight_utc(parsed)
+    # a time alone or a duration (`P1D`) is ISO 8601 too, but not an instant
+    raise InvalidTimestamp(f"{text[:80]!r} is not a date or timestamp")
+
+
 def parse_timestamp(value: Any) -> dt.datetime:
     """An aware datetime for `value`, keeping the offset it was written with; InvalidTimestamp if not accepted.
 
@@ -48,26 +63,19 @@ def parse_timestamp(value: Any) -> dt.datetime:
         return _midnight_utc(value)
     if not isinstance(value, str):
         raise InvalidTimestamp(f"expected ISO 8601 text, a datetime or a date, got {type(value).__name__}")
-    text = value.strip()
-    # RFC 3339 allows lower-case `t` and `z`; the parser wants them upper-case (no other letter is valid)
-    try:
-        parsed = parse_iso8601(text.upper())
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidTimestamp(f"{text[:80]!r} is not an ISO 8601 date or timestamp") from None
-    if isinstance(parsed, dt.datetime):
-        return _as_stdlib_zone(parsed)
-    if isinstance(parsed, dt.date):
-        return _midnight_utc(parsed)
-    # a time alone or a duration (`P1D`) is ISO 8601 too, but not an instant
-    raise InvalidTimestamp(f"{text[:80]!r} is not a date or timestamp")
+    return _as_stdlib_zone(_parse_text(value))
 
 
 def parse_utc(value: Any) -> dt.datetime | None:
-    """The instant of `value` in UTC, or None if the rule does not accept it (Bento's answers, user options)."""
+    """The instant of `value` in UTC, or None if the rule does not accept it (Bento's answers, user options).
+
+    Text goes straight from the parser to UTC: the source calls this for every `*_at` value of every row.
+    """
     try:
-        return parse_timestamp(value).astimezone(UTC)
+        parsed = _parse_text(value) if isinstance(value, str) else parse_timestamp(value)
     except InvalidTimestamp:
         return None
+    return parsed.astimezone(UTC)
 
 
 def format_bento(value: dt.datetime) -> str:
