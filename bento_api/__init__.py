@@ -15,7 +15,8 @@ from .errors import (
     BentoResponseError,
     BentoServerError,
 )
-from .limits import BATCH_MAXIMA, Budgets, family_of, resolve_budgets
+from .facts import BATCH_MAXIMA, family_of
+from .limits import Budgets, resolve_budgets
 from .retry import IDEMPOTENT, NEVER_AFTER_SEND, RetryMode, RetryPolicy
 from .settings import DEFAULT_BASE_URL, BentoSettings, redact, resolve_settings
 from .version import __version__

@@ -31,7 +31,8 @@ from .errors import (
     BentoResponseError,
     BentoServerError,
 )
-from .limits import Budgets, family_of, resolve_budgets
+from .facts import AUTHOR_NOT_AUTHORIZED, family_of
+from .limits import Budgets, resolve_budgets
 from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
 from .retry import IDEMPOTENT, RetryMode, RetryPolicy, parse_retry_after
 from .settings import BentoSettings
@@ -47,7 +48,6 @@ CONNECT_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 32 * 1024 * 1024
 #: how much of an error body goes into a message
 ERROR_BODY_CHARS = 300
-AUTHOR_NOT_AUTHORIZED = "Author not authorized to send on this account"
 LIBRARY_USER_AGENTS = ("python-httpx", "python-requests", "dlt/", "python-urllib", "curl/")
 
 

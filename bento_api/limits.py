@@ -1,9 +1,10 @@
-"""Bento's limits, in one table: batch maxima and request budgets per endpoint family.
+"""Bento's request budgets per endpoint family, and how users raise them.
 
-The defaults are the safe reading of Bento's own material (DESIGN.md): its newest text says about
-60 requests a minute for fetch and batch and about 30 an hour for stats; older docs say 100/min and
-60/hour. Users with a higher limit raise the budgets with `requests_per_minute` and
+The defaults are the safe reading of Bento's own material (docs/bento-api.md, "Rate limits"): its newest
+text says about 60 requests a minute for fetch and batch and about 30 an hour for stats; older docs say
+100/min and 60/hour. Users with a higher limit raise the budgets with `requests_per_minute` and
 `stats_requests_per_hour` (or BENTO_REQUESTS_PER_MINUTE / BENTO_STATS_REQUESTS_PER_HOUR).
+Batch maxima and the families themselves are facts of the API, in `bento_api.facts`.
 """
 
 from __future__ import annotations
@@ -14,33 +15,13 @@ from dataclasses import dataclass
 
 from .errors import BentoConfigError
 
-#: rows per request, per operation (Bento refuses more; a 400/413 on >100 rows makes us halve)
-BATCH_MAXIMA: dict[str, int] = {
-    "subscribers": 1000,
-    "events": 1000,
-    "emails": 60,
-    "commands": 100,
-    "broadcasts": 100,
-}
-
-#: endpoint families that share one rate budget
-FAMILIES = ("fetch", "batch", "stats", "experimental")
-
 DEFAULT_REQUESTS_PER_MINUTE = 60.0
 DEFAULT_STATS_REQUESTS_PER_HOUR = 30.0
-#: search pages are documented as 100 visitors each
-SEARCH_PAGE_SIZE = 100
 #: requests one client keeps in flight at most, whatever the budget
 DEFAULT_MAX_IN_FLIGHT = 8
 
 ENV_REQUESTS_PER_MINUTE = "BENTO_REQUESTS_PER_MINUTE"
 ENV_STATS_REQUESTS_PER_HOUR = "BENTO_STATS_REQUESTS_PER_HOUR"
-
-
-def family_of(path: str) -> str:
-    """The rate family of an API path such as `/batch/events` or `fetch/tags`."""
-    head = path.lstrip("/").split("/", 1)[0]
-    return head if head in FAMILIES else "fetch"
 
 
 @dataclass(frozen=True)

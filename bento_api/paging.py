@@ -11,23 +11,13 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .errors import BentoPaginationError, BentoResponseError
+from .errors import BentoPaginationError
+from .facts import data_list
 
 if TYPE_CHECKING:
     from .client import BentoClient, RequestStats
 
 logger = logging.getLogger("bento_api")
-
-
-def page_data(body: Any, path: str) -> list[dict[str, Any]]:
-    """The `data` list of a JSON:API list answer; an error if the answer has another shape."""
-    if isinstance(body, dict) and "data" in body:
-        data = body["data"]
-        if data is None:
-            return []
-        if isinstance(data, list):
-            return data
-    raise BentoResponseError(f"Bento {path}: expected {{\"data\": [...]}}, got {str(body)[:200]}", path=path)
 
 
 def _ids(rows: list[dict[str, Any]]) -> tuple[Any, ...]:
@@ -55,7 +45,7 @@ def iter_pages(
         else:
             query["page"] = page
         answer = client.request(method, path, params=query, json_body=payload, stats=stats)
-        rows = page_data(answer, path)
+        rows = data_list(answer, path)
         if not rows:
             return
         ids = _ids(rows)

@@ -1,8 +1,9 @@
 """Credentials and endpoint: where they come from, checks on them, and redaction of secrets.
 
-Precedence (DESIGN.md): keyword argument > dlt config (`[sources.bento]` / `[destination.bento]`,
-which dlt injects into the keyword arguments, and their `SOURCES__BENTO__*` / `DESTINATION__BENTO__*`
-environment variables, read here too so that code outside dlt sees them) > `BENTO_*` variables.
+Precedence (README, "Credentials and configuration"): keyword argument > dlt config (`[sources.bento]` /
+`[destination.bento]`, which dlt injects into the keyword arguments, and their `SOURCES__BENTO__*` /
+`DESTINATION__BENTO__*` environment variables, read here too so that code outside dlt sees them) >
+`BENTO_*` variables.
 """
 
 from __future__ import annotations

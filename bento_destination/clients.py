@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from bento_api import BentoClient, BentoSettings, Budgets, resolve_budgets, resolve_settings
+from bento_api.facts import CREDENTIALS_CHECK_PATH
 
 from .settings import DESTINATION_NAME
 
@@ -27,7 +28,7 @@ _PROVEN: dict[BentoSettings, float] = {}
 PROOF_FRESH_SECONDS = 600.0
 
 #: a cheap authenticated call: wrong keys or site_uuid answer 401 before any row is sent
-CHECK_PATH = "/fetch/tags"
+CHECK_PATH = CREDENTIALS_CHECK_PATH
 
 
 def _dlt_value(key: str) -> str | None:

@@ -52,6 +52,8 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem  # type: ignore[import-untyped]
 
 from bento_api.errors import BentoError
+from bento_api.facts import normalise_email
+from bento_api.timestamps import InvalidTimestamp, format_utc_key
 
 __all__ = [
     "DEFAULT_MAX_SHARE",
@@ -173,28 +175,22 @@ def fingerprint(payload: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(payload).encode("utf-8")).hexdigest()[:32]
 
 
-def _normalise_email(email: str) -> str:
-    return email.strip().lower()
-
-
 def _normalise_date(date: Any) -> Any:
-    """Same instant, same key: "...Z", "+00:00" and datetime objects all become one UTC ISO text."""
+    """Same instant, same key: "...Z", "+00:00" and datetime objects all become one UTC ISO text.
+
+    Numbers pass through as they are; text the timestamp rule does not accept is kept as written.
+    """
     if date is None:
         return None
-    if isinstance(date, str):
-        text = date.strip()
-        try:
-            parsed = dt.datetime.fromisoformat(text)
-        except ValueError:
-            return text
-        date = parsed
-    if isinstance(date, dt.datetime):
-        aware = date if date.tzinfo is not None else date.replace(tzinfo=dt.UTC)
-        return aware.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
-    if isinstance(date, dt.date):
-        return date.isoformat()
     if isinstance(date, int | float) and not isinstance(date, bool) and math.isfinite(date):
         return date
+    if isinstance(date, dt.date):  # datetimes too
+        return format_utc_key(date)
+    if isinstance(date, str):
+        try:
+            return format_utc_key(date)
+        except InvalidTimestamp:
+            return date.strip()
     raise TypeError(f"cannot derive an event key from a date of type {type(date).__name__}")
 
 
@@ -210,13 +206,13 @@ def derive_event_key(email: str, type: str, date: Any = None, details: Mapping[s
             details = json.loads(details) if details.strip() else None
     if isinstance(details, Mapping):
         details = {k: v for k, v in details.items() if k != "unique"} or None
-    content = ["event-v1", _normalise_email(email), type.strip(), _normalise_date(date), details]
+    content = ["event-v1", normalise_email(email), type.strip(), _normalise_date(date), details]
     return hashlib.sha256(canonical_json(content).encode("utf-8")).hexdigest()[:32]
 
 
 def event_ledger_key(email: str, type: str, unique_key: str) -> str:
     """The ledger key of a keyed event: Bento keeps one event per (email, type, key), so must we."""
-    return canonical_json([_normalise_email(email), type.strip(), unique_key])
+    return canonical_json([normalise_email(email), type.strip(), unique_key])
 
 
 # --------------------------------------------------------------------------- blast radius
@@ -518,7 +514,7 @@ class LedgerTransaction:
         self._tag_op("del", pairs)
 
     def _tag_op(self, op: str, pairs: Iterable[tuple[str, str]]) -> None:
-        listed = [(_normalise_email(e), t.strip()) for e, t in pairs]
+        listed = [(normalise_email(e), t.strip()) for e, t in pairs]
         if listed:
             table = _pairs_table(listed, "email", "tag")
             self._parts.append(
@@ -536,7 +532,7 @@ class LedgerTransaction:
         self._email_op("del", emails)
 
     def _email_op(self, op: str, emails: Iterable[str]) -> None:
-        keys = _string_array([_normalise_email(e) for e in _as_list(emails)], "email")
+        keys = _string_array([normalise_email(e) for e in _as_list(emails)], "email")
         if len(keys):
             self._parts.append(_ops_table(op, UNSUBSCRIBED_NS, keys))
 
@@ -817,7 +813,7 @@ class SyncLedger:
     @_on_worker
     def owned_tags(self, emails: Iterable[str]) -> dict[str, set[str]]:
         """For each email (normalised: trimmed, lower-case), the tags this connector added."""
-        wanted = sorted({_normalise_email(e) for e in _as_list(emails)})
+        wanted = sorted({normalise_email(e) for e in _as_list(emails)})
         owned: dict[str, set[str]] = {email: set() for email in wanted}
         self._ensure_open()
         if not wanted:
@@ -841,7 +837,7 @@ class SyncLedger:
     @_on_worker
     def unsubscribed(self, emails: Iterable[str]) -> set[str]:
         """The emails (normalised) known to be unsubscribed. Not affected by ``full_resync``."""
-        array = _string_array([_normalise_email(e) for e in _as_list(emails)], "email")
+        array = _string_array([normalise_email(e) for e in _as_list(emails)], "email")
         self._ensure_open()
         if not len(array):
             return set()

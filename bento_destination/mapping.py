@@ -1,6 +1,6 @@
 """Row -> Bento payload, one function per operation, with the reason when a row cannot be sent.
 
-The row contract is DESIGN.md "Reverse-ETL rows". Each mapper returns the payload for the
+The row contract is docs/destination.md, "What each table becomes". Each mapper returns the payload for the
 operation's endpoint plus any extra commands (an `unsubscribed` subscriber becomes an `unsubscribe`
 command: imports never change subscription state), and the columns it dropped or ignored so the
 run report can say so. A row that Bento would refuse raises `RowError` and is never sent.
@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Final
 
-from .settings import COMMANDS, COMMANDS_NEEDING_QUERY, RESERVED_IMPORT_KEYS
+from bento_api.facts import RESERVED_IMPORT_KEYS
+
+from .settings import COMMANDS, COMMANDS_NEEDING_QUERY
 from .values import (
     RowError,
     check_email,

@@ -1,7 +1,7 @@
 """Send mapped rows to Bento in requests no larger than the operation's maximum, and account for each row.
 
-Rules (DESIGN.md): a 400/413 on more than 100 rows applied nothing, so the batch is halved and sent
-again; a smaller batch refused as invalid is recorded as rejected (never looped on). Bento's answer
+Rules (docs/bento-api.md, "Batch writes"): a 400/413 on more than 100 rows applied nothing, so the batch
+is halved and sent again; a smaller batch refused as invalid is recorded as rejected (never looped on). Bento's answer
 counts `failed` rows without saying which: for subscribers (upserts, safe to send again) halves of the
 request are sent again until exactly those rows are found (`_Bisection`, O(k log n) requests for k bad
 rows); events and commands are not sent again, the count is recorded with the request's rows.

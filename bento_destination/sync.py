@@ -36,7 +36,7 @@ MAX_FILE_BATCHES = 100
 DLT_WRITE_BUFFER_ROWS = 5_000
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 
-#: exit codes (DESIGN.md): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the threshold
+#: exit codes (README, "The command line"): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the threshold
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
 
 

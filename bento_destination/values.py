@@ -1,7 +1,8 @@
 """Value and name rules shared by every operation: emails, field names, secrets, JSON encoding.
 
 Every rule raises `RowError` with a short reason code and a sentence, so that a row Bento would
-refuse is kept with its reason instead of being sent (DESIGN.md, "Reverse-ETL rows").
+refuse is kept with its reason instead of being sent (docs/destination.md, the row contract). The email
+rule and the timestamp rule themselves are Bento facts, in `bento_api.facts` and `bento_api.timestamps`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,10 @@ from decimal import Decimal
 from functools import lru_cache
 from typing import Any, Final
 
-from .settings import EMAIL_RE, MAX_EMAIL_LENGTH, SECRET_EXEMPT_NAMES, SECRET_LAST_WORDS, SECRET_WORDS
+from bento_api.facts import MAX_EMAIL_LENGTH, is_valid_email, normalise_email
+from bento_api.timestamps import InvalidTimestamp, format_as_given
+
+from .settings import SECRET_EXEMPT_NAMES, SECRET_LAST_WORDS, SECRET_WORDS
 
 _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 _CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -72,10 +76,10 @@ def check_email(value: Any, column: str = "email") -> str:
         raise RowError("missing_email", f"`{column}` is missing or empty")
     if not isinstance(value, str):
         raise RowError("invalid_email", f"`{column}` must be text, got {type(value).__name__}")
-    email = value.strip().lower()
+    email = normalise_email(value)
     if len(email) > MAX_EMAIL_LENGTH:
         raise RowError("invalid_email", f"`{column}` is longer than {MAX_EMAIL_LENGTH} characters")
-    if not EMAIL_RE.match(email):
+    if not is_valid_email(email):
         raise RowError("invalid_email", f"`{column}` {shorten(email)!r} is not a valid email address")
     return email
 
@@ -97,20 +101,15 @@ def check_text(value: Any, column: str) -> str:
 
 
 def iso_datetime(value: Any, column: str) -> str:
-    """ISO 8601 with a UTC offset; naive datetimes are taken as UTC, strings must parse."""
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = dt.datetime.fromisoformat(text.replace("Z", "+00:00") if text.endswith("Z") else text)
-        except ValueError:
-            raise RowError("invalid_date", f"`{column}` {shorten(text)!r} is not an ISO 8601 date") from None
-    if isinstance(value, dt.datetime):
-        if value.tzinfo is None:
-            value = value.replace(tzinfo=dt.UTC)
-        return value.isoformat()
-    if isinstance(value, dt.date):
-        return dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC).isoformat()
-    raise RowError("invalid_date", f"`{column}` must be a date, timestamp or ISO 8601 text, got {type(value).__name__}")
+    """ISO 8601 with an offset (docs/bento-api.md, "Timestamps"): naive values are UTC, text must parse."""
+    if not isinstance(value, str | dt.date):
+        raise RowError(
+            "invalid_date", f"`{column}` must be a date, timestamp or ISO 8601 text, got {type(value).__name__}"
+        )
+    try:
+        return format_as_given(value)
+    except InvalidTimestamp:
+        raise RowError("invalid_date", f"`{column}` {shorten(str(value).strip())!r} is not an ISO 8601 date") from None
 
 
 def scalar(value: Any, column: str) -> Scalar:

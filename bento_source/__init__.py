@@ -19,18 +19,19 @@ from dlt.common.typing import TSecretStrValue
 from dlt.extract.resource import DltResource
 from dlt.extract.source import DltSource
 
+from bento_api.facts import BROADCASTS_PATH, FIELDS_PATH, SEARCH_PAGE_SIZE, SEQUENCES_PATH, WORKFLOWS_PATH
+from bento_api.timestamps import format_bento, parse_utc
+
 from .helpers import (
     BentoContext,
     Row,
     SearchUnavailableError,
     flatten_page,
-    format_timestamp,
     iter_search_pages,
     list_rows,
     logger,
     lookup_subscriber,
     normalize_emails,
-    parse_timestamp,
     read_templates,
     segment_stats_row,
     site_stats_row,
@@ -40,16 +41,12 @@ from .helpers import (
 from .settings import (
     ALL_RESOURCES,
     BROADCAST_STATUSES,
-    BROADCASTS_PATH,
     COLUMNS,
-    FIELDS_PATH,
     LIST_RESOURCES,
-    SEQUENCES_PATH,
     STATS_RESOURCES,
     SUBSCRIBERS_OVERLAP,
     SUBSCRIBERS_OVERLAP_SECONDS,
     TEMPLATE_WORKERS,
-    WORKFLOWS_PATH,
 )
 
 __all__ = [
@@ -99,7 +96,7 @@ def bento_source(
         stats_requests_per_hour=stats_requests_per_hour,
     )
     statuses = tuple(broadcast_statuses or BROADCAST_STATUSES)
-    initial = parse_timestamp(subscribers_initial_updated_at) if subscribers_initial_updated_at else None
+    initial = parse_utc(subscribers_initial_updated_at) if subscribers_initial_updated_at else None
     if subscribers_initial_updated_at and initial is None:
         raise ValueError(f"subscribers_initial_updated_at must be ISO 8601, got {subscribers_initial_updated_at!r}")
 
@@ -220,15 +217,15 @@ def _subscribers(ctx: BentoContext, updated_at: dlt.sources.incremental[Any]) ->
     start, end = updated_at.start_value, updated_at.end_value
     window: dict[str, str] = {}
     if start is not None:
-        window["gt"] = format_timestamp(parse_timestamp(start) or start)
+        window["gt"] = format_bento(start)
     if end is not None:
-        window["lt"] = format_timestamp(parse_timestamp(end) or end)
+        window["lt"] = format_bento(end)
     if window:
         body["updated_at"] = window
     state = dlt.current.resource_state()
     recent: dict[str, str] = dict(state.get(RECENT_KEY) or {})
     seen: dict[str, str] = {}
-    stamps = [parsed for parsed in map(parse_timestamp, recent.values()) if parsed is not None]
+    stamps = [parsed for parsed in map(parse_utc, recent.values()) if parsed is not None]
     newest: datetime | None = max(stamps, default=None)
     loaded = skipped = 0
     for page in iter_search_pages(ctx.client, body):
@@ -236,7 +233,7 @@ def _subscribers(ctx: BentoContext, updated_at: dlt.sources.incremental[Any]) ->
         for row in (subscriber_row(item, tag_names) for item in page):
             changed_at = row.get("updated_at")
             if isinstance(changed_at, datetime):
-                key, stamp = str(row["id"]), format_timestamp(changed_at)
+                key, stamp = str(row["id"]), format_bento(changed_at)
                 if recent.get(key) == stamp:
                     skipped += 1
                     continue
@@ -250,7 +247,7 @@ def _subscribers(ctx: BentoContext, updated_at: dlt.sources.incremental[Any]) ->
         cutoff = newest - SUBSCRIBERS_OVERLAP
         merged = {**recent, **seen}
         state[RECENT_KEY] = {
-            key: stamp for key, stamp in merged.items() if (parse_timestamp(stamp) or cutoff) >= cutoff
+            key: stamp for key, stamp in merged.items() if (parse_utc(stamp) or cutoff) >= cutoff
         }
     logger.info("subscribers: %d changed rows loaded, %d unchanged in the overlap skipped", loaded, skipped)
 
@@ -299,10 +296,10 @@ def subscribers_by_email(
     client = ctx.client
     workers = max(1, min(TEMPLATE_WORKERS, client.budgets.max_in_flight, len(wanted)))
     missing = 0
-    page_size = 100
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bento-lookup") as pool:
-        for start in range(0, len(wanted), page_size):
-            chunk = wanted[start:start + page_size]
+        # pages as large as a search page, so both ways of reading subscribers yield alike
+        for start in range(0, len(wanted), SEARCH_PAGE_SIZE):
+            chunk = wanted[start:start + SEARCH_PAGE_SIZE]
             found = list(pool.map(lambda email: lookup_subscriber(client, email, tag_names), chunk))
             rows = [row for row in found if row is not None]
             missing += len(chunk) - len(rows)

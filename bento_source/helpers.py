@@ -26,8 +26,7 @@ from bento_api import (
     resolve_budgets,
     resolve_settings,
 )
-
-from .settings import (
+from bento_api.facts import (
     EMAIL_TEMPLATE_PATH,
     SEARCH_PATH,
     SEGMENT_STATS_PATH,
@@ -35,8 +34,14 @@ from .settings import (
     SITE_STATS_PATH,
     SUBSCRIBER_PATH,
     TAGS_PATH,
-    TEMPLATE_WORKERS,
+    data_list,
+    data_object,
+    is_valid_email,
+    normalise_email,
 )
+from bento_api.timestamps import parse_utc
+
+from .settings import TEMPLATE_WORKERS
 
 logger = logging.getLogger("bento_source")
 
@@ -47,36 +52,14 @@ class SearchUnavailableError(BentoError):
     """`/fetch/search` is not open to this account (Enterprise only): say so, and name the lookup path."""
 
 
-# -- timestamps ---------------------------------------------------------------------------------------
-
-
-def parse_timestamp(value: Any) -> datetime | None:
-    """An aware UTC datetime from Bento's ISO 8601 text (`2024-08-06T05:44:04.444Z`); None if it is not one."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    if not isinstance(value, str) or not value.strip():
-        return None
-    text = value.strip()
-    if text[-1] in "zZ":
-        text = text[:-1] + "+00:00"
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
-
-
-def format_timestamp(value: datetime) -> str:
-    """ISO 8601 in UTC with milliseconds and `Z`, the form Bento writes and its search filters read."""
-    value = value.astimezone(UTC) if value.tzinfo is not None else value.replace(tzinfo=UTC)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+# -- timestamps (the rule is bento_api.timestamps; docs/bento-api.md, "Timestamps") ---------------------
 
 
 def type_timestamps(row: Row) -> Row:
     """Turn top-level `*_at` strings into datetimes, so every destination gets a real timestamp type."""
     for key, value in row.items():
         if key.endswith("_at") and isinstance(value, str):
-            parsed = parse_timestamp(value)
+            parsed = parse_utc(value)
             if parsed is not None:
                 row[key] = parsed
     return row
@@ -86,7 +69,7 @@ def type_timestamps(row: Row) -> Row:
 
 
 def flatten(item: Mapping[str, Any]) -> Row:
-    """One JSON:API object as one row (DESIGN.md): top-level `id` is the key, `attributes` become columns.
+    """One JSON:API object as one row (docs/source.md): top-level `id` is the key, `attributes` become columns.
 
     `attributes.id` (a sequence's `sequence_...` id) becomes `prefix_id`; an attribute whose name would
     overwrite a top-level member (`type`) is kept as `attributes_<name>`. Nested objects are left for dlt
@@ -234,13 +217,7 @@ class BentoContext:
 
 def list_rows(client: BentoClient, path: str) -> list[Row]:
     """An unpaginated list (`/fetch/tags`, `/fetch/fields`, `/fetch/segments`) as flat rows."""
-    body = client.get(path)
-    data = body.get("data") if isinstance(body, dict) else None
-    if data is None:
-        return []
-    if not isinstance(data, list):
-        raise BentoError(f"Bento {path}: expected {{\"data\": [...]}}, got {str(body)[:200]}", path=path)
-    return flatten_page(data)
+    return flatten_page(data_list(client.get(path), path))
 
 
 # -- email templates ----------------------------------------------------------------------------------
@@ -266,8 +243,8 @@ def read_template(client: BentoClient, template_id: str, parent_type: str, paren
     except BentoNotFoundError:
         logger.warning("Bento email template %s (from %s %s) is gone; skipped", template_id, parent_type, parent_id)
         return None
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, Mapping):
+    data = data_object(body)
+    if data is None:
         logger.warning("Bento email template %s answered without data; skipped", template_id)
         return None
     row = flatten(data)
@@ -325,12 +302,12 @@ def iter_search_pages(client: BentoClient, body: Mapping[str, Any]) -> Iterator[
 
 
 def normalize_emails(emails: Iterable[str]) -> list[str]:
-    """Trimmed, lower-cased, de-duplicated emails in their first order; ones without `@` are logged and left out."""
+    """Normalised, de-duplicated emails in first order; ones failing Bento's email rule are logged and left out."""
     seen: dict[str, None] = {}
     bad = []
     for email in emails:
-        text = str(email).strip().lower()
-        if "@" not in text or any(ch.isspace() for ch in text):
+        text = normalise_email(str(email))
+        if not is_valid_email(text):
             bad.append(email)
         elif text not in seen:
             seen[text] = None
@@ -340,9 +317,8 @@ def normalize_emails(emails: Iterable[str]) -> list[str]:
 
 
 def lookup_subscriber(client: BentoClient, email: str, tag_names: Mapping[str, str] | None) -> Row | None:
-    body = client.get(SUBSCRIBER_PATH, {"email": email})
-    data = body.get("data") if isinstance(body, dict) else None
-    if not isinstance(data, Mapping) or not data:
+    data = data_object(client.get(SUBSCRIBER_PATH, {"email": email}))
+    if data is None:
         return None
     return subscriber_row(data, tag_names)
 

@@ -1,4 +1,4 @@
-"""Constants of the Bento source: endpoint paths, broadcast statuses, the incremental overlap, column hints.
+"""Constants of the Bento source: the incremental overlap, workers, resource names, column hints.
 
 Kept apart from the resources so that tests, docs and the parquet helper read the same table.
 """
@@ -10,21 +10,8 @@ from typing import Final
 
 from dlt.common.schema.typing import TTableSchemaColumns
 
-# -- endpoints (relative to the base URL, which ends in /api/v1) ------------------------------------
-TAGS_PATH: Final = "/fetch/tags"
-FIELDS_PATH: Final = "/fetch/fields"
-SEGMENTS_PATH: Final = "/fetch/segments"
-BROADCASTS_PATH: Final = "/fetch/broadcasts"
-SEQUENCES_PATH: Final = "/fetch/sequences"
-WORKFLOWS_PATH: Final = "/fetch/workflows"
-EMAIL_TEMPLATE_PATH: Final = "/fetch/emails/templates/{id}"
-SEARCH_PATH: Final = "/fetch/search"
-SUBSCRIBER_PATH: Final = "/fetch/subscribers"
-SITE_STATS_PATH: Final = "/stats/site"
-SEGMENT_STATS_PATH: Final = "/stats/segment"
-
-#: `/fetch/broadcasts` answers only `sent` unless asked for a status, so we walk each one
-BROADCAST_STATUSES: Final[tuple[str, ...]] = ("sent", "draft", "sending", "scheduled", "paused", "canceled")
+# Bento's broadcast statuses are a fact kept in bento_api.facts (with the paths the resources read)
+from bento_api.facts import BROADCAST_STATUSES as BROADCAST_STATUSES
 
 #: each incremental subscribers run asks from the cursor minus this, so that a change committed with a
 #: slightly older `updated_at` after the previous run read its page is still seen; unchanged rows in

@@ -124,7 +124,7 @@ def run_for_command_line(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: exit 0 when loaded, 1 when Bento or the load failed (DESIGN.md exit codes)."""
+    """Command line: exit 0 when loaded, 1 when Bento or the load failed (README's exit codes)."""
     args = parse_args(argv, "Load Bento into DuckDB")
     logging.basicConfig(level=os.environ.get("LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s")
     kwargs: dict[str, Any] = {

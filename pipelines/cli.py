@@ -5,8 +5,8 @@
     bento-dlt sync --from INPUT --as subscribers|events|commands ...    warehouse -> Bento
     bento-dlt rejects | report | doctor | emulator
 
-Exit codes (DESIGN.md): 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable
-input; 3 done, but rows were rejected past the threshold.
+Exit codes (README, "The command line"): 0 done; 1 failed (Bento unreachable, credentials, server);
+2 usage or unreadable input; 3 done, but rows were rejected past the threshold.
 """
 
 from __future__ import annotations

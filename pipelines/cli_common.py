@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from bento_api import BentoConfigError, BentoError, BentoSettings, Budgets, redact, resolve_budgets, resolve_settings
 from bento_api.settings import is_loopback
 
-# -- exit codes (DESIGN.md) --------------------------------------------------------------------------
+# -- exit codes (README, "The command line") ----------------------------------------------------------
 EXIT_OK = 0
 #: Bento unreachable, credentials, server, or a load that failed
 EXIT_FAILED = 1

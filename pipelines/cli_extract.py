@@ -17,8 +17,8 @@ from typing import Any
 
 from dlt.common.runtime.collector import NULL_COLLECTOR
 
+from bento_api.timestamps import parse_utc
 from bento_source import ALL_RESOURCES, apply_parquet_hints, bento_source
-from bento_source.helpers import parse_timestamp
 
 from .cli_common import EXIT_OK, EXIT_USAGE, CliError, Console, Result, flag_credentials, resolve_cli_budgets
 
@@ -134,7 +134,7 @@ def run(args: argparse.Namespace, console: Console) -> Result:
         "stats_requests_per_hour": budgets.stats_requests_per_hour,
     }
     if args.subscribers_since:
-        if parse_timestamp(args.subscribers_since) is None:
+        if parse_utc(args.subscribers_since) is None:
             raise CliError(
                 f"--subscribers-since must be ISO 8601 (2024-01-31T00:00:00Z), got {args.subscribers_since!r}",
                 EXIT_USAGE,

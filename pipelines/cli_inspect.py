@@ -25,6 +25,7 @@ from bento_api import (
     Budgets,
     RetryPolicy,
 )
+from bento_api.facts import CREDENTIALS_CHECK_PATH, SEARCH_PATH, data_list
 from bento_api.limits import ENV_REQUESTS_PER_MINUTE, ENV_STATS_REQUESTS_PER_HOUR
 from bento_destination import LoadReport, list_rejects, list_reports, load_ids
 from bento_destination.settings import REJECTS_DIRNAME
@@ -153,26 +154,26 @@ def _check_side(settings: BentoSettings, budgets: Budgets, user_agent: str) -> t
     from bento_source.helpers import SearchUnavailableError, iter_search_pages
 
     checks: list[dict[str, Any]] = []
+    credentials_check = f"credentials, site_uuid and User-Agent (GET {CREDENTIALS_CHECK_PATH})"
+    search_check = f"subscriber search (GET {SEARCH_PATH}, Enterprise)"
     with BentoClient(settings, budgets, user_agent=user_agent, retry=DOCTOR_RETRY) as client:
         started = time.monotonic()
         try:
-            tags = client.get("/fetch/tags")
+            count = len(data_list(client.get(CREDENTIALS_CHECK_PATH), CREDENTIALS_CHECK_PATH))
         except BentoError as error:
-            checks.append({"check": "credentials, site_uuid and User-Agent (GET /fetch/tags)", "ok": False,
-                           "detail": error.message})
+            checks.append({"check": credentials_check, "ok": False, "detail": error.message})
             return False, checks
-        count = len(tags.get("data") or []) if isinstance(tags, dict) else 0
-        checks.append({"check": "credentials, site_uuid and User-Agent (GET /fetch/tags)", "ok": True,
+        checks.append({"check": credentials_check, "ok": True,
                        "detail": f"accepted in {time.monotonic() - started:.2f}s ({count} tags)"})
         try:
             next(iter(iter_search_pages(client, {})), None)
-            checks.append({"check": "subscriber search (GET /fetch/search, Enterprise)", "ok": True,
+            checks.append({"check": search_check, "ok": True,
                            "detail": "available: the subscribers resource can read everyone"})
         except SearchUnavailableError as error:
-            checks.append({"check": "subscriber search (GET /fetch/search, Enterprise)", "ok": None,
+            checks.append({"check": search_check, "ok": None,
                            "detail": f"not available: {error.message}"})
         except BentoError as error:
-            checks.append({"check": "subscriber search (GET /fetch/search, Enterprise)", "ok": False,
+            checks.append({"check": search_check, "ok": False,
                            "detail": error.message})
     return True, checks
 

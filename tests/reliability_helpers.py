@@ -2,7 +2,8 @@
 checker of request bodies against Bento's rules, deterministic row generators, and the crash-test child.
 
 The checker does not import the destination's own rules (bento_destination.values / settings): it is a second,
-independent reading of DESIGN.md so that a bug in the destination's validation cannot hide itself.
+independent reading of the row contract (docs/destination.md, docs/bento-api.md) so that a bug in the
+destination's validation cannot hide itself.
 
 Run as a module it is the crash-test child: `python -m tests.reliability_helpers crash-child <json options>`.
 """

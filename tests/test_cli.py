@@ -2,7 +2,7 @@
 
 Each test passes the emulator's credentials through the environment (BENTO_*) or flags, with raised
 budgets (BENTO_REQUESTS_PER_MINUTE) so nothing waits on Bento's real 60/min; the emulator's request log
-shows what the command sent. Exit codes are DESIGN.md's: 0 done, 1 failed, 2 usage/input, 3 rejects.
+shows what the command sent. Exit codes are README's: 0 done, 1 failed, 2 usage/input, 3 rejects.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Row contract of the destination (DESIGN.md "Reverse-ETL rows"): mapping and validation, no HTTP."""
+"""Row contract of the destination (docs/destination.md, "What each table becomes"): mapping and validation, no HTTP."""
 
 from __future__ import annotations
 

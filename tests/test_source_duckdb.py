@@ -23,8 +23,8 @@ from bento_api.emulator import api as emulator_api
 from bento_api.emulator import views as emulator_views
 from bento_api.emulator.records import RequestRecord
 from bento_api.emulator.store import Store
+from bento_api.timestamps import format_bento
 from bento_source import SUBSCRIBERS_OVERLAP, SearchUnavailableError, subscribers_by_email
-from bento_source.helpers import format_timestamp
 from bento_source.settings import BROADCAST_STATUSES
 from pipelines import bento_to_duckdb
 from pipelines.bento_to_duckdb import explain
@@ -174,7 +174,7 @@ def test_second_run_adds_no_duplicates_and_updates_the_changed_subscriber(two_ru
 
 def test_second_search_starts_at_the_cursor_minus_the_overlap(two_runs: SimpleNamespace) -> None:
     search = [r for r in two_runs.second_log if r.path == "/fetch/search"]
-    gt = format_timestamp(two_runs.cursor - SUBSCRIBERS_OVERLAP)
+    gt = format_bento(two_runs.cursor - SUBSCRIBERS_OVERLAP)
     assert [r.body for r in search] == [{"page": 1, "updated_at": {"gt": gt}}, {"page": 2, "updated_at": {"gt": gt}}]
 
 

@@ -7,12 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bento_api.emulator import BentoEmulator, EmulatorConfig
+from bento_api.timestamps import format_bento, parse_utc
 from bento_source import SUBSCRIBERS_OVERLAP, apply_parquet_hints, bento_source
 from bento_source.helpers import (
     flatten,
-    format_timestamp,
     normalize_emails,
-    parse_timestamp,
     subscriber_row,
     template_refs,
 )
@@ -48,12 +47,12 @@ def test_flatten_keeps_both_ids_when_prefix_id_differs() -> None:
 
 
 def test_timestamps_round_trip_in_bentos_format() -> None:
-    parsed = parse_timestamp("2024-01-02T03:04:05.678Z")
+    parsed = parse_utc("2024-01-02T03:04:05.678Z")
     assert parsed == datetime(2024, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
-    assert format_timestamp(parsed - SUBSCRIBERS_OVERLAP) == "2024-01-02T02:59:05.678Z"
-    assert parse_timestamp("2024-01-02T03:04:05") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
-    assert parse_timestamp("not a date") is None and parse_timestamp(None) is None
-    assert format_timestamp(datetime(2024, 1, 1, 1, tzinfo=UTC) + timedelta(hours=1)) == "2024-01-01T02:00:00.000Z"
+    assert parsed is not None and format_bento(parsed - SUBSCRIBERS_OVERLAP) == "2024-01-02T02:59:05.678Z"
+    assert parse_utc("2024-01-02T03:04:05") == datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC)
+    assert parse_utc("not a date") is None and parse_utc(None) is None
+    assert format_bento(datetime(2024, 1, 1, 1, tzinfo=UTC) + timedelta(hours=1)) == "2024-01-01T02:00:00.000Z"
 
 
 def test_subscriber_row_resolves_known_tag_ids_to_names() -> None:

@@ -17,7 +17,7 @@ DEFAULT_AUTHORS = ("author@example.com",)
 
 @dataclass
 class EmulatorConfig:
-    """Options of a BentoEmulator. Rate limits default to Bento's real budget (DESIGN.md)."""
+    """Options of a BentoEmulator. Rate limits default to Bento's real budget (docs/bento-api.md)."""
 
     host: str = "127.0.0.1"
     port: int = 0  # 0 = a free port

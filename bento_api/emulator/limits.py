@@ -1,7 +1,8 @@
-"""Bento's documented limits, copied from reference/bento-api.md and DESIGN.md.
+"""Bento's documented limits, as docs/bento-api.md states them, for the emulator.
 
-The emulator keeps its own copy on purpose: it is an independent check of our client, so it must not
-read the client's table (a wrong number there would then be wrong in both places and go unnoticed).
+The emulator keeps its own copy of these facts on purpose, instead of importing `bento_api.facts` and
+`bento_api.limits`: it is an independent check of our client, so it must not read the client's table (a
+wrong number there would then be wrong in both places and go unnoticed).
 """
 
 from __future__ import annotations
@@ -23,13 +24,13 @@ MAX_COMMANDS_PER_CALL: Final = 100
 SEARCH_PAGE_SIZE: Final = 100
 DEFAULT_LIST_PAGE_SIZE: Final = 25
 
-# Rate budget per endpoint family (DESIGN.md: Bento's newest text).
+# Rate budget per endpoint family (docs/bento-api.md, "Rate limits": Bento's newest text).
 FAMILIES: Final = ("fetch", "batch", "stats", "experimental")
 REQUESTS_PER_MINUTE: Final = 60.0  # fetch, batch, experimental
 STATS_REQUESTS_PER_HOUR: Final = 30.0
 BUCKET_CAPACITY: Final = 2.0
 
-# Email validity (DESIGN.md): trimmed, lower-cased, at most 254 characters, this pattern.
+# Email validity (docs/bento-api.md, "Email addresses"): trimmed, lower-cased, at most 254 characters, this pattern.
 MAX_EMAIL_LENGTH: Final = 254
 EMAIL_RE: Final = re.compile(r"^[^@\s,;]+@[^@\s,;]+\.[^@\s,;]+$")
 

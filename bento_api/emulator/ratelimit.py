@@ -1,4 +1,4 @@
-"""Token-bucket rate limiter per endpoint family, the way Bento's budget is modelled in DESIGN.md.
+"""Token-bucket rate limiter per endpoint family, as docs/bento-api.md ("Rate limits") models Bento's budget.
 
 A bucket holds up to `capacity` tokens and refills continuously at the family's rate. A request takes
 one token; an empty bucket answers 429 and takes nothing. Capacity 2 (the default) forgives arrival

@@ -1,4 +1,8 @@
-"""Timestamps as Bento writes them (ISO 8601, UTC, milliseconds, 'Z') and a parser for filters."""
+"""Timestamps as Bento writes them (ISO 8601, UTC, milliseconds, 'Z') and a parser for filters.
+
+Kept apart from `bento_api.timestamps` on purpose, like the emulator's limits: it checks the client's
+rule independently instead of sharing it.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Row checks Bento applies: the email rule from DESIGN.md, flat custom values, tag strings."""
+"""Row checks Bento applies: the email rule of docs/bento-api.md, flat custom values, tag strings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""JSON:API-style envelopes of store objects, shaped like Bento's answers (reference/bento-api.md §2).
+"""JSON:API-style envelopes of store objects, shaped like Bento's answers (docs/bento-api.md, "Response envelope").
 
 Callers hold store.lock while rendering, since subscribers change under concurrent batches.
 """
