@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench clean
+.PHONY: demo test lint typecheck check bench clean orchestrators orchestrator-dagster orchestrator-airflow orchestrator-prefect
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,5 +29,11 @@ check: lint typecheck test
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+# Each orchestrator's README example against the emulator, in its own venv (.venv-<name>).
+orchestrators: orchestrator-dagster orchestrator-airflow orchestrator-prefect
+
+orchestrator-dagster orchestrator-airflow orchestrator-prefect:
+	PYTHON=$(PYTHON) orchestrators/run.sh $(@:orchestrator-%=%)
+
 clean:
-	rm -rf $(VENV) demo_output .mypy_cache .ruff_cache
+	rm -rf $(VENV) .venv-dagster .venv-airflow .venv-prefect demo_output .mypy_cache .ruff_cache

@@ -1,0 +1,22 @@
+"""The README's Airflow DAG, run with dag.test() against the emulator (needs `.[airflow]`)."""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+
+from .conftest import Setting
+
+
+def test_airflow_dag_loads_bento_and_syncs_contacts(setting: Setting) -> None:
+    # Airflow's metadata database: SQLite in the temporary AIRFLOW_HOME that conftest set.
+    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    example = importlib.import_module("orchestrators.airflow_example")  # reads BENTO_DLT_DIR when imported
+    run = example.dag.test()
+    assert run.state == "success"
+    tasks = {ti.task_id: ti.state for ti in run.get_task_instances()}
+    assert tasks["sync_crm_contacts"] == "success"
+    assert len(tasks) > 2 and set(tasks.values()) == {"success"}
+    setting.assert_source_loaded()
+    setting.assert_contacts_synced()
