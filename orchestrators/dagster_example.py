@@ -41,7 +41,7 @@ def crm_contacts_in_bento(context: AssetExecutionContext) -> MaterializeResult:
         table_operations={"crm_contacts": "subscribers"},
         out=context.log.info,
     )
-    return MaterializeResult(metadata={"sent": sum(r.totals()["sent"] for r in reports)})
+    return MaterializeResult(metadata={"sent": int(sum(r.totals()["sent"] for r in reports))})
 
 
 defs = Definitions(assets=[bento_assets, crm_contacts_in_bento], resources={"dlt_resource": DagsterDltResource()})

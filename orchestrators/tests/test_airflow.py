@@ -6,12 +6,16 @@ import importlib
 import subprocess
 import sys
 
+import pytest
+
 from .conftest import Setting
 
 
+@pytest.mark.timeout(600)  # a busy CI machine; .ci/run bounds the whole step too
 def test_airflow_dag_loads_bento_and_syncs_contacts(setting: Setting) -> None:
     # Airflow's metadata database: SQLite in the temporary AIRFLOW_HOME that conftest set.
-    subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], check=True, capture_output=True)
+    migrate = subprocess.run([sys.executable, "-m", "airflow", "db", "migrate"], capture_output=True, text=True)
+    assert migrate.returncode == 0, migrate.stderr[-3000:]
     example = importlib.import_module("orchestrators.airflow_example")  # reads BENTO_DLT_DIR when imported
     run = example.dag.test()
     assert run.state == "success"

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 
+import pytest
 from dagster import instance_for_test
 
 from .conftest import Setting
 
 
+@pytest.mark.timeout(600)  # a busy CI machine; .ci/run bounds the whole step too
 def test_dagster_assets_load_bento_and_sync_contacts(setting: Setting) -> None:
     example = importlib.import_module("orchestrators.dagster_example")  # reads BENTO_DLT_DIR when imported
     with instance_for_test() as instance:  # a temporary DAGSTER_HOME, telemetry disabled

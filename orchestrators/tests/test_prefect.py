@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib
 
+import pytest
 from prefect.testing.utilities import prefect_test_harness
 
 from .conftest import CRM_CONTACTS, Setting
 
 
+@pytest.mark.timeout(600)  # a busy CI machine; .ci/run bounds the whole step too
 def test_prefect_flow_runs_both_directions(setting: Setting) -> None:
     example = importlib.import_module("orchestrators.prefect_example")  # reads BENTO_DLT_DIR when imported
     with prefect_test_harness():  # a temporary server on 127.0.0.1 with its own SQLite database
