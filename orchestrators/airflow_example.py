@@ -13,8 +13,8 @@ from bento_source import bento_source
 from pipelines.warehouse_to_bento import warehouse_table
 
 # Keys come from BENTO_* variables or .dlt/secrets.toml. Keep this folder between runs: it holds the DuckDB
-# file and the sync ledger. dlt's own pipeline folder lives in a fresh temporary folder per task (the task
-# group's choice): the source's state (the subscribers cursor) is restored from the DuckDB file.
+# file and the sync ledger. The task group keeps dlt's pipeline folder in a temporary folder, wiped after
+# each task; dlt restores the source's state (the subscribers cursor) from the DuckDB file.
 DATA_DIR = Path(os.environ.get("BENTO_DLT_DIR", "bento-dlt-data")).resolve()
 
 with DAG("bento", schedule="@hourly", start_date=pendulum.datetime(2026, 1, 1, tz="UTC"), catchup=False) as dag:

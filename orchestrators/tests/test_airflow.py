@@ -6,9 +6,10 @@ import importlib
 import subprocess
 import sys
 
+import duckdb
 import pytest
 
-from .conftest import Setting
+from .conftest import BENTO_DUCKDB, DATASET, Setting
 
 
 @pytest.mark.timeout(600)  # a busy CI machine; .ci/run bounds the whole step too
@@ -24,3 +25,8 @@ def test_airflow_dag_loads_bento_and_syncs_contacts(setting: Setting) -> None:
     assert len(tasks) > 2 and set(tasks.values()) == {"success"}
     setting.assert_source_loaded()
     setting.assert_contacts_synced()
+    # The task group wipes dlt's local pipeline folder after each task; the state lives on in the DuckDB file.
+    with duckdb.connect(str(setting.data_dir / BENTO_DUCKDB), read_only=True) as con:
+        states = con.execute(f"SELECT count(*) FROM {DATASET}._dlt_pipeline_state WHERE pipeline_name = ?",
+                             ["bento_to_duckdb"]).fetchone()
+    assert states is not None and states[0] >= 1
