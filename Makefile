@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench sdk-check clean
+.PHONY: demo test lint typecheck check bench sdk-check clean orchestrators orchestrator-dagster orchestrator-airflow \
+	orchestrator-prefect
 
 # The venv keeps its own pip, not upgraded: the install must work with Python 3.11's bundled pip (23.2).
 $(STAMP): pyproject.toml
@@ -38,5 +39,11 @@ sdk-check: $(STAMP) $(SDK_NODE)/node_modules/.package-lock.json
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+# Each orchestrator's README example against the emulator, in its own venv (.venv-<name>).
+orchestrators: orchestrator-dagster orchestrator-airflow orchestrator-prefect
+
+orchestrator-dagster orchestrator-airflow orchestrator-prefect:
+	PYTHON=$(PYTHON) orchestrators/run.sh $(@:orchestrator-%=%)
+
 clean:
-	rm -rf $(VENV) demo_output .mypy_cache .ruff_cache $(SDK_NODE)/node_modules
+	rm -rf $(VENV) .venv-dagster .venv-airflow .venv-prefect demo_output .mypy_cache .ruff_cache $(SDK_NODE)/node_modules
