@@ -281,12 +281,11 @@ class BentoClient:
         try:
             response = self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _Transient(
-                BentoConnectionError(
-                    self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
-                ),
-                reached=False,
-            ) from None
+            unreached = BentoConnectionError(
+                self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
+            )
+            unreached.may_have_arrived = False
+            raise _Transient(unreached, reached=False) from None
         except httpx.TimeoutException:
             raise _Transient(self._deadline_error(path), reached=True) from None
         except httpx.TransportError as exc:

@@ -34,6 +34,9 @@ HALVE_ABOVE: Final = 100
 
 DEFAULT_REJECT_THRESHOLD: Final = 0.1
 
+#: reject reason of email rows when the sync ledger is off: without it nothing stops a rerun sending them twice
+EMAIL_NEEDS_LEDGER: Final = "email_needs_ledger"
+
 #: column names (normalised) containing any of these look like secrets and are not sent by default
 SECRET_NAME_PARTS: Final = ("password", "passwd", "token", "api_key", "apikey", "secret", "private_key", "access_key")
 
