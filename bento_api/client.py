@@ -31,7 +31,7 @@ from .errors import (
     BentoResponseError,
     BentoServerError,
 )
-from .limits import Budgets, family_of, resolve_budgets
+from .limits import EMAILS_PACE, EMAILS_PATH, Budgets, family_of, resolve_budgets
 from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
 from .retry import IDEMPOTENT, RetryMode, RetryPolicy, parse_retry_after
 from .settings import BentoSettings
@@ -173,6 +173,14 @@ class BentoClient:
             sleep=self._sleep,
         )
 
+    def wait_for_emails(self, count: int, stats: RequestStats | None = None) -> float:
+        """Wait until `count` emails fit the emails budget (Bento's send pace); the seconds waited."""
+        if count <= 0:
+            return 0.0
+        waited = self.pacer(EMAILS_PACE).acquire(count)
+        self._count(stats, waited_seconds=waited)
+        return waited
+
     def request(
         self,
         method: str,
@@ -183,11 +191,18 @@ class BentoClient:
         retry: RetryPolicy | None = None,
         stats: RequestStats | None = None,
         on_retry: Callable[[BentoError, int], None] | None = None,
+        pace_emails: bool = True,
     ) -> Any:
-        """Send one request (retrying per policy) and return its parsed JSON body."""
+        """Send one request (retrying per policy) and return its parsed JSON body.
+
+        `/batch/emails` also waits for its emails' slots on the emails budget, unless the caller already
+        did (`pace_emails=False` after :meth:`wait_for_emails`).
+        """
         policy = retry or self.retry
         family = family_of(path)
         pacer = self.pacer(family)
+        if pace_emails and "/" + path.lstrip("/") == EMAILS_PATH and isinstance(json_body, dict):
+            self.wait_for_emails(len(json_body.get("emails") or ()), stats)
         started = self._clock()
         attempt = 0
         while True:

@@ -164,6 +164,7 @@ def bento(
     secret_key: TSecretStrValue | None = dlt.secrets.value,
     base_url: str | None = dlt.config.value,
     requests_per_minute: float | None = None,
+    emails_per_minute: float | None = None,
     table_operations: dict[str, str] | None = None,
     allow_email_sends: bool = False,
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
@@ -188,7 +189,8 @@ def bento(
     folder = Path(pipeline.working_dir) / REJECTS_DIRNAME
     try:
         settings = destination_settings(site_uuid, publishable_key, secret_key, base_url)
-        client = shared_client(settings, resolve_budgets(requests_per_minute), user_agent)
+        budgets = resolve_budgets(requests_per_minute, emails_per_minute=emails_per_minute)
+        client = shared_client(settings, budgets, user_agent)
         validate_options(table_operations, reject_threshold)
         operation = resolve_operation(table_name, table_operations)
         ledger_options = LedgerOptions(
