@@ -142,12 +142,14 @@ class EmailStates:
     def claim(self, emails: Sequence[EmailToSend]) -> dict[str, tuple[str, EmailRecord | None]]:
         """Claim the keys nobody holds, durably, before anything is sent; the verdict of every key.
 
-        The claimed keys are the only ones the caller may send. On a shared (folder) ledger the claims
-        are checked again after they are written; keys another run claimed meanwhile are withdrawn.
+        The claimed keys are the only ones the caller may send: :meth:`intend`, then :meth:`confirm`.
         """
-        ledger = self.ledger
-        if ledger.shared:
-            ledger.refresh(EMAILS_NS)
+        if self.ledger.shared:
+            self.ledger.refresh(EMAILS_NS)  # spares claims of keys other runs hold already
+        return self.confirm(self.intend(emails))
+
+    def intend(self, emails: Sequence[EmailToSend]) -> dict[str, tuple[str, EmailRecord | None]]:
+        """Write `sending` for every key no record holds (as this ledger sees it), in one durable commit."""
 
         def claim_free(held: SyncLedger) -> dict[str, tuple[str, EmailRecord | None]]:
             existing = _by_key(held.entries(EMAILS_NS, [e.key for e in emails]))
@@ -166,25 +168,29 @@ class EmailStates:
                 self._records.update((r.key, r) for r in mine)
             return verdicts
 
-        verdicts = ledger.exclusive(claim_free)
-        claimed = [key for key, (verdict, _) in verdicts.items() if verdict == CLAIMED]
-        if ledger.shared and claimed:
-            verdicts.update(self._contended(claimed))
-        return verdicts
+        return self.ledger.exclusive(claim_free)
 
-    def _contended(self, claimed: list[str]) -> dict[str, tuple[str, EmailRecord | None]]:
-        """Keys another run claimed while this one did (seen after writing ours): withdraw ours, send none."""
+    def confirm(
+        self, verdicts: dict[str, tuple[str, EmailRecord | None]]
+    ) -> dict[str, tuple[str, EmailRecord | None]]:
+        """On a shared (folder) ledger: re-read it after our claims were published; keys another run
+        claimed too are withdrawn, not sent (both runs may step back: at most once, never twice).
+
+        A DuckDB ledger file is one process's at a time, so there is nothing to check.
+        """
+        claimed = [key for key, (verdict, _) in verdicts.items() if verdict == CLAIMED]
+        if not self.ledger.shared or not claimed:
+            return verdicts
         self.ledger.refresh(EMAILS_NS)
         existing = _by_key(self.ledger.entries(EMAILS_NS, claimed))
         lost: dict[str, tuple[str, EmailRecord | None]] = {}
         for key in claimed:
-            others = [r for r in existing.get(key, []) if r.sub != self.sub]
-            verdict, record = key_verdict(others)
+            verdict, record = key_verdict([r for r in existing.get(key, []) if r.sub != self.sub])
             if verdict != CLAIMED:
-                lost[key] = (SEND_UNCERTAIN if verdict == ALREADY_REFUSED else verdict, record)
+                lost[key] = (verdict, record)
         if lost:
             self.settle(list(lost), WITHDRAWN, "another run claimed this email at the same time; neither sent it")
-        return lost
+        return {**verdicts, **lost}
 
     def settle(self, keys: Sequence[str], state: str, detail: str = "") -> None:
         """Record the outcome of claimed keys (sent, refused, uncertain, or withdrawn: not sent), durably."""
@@ -263,15 +269,12 @@ def uncertain_emails(ledger: SyncLedger, run: str | None = None) -> list[EmailRe
     return sorted(out, key=lambda r: r.seq)
 
 
-def email_counts(ledger: SyncLedger, keys: Sequence[str]) -> dict[str, int]:
-    """How many of `keys` a run would send, and how many it would not (already sent, uncertain, refused)."""
+def email_verdicts(ledger: SyncLedger, keys: Sequence[str]) -> dict[str, str]:
+    """What a run would do with each of `keys` (claim and send, or already_sent, send_uncertain, refused)."""
     if ledger.shared:
         ledger.refresh(EMAILS_NS)
     held = _by_key(ledger.entries(EMAILS_NS, list(keys))) if keys else {}
-    counts = {CLAIMED: 0, ALREADY_SENT: 0, SEND_UNCERTAIN: 0, ALREADY_REFUSED: 0}
-    for key in keys:
-        counts[key_verdict(held.get(key, []))[0]] += 1
-    return counts
+    return {key: key_verdict(held.get(key, []))[0] for key in keys}
 
 
 def release(ledger: SyncLedger, *, run: str | None = None, keys: Iterable[str] | None = None) -> list[EmailRecord]:

@@ -56,6 +56,7 @@ from bento_api.errors import BentoError
 __all__ = [
     "DEFAULT_MAX_SHARE",
     "BlastRadiusExceeded",
+    "LedgerBusyError",
     "LedgerError",
     "LedgerTransaction",
     "SyncLedger",
@@ -131,6 +132,14 @@ CREATE OR REPLACE TEMP TABLE ledger_raw (
 
 class LedgerError(BentoError):
     """The ledger cannot be opened, read or written; the message says what to check."""
+
+
+class LedgerBusyError(LedgerError):
+    """Another process holds the DuckDB ledger file: this run stops before sending anything."""
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 class BlastRadiusExceeded(BentoError):
@@ -693,6 +702,11 @@ class SyncLedger:
         try:
             con = duckdb.connect(str(file), config=config)
         except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise LedgerBusyError(
+                    f"the ledger file {file} is in use by another run ({_first_line(exc)}). Nothing was sent by "
+                    "this run; run it again once the other one has finished"
+                ) from exc
             raise LedgerError(
                 f"cannot open the ledger file {file}: {exc}. Another process may hold it: "
                 "a DuckDB ledger file serves one pipeline run at a time"
