@@ -704,8 +704,9 @@ class SyncLedger:
         except duckdb.Error as exc:
             if "lock" in str(exc).lower():
                 raise LedgerBusyError(
-                    f"the ledger file {file} is in use by another run ({_first_line(exc)}). Nothing was sent by "
-                    "this run; run it again once the other one has finished"
+                    f"cannot open the ledger file {file}: it is in use by another run. Another process holds it "
+                    f"({_first_line(exc)}); a DuckDB ledger file serves one pipeline run at a time. This run "
+                    "sends nothing more; run it again once the other one has finished"
                 ) from exc
             raise LedgerError(
                 f"cannot open the ledger file {file}: {exc}. Another process may hold it: "

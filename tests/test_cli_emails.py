@@ -150,8 +150,9 @@ OVERLAP_ROWS = 150
 
 def _overlapping_runs(emu: BentoEmulator, env: dict[str, str], tmp_path: Path, first: list[str],
                       second: list[str]) -> list[subprocess.CompletedProcess[str]]:
-    """Start `first`; once its first email request is in (its answer held back 3 s), start `second`."""
-    emu.add_fault(Fault(kind="trickle", seconds=3, count=1, path_prefix="/batch/emails"))
+    """Start `first`; once its first email request is in (its answer held back 10 s, long enough for a second
+    process to start, read the table and claim), start `second`."""
+    emu.add_fault(Fault(kind="trickle", seconds=10, count=1, path_prefix="/batch/emails"))
     procs = [subprocess.Popen([sys.executable, "-m", "pipelines.cli", *first], env=env, cwd=tmp_path, text=True,
                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)]
     deadline = time.monotonic() + 120
