@@ -16,8 +16,8 @@ it, in the reserved namespace ``_emails`` (a reset of the ledger never forgets i
 
 Overlapping runs: a DuckDB ledger file is held by one process at a time, so the second run cannot open
 it and sends nothing. A folder or object-store ledger is shared, so a claim is checked after it is
-written: if another run claimed the same key meanwhile, both step back (withdrawn, not sent) rather
-than risk a double send, and the next run sends it.
+published: a key another run claimed meanwhile is withdrawn (not sent) by one of the two, or by both,
+never sent by both; a key both withdrew is sent by the next run.
 """
 
 from __future__ import annotations
@@ -39,8 +39,6 @@ EMAILS_NS: Final = "_emails"
 
 SENDING, SENT, UNCERTAIN, REFUSED = "sending", "sent", "uncertain", "refused"
 RELEASED, WITHDRAWN = "released", "withdrawn"
-#: states that forbid sending the key again
-HELD: Final = frozenset({SENDING, SENT, UNCERTAIN, REFUSED})
 #: states a person may release (the request may or may not have reached Bento)
 RELEASABLE: Final = frozenset({SENDING, UNCERTAIN})
 
@@ -134,7 +132,8 @@ class EmailStates:
         self.ledger = ledger
         self.run = run
         self.pipeline = pipeline
-        #: this process's records for this run share one `sub`, so its later writes overrule its earlier ones
+        #: the records of this object share one `sub` (run + random): its outcome overrules its own intent,
+        #: never another run's (or another batch's) record of the same key
         self.sub = f"{run}:{uuid.uuid4().hex[:12]}"
         self._records: dict[str, EmailRecord] = {}
         self._lock = threading.Lock()
@@ -189,7 +188,7 @@ class EmailStates:
             if verdict != CLAIMED:
                 lost[key] = (verdict, record)
         if lost:
-            self.settle(list(lost), WITHDRAWN, "another run claimed this email at the same time; neither sent it")
+            self.settle(list(lost), WITHDRAWN, "another run claimed this email at the same time; not sent by this run")
         return {**verdicts, **lost}
 
     def settle(self, keys: Sequence[str], state: str, detail: str = "") -> None:
