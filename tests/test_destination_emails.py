@@ -13,10 +13,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import dlt
 import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
-from bento_destination import BentoRejectsExceeded, list_rejects
+from bento_destination import BentoRejectsExceeded, bento, last_report, list_rejects
 from bento_destination.changes import reset_ledger
 from bento_destination.email_identity import DERIVED_PREFIX, base_key, derive_email_key
 from bento_destination.email_ledger import (
@@ -111,6 +112,19 @@ def test_unchanged_rerun_sends_nothing_and_one_changed_row_sends_one(emu: BentoE
     assert [r.rows for r in emu.requests(path="/batch/emails")] == [1]
     assert len(emu.store.emails_sent) == 201
     assert emu.store.emails_sent[-1].html_body == "<p>order 17, corrected</p>"
+
+
+def test_a_plain_pipeline_run_keeps_the_same_promise(emu: BentoEmulator, tmp_path: Path) -> None:
+    """Without sync(): dlt's own pipeline.run, twice, then with one more row."""
+    pipeline = dlt.pipeline("plain_mail", pipelines_dir=str(tmp_path), destination=bento(
+        allow_email_sends=True, requests_per_minute=FAST, emails_per_minute=FAST, **emu.credentials))
+    pipeline.run(emails(70), table_name="emails")
+    pipeline.run(emails(70), table_name="emails")
+    pipeline.run(emails(71), table_name="emails")
+    assert [r.rows for r in emu.requests(path="/batch/emails")] == [60, 10, 1]
+    assert len(emu.store.emails_sent) == 71 and set(stored(emu).values()) == {1}
+    report = last_report(pipeline)
+    assert report is not None and (report.tables["emails"].sent, report.tables["emails"].already_sent) == (1, 70)
 
 
 def test_identical_rows_are_two_emails_and_a_rerun_sends_neither(emu: BentoEmulator, tmp_path: Path) -> None:
