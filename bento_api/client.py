@@ -31,8 +31,8 @@ from .errors import (
     BentoResponseError,
     BentoServerError,
 )
-from .facts import AUTHOR_NOT_AUTHORIZED, family_of
-from .limits import Budgets, resolve_budgets
+from .facts import AUTHOR_NOT_AUTHORIZED, EMAILS_BATCH_PATH, family_of
+from .limits import EMAILS_PACE, Budgets, resolve_budgets
 from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
 from .retry import IDEMPOTENT, RetryMode, RetryPolicy, parse_retry_after
 from .settings import BentoSettings
@@ -173,6 +173,14 @@ class BentoClient:
             sleep=self._sleep,
         )
 
+    def wait_for_emails(self, count: int, stats: RequestStats | None = None) -> float:
+        """Wait until `count` emails fit the emails budget (Bento's send pace); the seconds waited."""
+        if count <= 0:
+            return 0.0
+        waited = self.pacer(EMAILS_PACE).acquire(count)
+        self._count(stats, waited_seconds=waited)
+        return waited
+
     def request(
         self,
         method: str,
@@ -183,11 +191,18 @@ class BentoClient:
         retry: RetryPolicy | None = None,
         stats: RequestStats | None = None,
         on_retry: Callable[[BentoError, int], None] | None = None,
+        pace_emails: bool = True,
     ) -> Any:
-        """Send one request (retrying per policy) and return its parsed JSON body."""
+        """Send one request (retrying per policy) and return its parsed JSON body.
+
+        `/batch/emails` also waits for its emails' slots on the emails budget, unless the caller already
+        did (`pace_emails=False` after :meth:`wait_for_emails`).
+        """
         policy = retry or self.retry
         family = family_of(path)
         pacer = self.pacer(family)
+        if pace_emails and "/" + path.lstrip("/") == EMAILS_BATCH_PATH and isinstance(json_body, dict):
+            self.wait_for_emails(len(json_body.get("emails") or ()), stats)
         started = self._clock()
         attempt = 0
         while True:
@@ -281,12 +296,11 @@ class BentoClient:
         try:
             response = self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _Transient(
-                BentoConnectionError(
-                    self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
-                ),
-                reached=False,
-            ) from None
+            unreached = BentoConnectionError(
+                self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
+            )
+            unreached.may_have_arrived = False
+            raise _Transient(unreached, reached=False) from None
         except httpx.TimeoutException:
             raise _Transient(self._deadline_error(path), reached=True) from None
         except httpx.TransportError as exc:

@@ -14,6 +14,9 @@ class BentoError(Exception):
 
     #: whether retrying the same request later can succeed
     transient: bool = False
+    #: False only when the request certainly never reached Bento (no connection was made): a send
+    #: that must happen at most once (an email) may then be tried again later
+    may_have_arrived: bool = True
 
     def __init__(
         self,

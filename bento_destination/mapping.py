@@ -482,7 +482,8 @@ def map_email(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
     personalizations = _nested_object(row, "personalizations", options, result)
     if personalizations:
         payload["personalizations"] = personalizations
-    known = {"to", "from", "transactional", "personalizations", *EMAIL_TEXT}
+    # unique_key / idempotency_key name the email for the sync ledger (email_identity.py); not sent
+    known = {"to", "from", "transactional", "personalizations", "unique_key", "idempotency_key", *EMAIL_TEXT}
     for key, (column, _) in columns.items():
         if key not in known and field_key((split_path(column) or [""])[0]) != "personalizations":
             result.ignored.add(column)

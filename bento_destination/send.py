@@ -5,9 +5,10 @@ is halved and sent again; a smaller batch refused as invalid is recorded as reje
 counts `failed` rows without saying which: for subscribers (upserts, safe to send again) halves of the
 request are sent again until exactly those rows are found (`_Bisection`, O(k log n) requests for k bad
 rows); events and commands are not sent again, the count is recorded with the request's rows.
-Emails are never sent twice: each emails request is marked in dlt's load package state before and
-after it is sent, so a resumed load skips requests already sent and does not repeat one whose
-outcome is unknown (those rows are rejected as `email_send_uncertain` for a person to review).
+Emails are never sent twice: each email's key is claimed in the sync ledger before its request
+leaves and its outcome recorded after (email_ledger.py), so a retried batch, a resumed load or a
+later run skips emails already sent and never repeats one whose outcome is unknown (those rows are
+rejected as `email_send_uncertain` until a person releases them).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -29,6 +29,18 @@ from bento_api import (
     RequestStats,
 )
 
+from .email_ledger import (
+    ALREADY_SENT,
+    CLAIMED,
+    REFUSED,
+    SEND_UNCERTAIN,
+    SENT,
+    UNCERTAIN,
+    WITHDRAWN,
+    EmailRecord,
+    EmailStates,
+    EmailToSend,
+)
 from .settings import ENDPOINTS, HALVE_ABOVE, REQUEST_MAXIMA
 
 #: operations whose `failed` rows are found exactly by re-sending halves of the request: subscriber
@@ -55,6 +67,8 @@ class Item:
     row: dict[str, Any]
     #: False for a command derived from a row whose own payload is counted already
     counts_row: bool = True
+    #: emails: the email's key in the sync ledger (email_identity.py), numbered within the load
+    key: str | None = None
 
 
 @dataclass
@@ -94,26 +108,6 @@ class BatchOutcome:
         self.rejects.append(RejectRecord(reason, detail, row))
 
 
-class EmailLedger:
-    """Per-request send marks for emails, kept in dlt's load package state (survives a crash or retry)."""
-
-    STATE_KEY = "bento_emails"
-
-    def __init__(self, state: dict[str, Any], commit: Callable[[], None]) -> None:
-        self._marks: dict[str, dict[str, str]] = state.setdefault(self.STATE_KEY, {})
-        self._commit = commit
-
-    def get(self, key: str) -> dict[str, str] | None:
-        return self._marks.get(key)
-
-    def mark(self, key: str, status: str | None, detail: str = "") -> None:
-        if status is None:
-            self._marks.pop(key, None)
-        else:
-            self._marks[key] = {"status": status, "detail": detail}
-        self._commit()
-
-
 def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
     """Stable across retries: dlt re-sends a failed sink batch with the same rows in the same order."""
     text = json.dumps([table, payloads], sort_keys=True, default=str, ensure_ascii=True)
@@ -123,10 +117,10 @@ def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
 class Sender:
     """Sends the items of one sink batch for one table and records the outcome."""
 
-    def __init__(self, client: BentoClient, outcome: BatchOutcome, ledger: EmailLedger | None = None) -> None:
+    def __init__(self, client: BentoClient, outcome: BatchOutcome, emails: EmailStates | None = None) -> None:
         self.client = client
         self.outcome = outcome
-        self.ledger = ledger
+        self.emails = emails
 
     def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
         """Send in requests of at most the operation's maximum; `derived`: commands made from other rows."""
@@ -187,49 +181,72 @@ class Sender:
 
     # -- emails: at most once -----------------------------------------------------------------
 
-    def _send_emails(self, chunk: list[Item], key: str) -> None:
-        if self.ledger is None:
-            raise RuntimeError("emails need an EmailLedger (the load package state)")
-        mark = self.ledger.get(key)
-        status = mark["status"] if mark else None
-        if status == "sent":
-            self.outcome.already_sent += len(chunk)
+    def _send_emails(self, chunk: list[Item], batch: str) -> None:
+        """Claim the chunk's email keys in the ledger, send only the claimed ones, then record the outcome."""
+        if self.emails is None:
+            raise RuntimeError("emails need the sync ledger's email states (EmailStates)")
+        self.client.wait_for_emails(len(chunk), self.outcome.stats)  # before the claim: a wait holds no key
+        verdicts = self.emails.claim(
+            [EmailToSend(str(i.key), str(i.payload.get("to", "")), str(i.payload.get("subject", ""))) for i in chunk]
+        )
+        going: list[Item] = []
+        claimed: set[str] = set()
+        for item in chunk:
+            key = str(item.key)
+            verdict, record = verdicts[key]
+            if verdict == CLAIMED and key not in claimed:
+                claimed.add(key)
+                going.append(item)
+            elif verdict in (CLAIMED, ALREADY_SENT):  # CLAIMED twice: one explicit key on two rows, one email
+                self.outcome.already_sent += 1
+            elif verdict == SEND_UNCERTAIN:
+                self.outcome.reject("email_send_uncertain", uncertain_detail(record), item.row)
+            else:
+                detail = record.detail if record is not None else ""
+                self.outcome.reject(
+                    "refused_by_bento",
+                    f"{detail} (refused in run {record.run if record else '?'}; a changed row, or a new "
+                    "unique_key, is a new email and will be sent)",
+                    item.row,
+                )
+        if not going:
             return
-        if status in ("sending", "uncertain"):
-            self.ledger.mark(key, "uncertain")
-            detail = (
-                "an earlier attempt to send this email may have reached Bento (no answer was received); "
-                "not sent again so nobody gets it twice. Check in Bento and send it yourself if needed."
-            )
-            for item in chunk:
-                self.outcome.reject("email_send_uncertain", detail, item.row)
-            return
-        if status == "refused":
-            for item in chunk:
-                self.outcome.reject("refused_by_bento", mark["detail"] if mark else "", item.row)
-            return
+        keys = [str(i.key) for i in going]
         path, wrapper = ENDPOINTS["emails"]
-        self.ledger.mark(key, "sending")
         try:
             body = self.client.post(
-                path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats, retry=NEVER_AFTER_SEND
+                path, {wrapper: [i.payload for i in going]}, stats=self.outcome.stats, retry=NEVER_AFTER_SEND,
+                pace_emails=False,
             )
         except BentoRateLimitedError:
-            self.ledger.mark(key, None)  # a 429 applied nothing: safe to send on the next attempt
+            self.emails.settle(keys, WITHDRAWN, "429: Bento took nothing")  # a later attempt may send them
             raise
         except BentoError as error:
-            if error.transient:
-                raise  # outcome unknown: the mark stays "sending", so a retry will not send it again
-            if error.status in (401, 403, 404, 405):
-                self.ledger.mark(key, None)
+            if error.transient and error.may_have_arrived:
+                # outcome unknown: never sent again until a person releases them (the retry rejects them)
+                self.emails.settle(keys, UNCERTAIN, error.message)
+                raise
+            if error.transient or error.status in (401, 403, 404, 405):
+                self.emails.settle(keys, WITHDRAWN, error.message)
                 raise
             detail = f"Bento refused the request holding this email: {error.message}"
-            self.ledger.mark(key, "refused", detail)
-            for item in chunk:
+            self.emails.settle(keys, REFUSED, detail)
+            for item in going:
                 self.outcome.reject("refused_by_bento", detail, item.row)
             return
-        self.ledger.mark(key, "sent")
-        self._accepted("emails", chunk, body, key)
+        self.emails.settle(keys, SENT)
+        self._accepted("emails", going, body, batch)
+
+
+def uncertain_detail(record: EmailRecord | None) -> str:
+    """Why an email is not sent: an earlier attempt may have reached Bento, and how a person releases it."""
+    run = record.run if record is not None and record.run else "?"
+    when = f" at {record.at}" if record is not None and record.at else ""
+    return (
+        f"an earlier attempt to send this email (run {run}{when}) may have reached Bento: no answer was received, "
+        "so it is not sent again and nobody gets it twice. Check Bento's logs; if it was not delivered, release it "
+        f"(bento-dlt emails release --run {run} --yes) and run again."
+    )
 
 
 class _Bisection:

@@ -30,6 +30,9 @@ HALVE_ABOVE: Final = 100
 
 DEFAULT_REJECT_THRESHOLD: Final = 0.1
 
+#: reject reason of email rows when the sync ledger is off: without it nothing stops a rerun sending them twice
+EMAIL_NEEDS_LEDGER: Final = "email_needs_ledger"
+
 #: a name looks like a secret when one of its words (the parts of its lowercase_underscored form) is one of these
 SECRET_WORDS: Final = frozenset({
     "password", "passwd", "pwd", "passcode", "passphrase", "secret", "secrets", "token", "tokens",

@@ -30,16 +30,20 @@ from .changes import (
     LedgerOptions,
     batch_changes,
     blast_radius_verdict,
+    ledger_for,
 )
 from .clients import destination_settings, ensure_checked, shared_client
+from .email_identity import base_key
+from .email_ledger import EmailStates, KeyNumbering
 from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
 from .rows import iter_rows
-from .send import BatchOutcome, EmailLedger, Item, Sender, batch_digest
+from .send import BatchOutcome, Item, Sender, batch_digest
 from .settings import (
     DEFAULT_REJECT_THRESHOLD,
     DESTINATION_NAME,
+    EMAIL_NEEDS_LEDGER,
     OPERATIONS,
     REJECTS_DIRNAME,
     SINK_BATCH_SIZE,
@@ -66,7 +70,9 @@ def validate_options(table_operations: dict[str, str] | None = None, reject_thre
         raise BentoConfigError(f"reject_threshold is a share of rows between 0 and 1, got {reject_threshold!r}")
 
 
-def _batch_refusal(table_name: str, operation: str | None, allow_email_sends: bool) -> tuple[str, str] | None:
+def _batch_refusal(
+    table_name: str, operation: str | None, allow_email_sends: bool, sync_ledger: bool = True
+) -> tuple[str, str] | None:
     """(reason, detail) if no row of this table may be sent, whatever the rows hold; None to map and send them."""
     if operation is None:
         return "unknown_table", (
@@ -75,6 +81,11 @@ def _batch_refusal(table_name: str, operation: str | None, allow_email_sends: bo
         )
     if operation == "emails" and not allow_email_sends:
         return "email_sends_not_allowed", "emails are sent only with bento(allow_email_sends=True); nothing was sent"
+    if operation == "emails" and not sync_ledger:
+        return EMAIL_NEEDS_LEDGER, (
+            "emails are sent only with the sync ledger, which remembers every email sent so that no rerun sends "
+            "it twice; run without --no-ledger (sync_ledger=True). Nothing was sent"
+        )
     return None
 
 
@@ -86,6 +97,7 @@ def _process(
     outcome: BatchOutcome,
     options: MappingOptions,
     changes: BatchChanges | None = None,
+    emails: EmailStates | None = None,
 ) -> None:
     rows = iter_rows(items)
     main: list[Item] = []
@@ -107,14 +119,20 @@ def _process(
     if changes is not None:  # sync ledger: drop unchanged rows, reject consent violations (changes.py)
         main, derived = changes.filter(main, derived)
     batch_id = batch_digest(table_name, [item.payload for item in main + derived])
-    ledger = EmailLedger(destination_state(), commit_load_package_state) if operation == "emails" else None
-    sender = Sender(client, outcome, ledger)
+    numbering = KeyNumbering(destination_state(), commit_load_package_state) if emails is not None else None
+    if numbering is not None:  # each email's key, numbered across the load (email_identity.py)
+        keys = numbering.assign(table_name, batch_id, [base_key(item.row, item.payload) for item in main])
+        for item, key in zip(main, keys, strict=True):
+            item.key = key
+    sender = Sender(client, outcome, emails)
     if main:
         sender.send(operation, main, batch_id=batch_id)
     if derived:
         sender.send("commands", derived, batch_id=f"{batch_id}:commands", derived=True)
     if changes is not None:
         changes.acknowledge()  # only now, after Bento answered; only rows it did not refuse
+    if numbering is not None:
+        numbering.finished(table_name, batch_id)
 
 
 def _as_dlt_error(error: BaseException) -> Exception:
@@ -147,6 +165,7 @@ def bento(
     secret_key: TSecretStrValue | None = dlt.secrets.value,
     base_url: str | None = dlt.config.value,
     requests_per_minute: float | None = None,
+    emails_per_minute: float | None = None,
     table_operations: dict[str, str] | None = None,
     allow_email_sends: bool = False,
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
@@ -171,7 +190,8 @@ def bento(
     folder = Path(pipeline.working_dir) / REJECTS_DIRNAME
     try:
         settings = destination_settings(site_uuid, publishable_key, secret_key, base_url)
-        client = shared_client(settings, resolve_budgets(requests_per_minute), user_agent)
+        budgets = resolve_budgets(requests_per_minute, emails_per_minute=emails_per_minute)
+        client = shared_client(settings, budgets, user_agent)
         validate_options(table_operations, reject_threshold)
         operation = resolve_operation(table_name, table_operations)
         ledger_options = LedgerOptions(
@@ -186,7 +206,7 @@ def bento(
     try:
         if ensure_checked(load_id, client):
             run.credentials_checked()
-        refusal = _batch_refusal(table_name, operation, allow_email_sends)
+        refusal = _batch_refusal(table_name, operation, allow_email_sends, sync_ledger)
         if refusal is None and operation in LEDGER_OPERATIONS:
             stopped = blast_radius_verdict(
                 pipeline, load_id, settings, ledger_options, table_operations, allow_secret_columns
@@ -201,7 +221,13 @@ def bento(
             changes = batch_changes(
                 ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, operation, outcome
             )
-            _process(items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes)
+            emails = None
+            if operation == "emails":  # each email's intent and outcome go to the sync ledger (email_ledger.py)
+                ledger = ledger_for(ledger_options.location(pipeline.working_dir), settings.site_uuid, load_id)
+                emails = EmailStates(ledger, load_id, pipeline.pipeline_name)
+            _process(
+                items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes, emails
+            )
     except Exception as error:
         dlt_error = _as_dlt_error(error)
         run.record_error(table_name, operation, str(dlt_error), outcome.stats)

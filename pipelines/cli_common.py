@@ -150,11 +150,15 @@ def credential_options() -> argparse.ArgumentParser:
     group.add_argument("--site-uuid", help="site UUID")
     group.add_argument("--publishable-key", help="publishable key (prefer the environment: flags show in `ps`)")
     group.add_argument("--secret-key", help="secret key (prefer the environment: flags show in `ps`)")
-    budget = parent.add_argument_group("budgets (defaults: Bento's 60 requests/min per family, stats 30/hour)")
+    budget = parent.add_argument_group("budgets (defaults: Bento's 60 requests/min per family, stats 30/hour, "
+                                       "60 emails/min)")
     budget.add_argument("--requests-per-minute", type=positive_float, metavar="N",
                         help="fetch, batch and experimental requests per minute (or BENTO_REQUESTS_PER_MINUTE)")
     budget.add_argument("--stats-requests-per-hour", type=positive_float, metavar="N",
                         help="stats requests per hour (or BENTO_STATS_REQUESTS_PER_HOUR)")
+    budget.add_argument("--emails-per-minute", type=positive_float, metavar="N",
+                        help="emails sent per minute on /batch/emails, Bento's send pace (default 60; or "
+                             "BENTO_EMAILS_PER_MINUTE)")
     return parent
 
 
@@ -199,7 +203,8 @@ def resolve_credentials(args: argparse.Namespace, side: str) -> BentoSettings:
 
 
 def resolve_cli_budgets(args: argparse.Namespace) -> Budgets:
-    return resolve_budgets(getattr(args, "requests_per_minute", None), getattr(args, "stats_requests_per_hour", None))
+    return resolve_budgets(getattr(args, "requests_per_minute", None), getattr(args, "stats_requests_per_hour", None),
+                           emails_per_minute=getattr(args, "emails_per_minute", None))
 
 
 def flag_credentials(args: argparse.Namespace) -> dict[str, Any]:

@@ -201,7 +201,10 @@ def test_wrong_credentials_exit_1_without_sending_or_printing_the_key(
         (["--from", "{crm}", "--query", "SELEC email FROM crm_contacts", "--as", "subscribers"], "Parser Error"),
         (["--from", "{crm}", "--table", "no_such_table", "--as", "subscribers"], "no_such_table"),
         (["--from", "{crm}", "--as", "subscribers"], "name one with --table"),
-        (["--from", "{crm}", "--table", "crm_contacts", "--as", "emails"], "invalid choice"),
+        (["--from", "{crm}", "--table", "crm_contacts", "--as", "broadcasts"], "invalid choice"),
+        (["--from", "{crm}", "--table", "crm_contacts", "--as", "emails"], "add --allow-email-sends"),
+        (["--from", "{crm}", "--table", "crm_contacts", "--as", "emails", "--allow-email-sends", "--no-ledger"],
+         "needs the sync ledger"),
     ],
 )
 def test_unreadable_input_or_usage_exit_2(emulator: BentoEmulator, env: dict[str, str], crm: Path, tmp_path: Path,

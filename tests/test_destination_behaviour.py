@@ -104,7 +104,7 @@ def test_emails_are_sent_at_most_once_when_an_answer_is_lost(emu: BentoEmulator,
     emu.add_fault(Fault(kind="drop_after_apply", count=1, path_prefix="/batch/emails"))
     emails = [{"to": f"r{i}@example.com", "from": "author@example.com", "subject": "Hi", "html_body": "<p>x</p>",
                "personalizations": {"n": i}} for i in range(150)]
-    pipeline = pipeline_for(tmp_path, allow_email_sends=True, **emu.credentials)
+    pipeline = pipeline_for(tmp_path, allow_email_sends=True, emails_per_minute=FAST, **emu.credentials)
     info = pipeline.run(emails, table_name="emails")  # dlt retries the batch after the lost answer
     requests = emu.requests(path="/batch/emails")
     assert [r.rows for r in requests] == [60, 60, 30]  # the first request (applied, answer lost) was not repeated
