@@ -1,7 +1,9 @@
 """Send mapped rows to Bento in requests no larger than the operation's maximum, and account for each row.
 
-Rules (DESIGN.md): a 400/413 on more than 100 rows applied nothing, so the batch is halved and sent
-again; a smaller batch refused as invalid is recorded as rejected (never looped on). Bento's answer
+Rules: requests hold at most the operation's maximum of rows and MAX_REQUEST_BYTES of body. A 400 on more
+than HALVE_ABOVE rows applied nothing, so the request is halved and sent again; a smaller one refused as
+invalid is recorded as rejected (never looped on). A 413 (body too large) is split down to single rows, so
+only a row Bento refuses on its own is rejected, as `row_too_large`. Bento's answer
 counts `failed` rows without saying which: for subscribers (upserts, safe to send again) halves of the
 request are sent again until exactly those rows are found (`_Bisection`, O(k log n) requests for k bad
 rows); events and commands are not sent again, the count is recorded with the request's rows.
@@ -16,20 +18,24 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Final
 
 from bento_api import (
     NEVER_AFTER_SEND,
     BentoClient,
+    BentoConfigError,
     BentoError,
     BentoInvalidRequestError,
     BentoRateLimitedError,
+    EncodedBody,
     RequestStats,
 )
 
-from .settings import ENDPOINTS, HALVE_ABOVE, REQUEST_MAXIMA
+from .settings import ENDPOINTS, HALVE_ABOVE, MAX_REQUEST_BYTES, REQUEST_MAXIMA
+from .values import encode_payload
 
 #: operations whose `failed` rows are found exactly by re-sending halves of the request: subscriber
 #: imports are upserts by email, so sending a row again changes nothing. Events are not re-sent (each
@@ -47,6 +53,11 @@ def _failed_count(body: Any, size: int) -> int:
         return 0
 
 
+def _stops_the_load(error: BentoError) -> bool:
+    """Errors no row is to blame for: raised to dlt (retried, or a person must fix them), never rejects."""
+    return error.transient or error.status in (401, 403, 404, 405) or isinstance(error, BentoConfigError)
+
+
 @dataclass
 class Item:
     """One payload to send and the source row it came from (already redacted, for the reject file)."""
@@ -55,6 +66,31 @@ class Item:
     row: dict[str, Any]
     #: False for a command derived from a row whose own payload is counted already
     counts_row: bool = True
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """The payload as sent, encoded once (when it is packed; the sync ledger may edit it until then)."""
+        return encode_payload(self.payload)
+
+
+def request_body(wrapper: str, items: list[Item]) -> EncodedBody:
+    """`{"<wrapper>": [payload, ...]}` from the items' encoded payloads."""
+    return EncodedBody(b'{"' + wrapper.encode() + b'":[' + b",".join(i.encoded for i in items) + b"]}")
+
+
+def pack(items: list[Item], maximum: int, max_bytes: int = MAX_REQUEST_BYTES) -> Iterator[list[Item]]:
+    """Consecutive requests of at most `maximum` items and `max_bytes` of body (a larger item goes alone)."""
+    chunk: list[Item] = []
+    size = 0
+    for item in items:
+        cost = len(item.encoded) + 1  # the comma
+        if chunk and (len(chunk) >= maximum or size + cost > max_bytes):
+            yield chunk
+            chunk, size = [], 0
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk
 
 
 @dataclass
@@ -128,10 +164,8 @@ class Sender:
         self.ledger = ledger
 
     def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
-        """Send in requests of at most the operation's maximum; `derived`: commands made from other rows."""
-        maximum = REQUEST_MAXIMA[operation]
-        for index, start in enumerate(range(0, len(items), maximum)):
-            chunk = items[start : start + maximum]
+        """Send in requests packed by the operation's maximum and by bytes; `derived`: commands made from rows."""
+        for index, chunk in enumerate(pack(items, REQUEST_MAXIMA[operation])):
             if operation == "emails":
                 self._send_emails(chunk, f"{batch_id}:{index}")
             else:
@@ -142,9 +176,9 @@ class Sender:
     def _send(self, operation: str, chunk: list[Item], batch: str, derived: bool = False) -> None:
         path, wrapper = ENDPOINTS[operation]
         try:
-            body = self.client.post(path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats)
+            body = self.client.post(path, request_body(wrapper, chunk), stats=self.outcome.stats)
         except BentoInvalidRequestError as error:
-            if error.status in (400, 413) and len(chunk) > HALVE_ABOVE:
+            if _split(error, chunk):
                 middle = len(chunk) // 2
                 self._send(operation, chunk[:middle], f"{batch}a", derived)
                 self._send(operation, chunk[middle:], f"{batch}b", derived)
@@ -152,16 +186,22 @@ class Sender:
             self._refused(chunk, error)
             return
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 raise
             self._refused(chunk, error)  # e.g. an error inside a 200: Bento did not take the batch
             return
         self._accepted(operation, chunk, body, batch, derived)
 
     def _refused(self, chunk: list[Item], error: BentoError) -> None:
-        detail = f"Bento refused the request holding this row: {error.message}"
+        if error.status == 413 and len(chunk) == 1:  # _split stops at one row
+            reason, detail = "row_too_large", (
+                f"Bento refused a request holding only this row as too large (413); the row takes "
+                f"{len(chunk[0].encoded):,} bytes as JSON. Send smaller fields or details"
+            )
+        else:
+            reason, detail = "refused_by_bento", f"Bento refused the request holding this row: {error.message}"
         for item in chunk:
-            self.outcome.reject("refused_by_bento", detail, item.row)
+            self.outcome.reject(reason, detail, item.row)
 
     def _accepted(self, operation: str, chunk: list[Item], body: Any, batch: str, derived: bool = False) -> None:
         failed = _failed_count(body, len(chunk))
@@ -203,15 +243,19 @@ class Sender:
             for item in chunk:
                 self.outcome.reject("email_send_uncertain", detail, item.row)
             return
-        if status == "refused":
+        if status in ("refused", "too_large"):
+            reason = "row_too_large" if status == "too_large" else "refused_by_bento"
             for item in chunk:
-                self.outcome.reject("refused_by_bento", mark["detail"] if mark else "", item.row)
+                self.outcome.reject(reason, mark["detail"] if mark else "", item.row)
+            return
+        if status == "split":  # an earlier attempt got a 413, which applied nothing: its halves carry on
+            self._send_email_halves(chunk, key)
             return
         path, wrapper = ENDPOINTS["emails"]
         self.ledger.mark(key, "sending")
         try:
             body = self.client.post(
-                path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats, retry=NEVER_AFTER_SEND
+                path, request_body(wrapper, chunk), stats=self.outcome.stats, retry=NEVER_AFTER_SEND
             )
         except BentoRateLimitedError:
             self.ledger.mark(key, None)  # a 429 applied nothing: safe to send on the next attempt
@@ -219,16 +263,38 @@ class Sender:
         except BentoError as error:
             if error.transient:
                 raise  # outcome unknown: the mark stays "sending", so a retry will not send it again
-            if error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 self.ledger.mark(key, None)
                 raise
-            detail = f"Bento refused the request holding this email: {error.message}"
-            self.ledger.mark(key, "refused", detail)
+            if error.status == 413 and len(chunk) > 1:
+                self.ledger.mark(key, "split")
+                self._send_email_halves(chunk, key)
+                return
+            if error.status == 413:
+                status, reason = "too_large", "row_too_large"
+                detail = f"Bento refused a request holding only this email as too large (413): {error.message}"
+            else:
+                status, reason = "refused", "refused_by_bento"
+                detail = f"Bento refused the request holding this email: {error.message}"
+            self.ledger.mark(key, status, detail)
             for item in chunk:
-                self.outcome.reject("refused_by_bento", detail, item.row)
+                self.outcome.reject(reason, detail, item.row)
             return
         self.ledger.mark(key, "sent")
         self._accepted("emails", chunk, body, key)
+
+    def _send_email_halves(self, chunk: list[Item], key: str) -> None:
+        middle = len(chunk) // 2
+        self._send_emails(chunk[:middle], f"{key}a")
+        self._send_emails(chunk[middle:], f"{key}b")
+
+
+def _split(error: BentoInvalidRequestError, chunk: list[Item]) -> bool:
+    """Whether a refused request applied nothing and is sent again in halves: a 413 down to single rows (only
+    the row too large for Bento is then rejected), a 400 down to HALVE_ABOVE rows."""
+    if error.status == 413:
+        return len(chunk) > 1
+    return error.status == 400 and len(chunk) > HALVE_ABOVE
 
 
 class _Bisection:
@@ -280,11 +346,9 @@ class _Bisection:
         """Send `group` again; its `failed` count, or None if Bento refused the whole request (rows recorded)."""
         path, wrapper = ENDPOINTS[self.operation]
         try:
-            body = self.sender.client.post(
-                path, {wrapper: [i.payload for i in group]}, stats=self.sender.outcome.stats
-            )
+            body = self.sender.client.post(path, request_body(wrapper, group), stats=self.sender.outcome.stats)
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 raise  # dlt retries the whole sink batch: re-sending upserts is harmless
             self.sender._refused(group, error)
             return None
