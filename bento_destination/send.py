@@ -119,6 +119,8 @@ class BatchOutcome:
     #: sync ledger counts (new, changed, unchanged, tags_not_owned), see changes.py
     ledger: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    #: False for rows counted outside a sink batch (rejected before extract, non_finite.py)
+    sink_batch: bool = True
 
     @property
     def rejected(self) -> int:
