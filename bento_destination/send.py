@@ -20,7 +20,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import cached_property
 from typing import Any, Final
 
 from bento_api import (
@@ -67,30 +66,42 @@ class Item:
     #: False for a command derived from a row whose own payload is counted already
     counts_row: bool = True
 
-    @cached_property
-    def encoded(self) -> bytes:
-        """The payload as sent, encoded once (when it is packed; the sync ledger may edit it until then)."""
-        return encode_payload(self.payload)
-
 
 def request_body(wrapper: str, items: list[Item]) -> EncodedBody:
-    """`{"<wrapper>": [payload, ...]}` from the items' encoded payloads."""
-    return EncodedBody(b'{"' + wrapper.encode() + b'":[' + b",".join(i.encoded for i in items) + b"]}")
+    """`{"<wrapper>":[payload,...]}`, encoded in one go (compact UTF-8, as the row sizes are measured)."""
+    return EncodedBody(b'{"' + wrapper.encode() + b'":' + encode_payload([i.payload for i in items]) + b"}")
 
 
-def pack(items: list[Item], maximum: int, max_bytes: int = MAX_REQUEST_BYTES) -> Iterator[list[Item]]:
-    """Consecutive requests of at most `maximum` items and `max_bytes` of body (a larger item goes alone)."""
+def pack(
+    wrapper: str, items: list[Item], maximum: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[tuple[list[Item], EncodedBody]]:
+    """Consecutive requests of at most `maximum` items and `max_bytes` of body (a larger item goes alone).
+
+    A request of `maximum` items is encoded once and sent as is when it fits, the common case; only one over
+    `max_bytes` is cut by its rows' sizes, which costs a second encoding of its rows.
+    """
+    for start in range(0, len(items), maximum):
+        chunk = items[start : start + maximum]
+        body = request_body(wrapper, chunk)
+        if len(body.content) <= max_bytes or len(chunk) == 1:
+            yield chunk, body
+        else:
+            yield from _pack_by_bytes(wrapper, chunk, max_bytes)
+
+
+def _pack_by_bytes(wrapper: str, items: list[Item], max_bytes: int) -> Iterator[tuple[list[Item], EncodedBody]]:
+    envelope = len(wrapper) + 6  # {"<wrapper>":[ and ]}
     chunk: list[Item] = []
-    size = 0
+    size = envelope
     for item in items:
-        cost = len(item.encoded) + 1  # the comma
-        if chunk and (len(chunk) >= maximum or size + cost > max_bytes):
-            yield chunk
-            chunk, size = [], 0
+        cost = len(encode_payload(item.payload)) + 1  # and its comma
+        if chunk and size + cost > max_bytes:
+            yield chunk, request_body(wrapper, chunk)
+            chunk, size = [], envelope
         chunk.append(item)
         size += cost
     if chunk:
-        yield chunk
+        yield chunk, request_body(wrapper, chunk)
 
 
 @dataclass
@@ -167,18 +178,21 @@ class Sender:
 
     def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
         """Send in requests packed by the operation's maximum and by bytes; `derived`: commands made from rows."""
-        for index, chunk in enumerate(pack(items, REQUEST_MAXIMA[operation])):
+        wrapper = ENDPOINTS[operation][1]
+        for index, (chunk, body) in enumerate(pack(wrapper, items, REQUEST_MAXIMA[operation])):
             if operation == "emails":
-                self._send_emails(chunk, f"{batch_id}:{index}")
+                self._send_emails(chunk, f"{batch_id}:{index}", body)
             else:
-                self._send(operation, chunk, f"{batch_id}:{index}", derived)
+                self._send(operation, chunk, f"{batch_id}:{index}", derived, body)
 
     # -- idempotent operations ----------------------------------------------------------------
 
-    def _send(self, operation: str, chunk: list[Item], batch: str, derived: bool = False) -> None:
+    def _send(
+        self, operation: str, chunk: list[Item], batch: str, derived: bool = False, body: EncodedBody | None = None
+    ) -> None:
         path, wrapper = ENDPOINTS[operation]
         try:
-            body = self.client.post(path, request_body(wrapper, chunk), stats=self.outcome.stats)
+            answer = self.client.post(path, body or request_body(wrapper, chunk), stats=self.outcome.stats)
         except BentoInvalidRequestError as error:
             if _split(error, chunk):
                 middle = len(chunk) // 2
@@ -192,13 +206,13 @@ class Sender:
                 raise
             self._refused(chunk, error)  # e.g. an error inside a 200: Bento did not take the batch
             return
-        self._accepted(operation, chunk, body, batch, derived)
+        self._accepted(operation, chunk, answer, batch, derived)
 
     def _refused(self, chunk: list[Item], error: BentoError) -> None:
         if error.status == 413 and len(chunk) == 1:  # _split stops at one row
             reason, detail = "row_too_large", (
                 f"Bento refused a request holding only this row as too large (413); the row takes "
-                f"{len(chunk[0].encoded):,} bytes as JSON. Send smaller fields or details"
+                f"{len(encode_payload(chunk[0].payload)):,} bytes as JSON. Send smaller fields or details"
             )
         else:
             reason, detail = "refused_by_bento", f"Bento refused the request holding this row: {error.message}"
@@ -228,7 +242,7 @@ class Sender:
 
     # -- emails: at most once -----------------------------------------------------------------
 
-    def _send_emails(self, chunk: list[Item], key: str) -> None:
+    def _send_emails(self, chunk: list[Item], key: str, body: EncodedBody | None = None) -> None:
         if self.ledger is None:
             raise RuntimeError("emails need an EmailLedger (the load package state)")
         mark = self.ledger.get(key)
@@ -256,8 +270,8 @@ class Sender:
         path, wrapper = ENDPOINTS["emails"]
         self.ledger.mark(key, "sending")
         try:
-            body = self.client.post(
-                path, request_body(wrapper, chunk), stats=self.outcome.stats, retry=NEVER_AFTER_SEND
+            answer = self.client.post(
+                path, body or request_body(wrapper, chunk), stats=self.outcome.stats, retry=NEVER_AFTER_SEND
             )
         except BentoRateLimitedError:
             self.ledger.mark(key, None)  # a 429 applied nothing: safe to send on the next attempt
@@ -283,7 +297,7 @@ class Sender:
                 self.outcome.reject(reason, detail, item.row)
             return
         self.ledger.mark(key, "sent")
-        self._accepted("emails", chunk, body, key)
+        self._accepted("emails", chunk, answer, key)
 
     def _send_email_halves(self, chunk: list[Item], key: str) -> None:
         middle = len(chunk) // 2

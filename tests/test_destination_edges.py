@@ -285,34 +285,38 @@ def test_reject_non_finite_wraps_data_for_a_plain_pipeline_run(
     rows = [{"email": "a@example.com", "score": 1.0}, {"email": "b@example.com", "score": float("nan")}]
     frame = pd.DataFrame({"email": ["c@example.com", "d@example.com", "e@example.com"],
                           "score": [float("nan"), float("inf"), 3.0]})  # NaN is pandas' missing value
-    table = pa.table({"email": ["f@example.com", "g@example.com"],
-                      "profile": [{"weight": 1.0}, {"weight": float("-inf")}]})
-    for data in (rows, frame, table):
-        check_run(pipeline, pipeline.run(reject_non_finite(data, "subscribers")))
+    events = pa.table({"email": ["f@example.com", "g@example.com"], "type": ["weighed", "weighed"],
+                       "details": [{"weight": 1.0}, {"weight": float("-inf")}]})  # nested: an Arrow struct
+    for data, table in ((rows, "subscribers"), (frame, "subscribers"), (events, "events")):
+        check_run(pipeline, pipeline.run(reject_non_finite(data, table)))
 
     stored = emu.store.subscribers
     assert sorted(stored) == ["a@example.com", "c@example.com", "e@example.com", "f@example.com"]
     assert "score" not in stored["c@example.com"].fields  # a null is never sent
+    assert [(e.email, e.details) for e in emu.store.events] == [("f@example.com", {"weight": 1.0})]
     rejected = {r["row"]["email"]: r["reason"] for r in list_rejects(pipeline)}
     assert rejected == dict.fromkeys(["b@example.com", "d@example.com", "g@example.com"], "non_finite_number")
     reports = list_reports(pipeline)
-    assert [r.tables["subscribers"].rejected for r in reports] == [1, 1, 1]
+    assert [(t.table, t.operation, t.received, t.rejected) for r in reports for t in r.tables.values()] == [
+        ("subscribers", "subscribers", 2, 1), ("subscribers", "subscribers", 3, 1), ("events", "events", 2, 1)]
     assert {r.reject_threshold for r in reports} == {0.9}  # the destination's setting, not the wrapper's default
-    assert {r.tables["subscribers"].operation for r in reports} == {"subscribers"}
 
 
 def test_requests_are_packed_by_count_and_by_bytes() -> None:
     from bento_destination.send import Item, pack
+    from bento_destination.values import encode_payload
 
     items = [Item({"email": f"p{i}@example.com", "notes": "n" * size}, {}) for i, size in
              enumerate([10, 10, 10, 500, 10, 10, 2000, 10])]
-    sizes = [len(i.encoded) + 1 for i in items]
-    assert [len(chunk) for chunk in pack(items, maximum=3)] == [3, 3, 2]
-    cap = 3 * sizes[0] + sizes[3]  # the first four fit exactly
-    chunks = list(pack(items, maximum=1000, max_bytes=cap))
-    assert [len(c) for c in chunks] == [4, 2, 1, 1]  # the 2000-byte row is over the cap: it goes alone
-    assert [i for c in chunks for i in c] == items  # in order, nothing lost
-    assert all(sum(len(i.encoded) + 1 for i in c) <= cap for c in chunks if len(c) > 1)
+    sizes = [len(encode_payload(i.payload)) + 1 for i in items]
+    assert [len(chunk) for chunk, _ in pack("subscribers", items, maximum=3)] == [3, 3, 2]
+    cap = len('{"subscribers":[]}') + 3 * sizes[0] + sizes[3]  # the first four fit exactly
+    packed = list(pack("subscribers", items, maximum=1000, max_bytes=cap))
+    assert [len(chunk) for chunk, _ in packed] == [4, 2, 1, 1]  # the 2000-byte row is over the cap: alone
+    assert [i for chunk, _ in packed for i in chunk] == items  # in order, nothing lost
+    for chunk, body in packed:
+        assert json.loads(body.content) == {"subscribers": [i.payload for i in chunk]}
+        assert len(body.content) <= cap or len(chunk) == 1
 
 
 def test_a_413_on_emails_is_split_and_only_the_oversized_email_rejected(
