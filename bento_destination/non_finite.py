@@ -184,11 +184,8 @@ class NonFiniteRejects:
         mask = arrow_mask(data)
         if mask is None:
             return data
-        found = []
-        for row in iter_rows(data.filter(pa.array(mask))):
-            hit = non_finite_column(row)
-            found.append((row, hit if hit is not None else ("?", "NaN")))
-        self._record(table, found)
+        rows = iter_rows(data.filter(pa.array(mask)))
+        self._record(table, [(row, non_finite_column(row) or ("row", "NaN or infinity")) for row in rows])
         kept = data.filter(pa.array(~mask))
         return kept if kept.num_rows else None
 
