@@ -1,6 +1,6 @@
 """The Bento REST API v1 client shared by bento_source and bento_destination (no dlt import here)."""
 
-from .client import DEFAULT_USER_AGENT, BentoClient, RequestStats
+from .client import DEFAULT_USER_AGENT, BentoClient, EncodedBody, RequestStats
 from .errors import (
     BentoAuthError,
     BentoConfigError,
@@ -12,6 +12,7 @@ from .errors import (
     BentoNotFoundError,
     BentoPaginationError,
     BentoRateLimitedError,
+    BentoRedirectError,
     BentoResponseError,
     BentoServerError,
 )
@@ -38,10 +39,12 @@ __all__ = [
     "BentoNotFoundError",
     "BentoPaginationError",
     "BentoRateLimitedError",
+    "BentoRedirectError",
     "BentoResponseError",
     "BentoServerError",
     "BentoSettings",
     "Budgets",
+    "EncodedBody",
     "RequestStats",
     "RetryMode",
     "RetryPolicy",

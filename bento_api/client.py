@@ -28,6 +28,7 @@ from .errors import (
     BentoInvalidRequestError,
     BentoNotFoundError,
     BentoRateLimitedError,
+    BentoRedirectError,
     BentoResponseError,
     BentoServerError,
 )
@@ -76,6 +77,14 @@ class RequestStats:
                 "server_errors": self.server_errors,
                 "waited_seconds": round(self.waited_seconds, 3),
             }
+
+
+@dataclass(frozen=True)
+class EncodedBody:
+    """A JSON request body the caller already encoded, sent as is (the destination encodes each row once to
+    pack requests by bytes, so encoding the whole body again would double the work)."""
+
+    content: bytes
 
 
 class _Transient(Exception):
@@ -283,7 +292,10 @@ class BentoClient:
         query = {**(params or {}), "site_uuid": self.settings.site_uuid}
         remaining = self.deadline
         started = self._clock()
-        content = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
+        if isinstance(json_body, EncodedBody):
+            content: bytes | None = json_body.content
+        else:
+            content = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
         request = self._http.build_request(
             method,
@@ -350,6 +362,22 @@ class BentoClient:
         head = f"Bento {path}" + (f" answered {status}" if status is not None else "")
         return self.settings.redact(f"{head}: {text}")
 
+    def _redirected(self, response: httpx.Response, path: str, status: int) -> str:
+        """Where a 3xx points (scheme and host, no query: it may hold the site_uuid), and what to fix."""
+        location = response.headers.get("location")
+        if not location:
+            where = "without saying where (no Location header)"
+        else:
+            target = response.url.join(location)
+            origin = f"{target.scheme}://{target.host}" + (f":{target.port}" if target.port else "")
+            ours = httpx.URL(self.settings.base_url)
+            same_host = (target.scheme, target.host, target.port) == (ours.scheme, ours.host, ours.port)
+            where = f"redirecting to {origin}{target.path if same_host else ''}"
+        return self.settings.redact(
+            f"Bento answered {status} on {path}, {where}: check base_url (now {self.settings.base_url}); "
+            "redirects are not followed, so nothing was sent there"
+        )
+
     def _interpret(self, response: httpx.Response, raw: bytes, path: str) -> Any:
         status = response.status_code
         text = raw.decode("utf-8", errors="replace")
@@ -385,6 +413,8 @@ class BentoClient:
                 raise error
             return body
 
+        if 300 <= status < 400:
+            raise BentoRedirectError(self._redirected(response, path, status), status=status, path=path)
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
             raise _Transient(

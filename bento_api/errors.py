@@ -40,6 +40,11 @@ class BentoConfigError(BentoError):
     """Credentials or endpoint missing or unsafe; nothing was sent."""
 
 
+class BentoRedirectError(BentoConfigError):
+    """3xx: the base URL is not where Bento's API answers (moved host, http -> https hop). Never followed:
+    the request would carry the keys to an address nobody configured."""
+
+
 class BentoAuthError(BentoError):
     """401: the keys or the site_uuid are wrong."""
 

@@ -6,6 +6,7 @@ Rejected rows and a report per load live under `<pipelines_dir>/<pipeline_name>/
 """
 
 from .clients import check_credentials, close_clients
+from .non_finite import reject_non_finite
 from .rejects import bento_dir, iter_rejects, list_rejects, load_ids
 from .report import BentoRejectsExceeded, LoadReport, TableReport, check_run, last_report, list_reports, read_report
 from .settings import DEFAULT_REJECT_THRESHOLD, OPERATIONS, REQUEST_MAXIMA, SINK_BATCH_SIZE
@@ -30,5 +31,6 @@ __all__ = [
     "list_reports",
     "load_ids",
     "read_report",
+    "reject_non_finite",
     "resolve_operation",
 ]

@@ -20,8 +20,8 @@ from .settings import COMMANDS, COMMANDS_NEEDING_QUERY
 from .values import (
     RowError,
     check_email,
+    check_row_size,
     check_text,
-    encoded_size,
     field_key,
     iso_datetime,
     json_value,
@@ -500,10 +500,10 @@ MAPPERS: dict[str, Mapper] = {
 
 
 def map_row(operation: str, row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
-    """Map one row; RowError if Bento would refuse it (including values JSON cannot carry)."""
+    """Map one row; RowError if Bento would refuse it (including values JSON cannot carry, or too large a row)."""
     result = MAPPERS[operation](row, options)
     if result.payload is not None:
-        encoded_size(result.payload)
+        check_row_size(result.payload)
     return result
 
 

@@ -1,7 +1,9 @@
 """Send mapped rows to Bento in requests no larger than the operation's maximum, and account for each row.
 
-Rules (docs/bento-api.md, "Batch writes"): a 400/413 on more than 100 rows applied nothing, so the batch
-is halved and sent again; a smaller batch refused as invalid is recorded as rejected (never looped on). Bento's answer
+Rules: requests hold at most the operation's maximum of rows and MAX_REQUEST_BYTES of body. A 400 on more
+than HALVE_ABOVE rows applied nothing, so the request is halved and sent again; a smaller one refused as
+invalid is recorded as rejected (never looped on). A 413 (body too large) is split down to single rows, so
+only a row Bento refuses on its own is rejected, as `row_too_large`. Bento's answer
 counts `failed` rows without saying which: for subscribers (upserts, safe to send again) halves of the
 request are sent again until exactly those rows are found (`_Bisection`, O(k log n) requests for k bad
 rows); events and commands are not sent again, the count is recorded with the request's rows.
@@ -17,15 +19,18 @@ import hashlib
 import json
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bento_api import (
     NEVER_AFTER_SEND,
     BentoClient,
+    BentoConfigError,
     BentoError,
     BentoInvalidRequestError,
     BentoRateLimitedError,
+    EncodedBody,
     RequestStats,
 )
 
@@ -41,7 +46,8 @@ from .email_ledger import (
     EmailStates,
     EmailToSend,
 )
-from .settings import ENDPOINTS, HALVE_ABOVE, REQUEST_MAXIMA
+from .settings import ENDPOINTS, HALVE_ABOVE, MAX_REQUEST_BYTES, REQUEST_MAXIMA
+from .values import encode_payload
 
 #: operations whose `failed` rows are found exactly by re-sending halves of the request: subscriber
 #: imports are upserts by email, so sending a row again changes nothing. Events are not re-sent (each
@@ -59,6 +65,11 @@ def _failed_count(body: Any, size: int) -> int:
         return 0
 
 
+def _stops_the_load(error: BentoError) -> bool:
+    """Errors no row is to blame for: raised to dlt (retried, or a person must fix them), never rejects."""
+    return error.transient or error.status in (401, 403, 404, 405) or isinstance(error, BentoConfigError)
+
+
 @dataclass
 class Item:
     """One payload to send and the source row it came from (already redacted, for the reject file)."""
@@ -69,6 +80,43 @@ class Item:
     counts_row: bool = True
     #: emails: the email's key in the sync ledger (email_identity.py), numbered within the load
     key: str | None = None
+
+
+def request_body(wrapper: str, items: list[Item]) -> EncodedBody:
+    """`{"<wrapper>":[payload,...]}`, encoded in one go (compact UTF-8, as the row sizes are measured)."""
+    return EncodedBody(b'{"' + wrapper.encode() + b'":' + encode_payload([i.payload for i in items]) + b"}")
+
+
+def pack(
+    wrapper: str, items: list[Item], maximum: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[tuple[list[Item], EncodedBody]]:
+    """Consecutive requests of at most `maximum` items and `max_bytes` of body (a larger item goes alone).
+
+    A request of `maximum` items is encoded once and sent as is when it fits, the common case; only one over
+    `max_bytes` is cut by its rows' sizes, which costs a second encoding of its rows.
+    """
+    for start in range(0, len(items), maximum):
+        chunk = items[start : start + maximum]
+        body = request_body(wrapper, chunk)
+        if len(body.content) <= max_bytes or len(chunk) == 1:
+            yield chunk, body
+        else:
+            yield from _pack_by_bytes(wrapper, chunk, max_bytes)
+
+
+def _pack_by_bytes(wrapper: str, items: list[Item], max_bytes: int) -> Iterator[tuple[list[Item], EncodedBody]]:
+    envelope = len(wrapper) + 6  # {"<wrapper>":[ and ]}
+    chunk: list[Item] = []
+    size = envelope
+    for item in items:
+        cost = len(encode_payload(item.payload)) + 1  # and its comma
+        if chunk and size + cost > max_bytes:
+            yield chunk, request_body(wrapper, chunk)
+            chunk, size = [], envelope
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk, request_body(wrapper, chunk)
 
 
 @dataclass
@@ -98,6 +146,8 @@ class BatchOutcome:
     #: sync ledger counts (new, changed, unchanged, tags_not_owned), see changes.py
     ledger: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    #: False for rows counted outside a sink batch (rejected before extract, non_finite.py)
+    sink_batch: bool = True
 
     @property
     def rejected(self) -> int:
@@ -123,23 +173,24 @@ class Sender:
         self.emails = emails
 
     def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
-        """Send in requests of at most the operation's maximum; `derived`: commands made from other rows."""
-        maximum = REQUEST_MAXIMA[operation]
-        for index, start in enumerate(range(0, len(items), maximum)):
-            chunk = items[start : start + maximum]
+        """Send in requests packed by the operation's maximum and by bytes; `derived`: commands made from rows."""
+        wrapper = ENDPOINTS[operation][1]
+        for index, (chunk, body) in enumerate(pack(wrapper, items, REQUEST_MAXIMA[operation])):
             if operation == "emails":
-                self._send_emails(chunk, f"{batch_id}:{index}")
+                self._send_emails(chunk, f"{batch_id}:{index}", body)
             else:
-                self._send(operation, chunk, f"{batch_id}:{index}", derived)
+                self._send(operation, chunk, f"{batch_id}:{index}", derived, body)
 
     # -- idempotent operations ----------------------------------------------------------------
 
-    def _send(self, operation: str, chunk: list[Item], batch: str, derived: bool = False) -> None:
+    def _send(
+        self, operation: str, chunk: list[Item], batch: str, derived: bool = False, body: EncodedBody | None = None
+    ) -> None:
         path, wrapper = ENDPOINTS[operation]
         try:
-            body = self.client.post(path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats)
+            answer = self.client.post(path, body or request_body(wrapper, chunk), stats=self.outcome.stats)
         except BentoInvalidRequestError as error:
-            if error.status in (400, 413) and len(chunk) > HALVE_ABOVE:
+            if _split(error, chunk):
                 middle = len(chunk) // 2
                 self._send(operation, chunk[:middle], f"{batch}a", derived)
                 self._send(operation, chunk[middle:], f"{batch}b", derived)
@@ -147,16 +198,22 @@ class Sender:
             self._refused(chunk, error)
             return
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 raise
             self._refused(chunk, error)  # e.g. an error inside a 200: Bento did not take the batch
             return
-        self._accepted(operation, chunk, body, batch, derived)
+        self._accepted(operation, chunk, answer, batch, derived)
 
     def _refused(self, chunk: list[Item], error: BentoError) -> None:
-        detail = f"Bento refused the request holding this row: {error.message}"
+        if error.status == 413 and len(chunk) == 1:  # _split stops at one row
+            reason, detail = "row_too_large", (
+                f"Bento refused a request holding only this row as too large (413); the row takes "
+                f"{len(encode_payload(chunk[0].payload)):,} bytes as JSON. Send smaller fields or details"
+            )
+        else:
+            reason, detail = "refused_by_bento", f"Bento refused the request holding this row: {error.message}"
         for item in chunk:
-            self.outcome.reject("refused_by_bento", detail, item.row)
+            self.outcome.reject(reason, detail, item.row)
 
     def _accepted(self, operation: str, chunk: list[Item], body: Any, batch: str, derived: bool = False) -> None:
         failed = _failed_count(body, len(chunk))
@@ -181,7 +238,7 @@ class Sender:
 
     # -- emails: at most once -----------------------------------------------------------------
 
-    def _send_emails(self, chunk: list[Item], batch: str) -> None:
+    def _send_emails(self, chunk: list[Item], batch: str, body: EncodedBody | None = None) -> None:
         """Claim the chunk's email keys in the ledger, send only the claimed ones, then record the outcome."""
         if self.emails is None:
             raise RuntimeError("emails need the sync ledger's email states (EmailStates)")
@@ -214,9 +271,9 @@ class Sender:
         keys = [str(i.key) for i in going]
         path, wrapper = ENDPOINTS["emails"]
         try:
-            body = self.client.post(
-                path, {wrapper: [i.payload for i in going]}, stats=self.outcome.stats, retry=NEVER_AFTER_SEND,
-                pace_emails=False,
+            answer = self.client.post(
+                path, body if body is not None and len(going) == len(chunk) else request_body(wrapper, going),
+                stats=self.outcome.stats, retry=NEVER_AFTER_SEND, pace_emails=False,
             )
         except BentoRateLimitedError:
             self.emails.settle(keys, WITHDRAWN, "429: Bento took nothing")  # a later attempt may send them
@@ -226,16 +283,27 @@ class Sender:
                 # outcome unknown: never sent again until a person releases them (the retry rejects them)
                 self.emails.settle(keys, UNCERTAIN, error.message)
                 raise
-            if error.transient or error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 self.emails.settle(keys, WITHDRAWN, error.message)
                 raise
-            detail = f"Bento refused the request holding this email: {error.message}"
+            if error.status == 413 and len(going) > 1:  # too large a body applied nothing: send the halves
+                self.emails.settle(keys, WITHDRAWN, "413: Bento took nothing; sent again in halves")
+                middle = len(going) // 2
+                self._send_emails(going[:middle], f"{batch}a")
+                self._send_emails(going[middle:], f"{batch}b")
+                return
+            if error.status == 413:
+                reason = "row_too_large"
+                detail = f"Bento refused a request holding only this email as too large (413): {error.message}"
+            else:
+                reason = "refused_by_bento"
+                detail = f"Bento refused the request holding this email: {error.message}"
             self.emails.settle(keys, REFUSED, detail)
             for item in going:
-                self.outcome.reject("refused_by_bento", detail, item.row)
+                self.outcome.reject(reason, detail, item.row)
             return
         self.emails.settle(keys, SENT)
-        self._accepted("emails", going, body, batch)
+        self._accepted("emails", going, answer, batch)
 
 
 def uncertain_detail(record: EmailRecord | None) -> str:
@@ -247,6 +315,14 @@ def uncertain_detail(record: EmailRecord | None) -> str:
         "so it is not sent again and nobody gets it twice. Check Bento's logs; if it was not delivered, release it "
         f"(bento-dlt emails release --run {run} --yes) and run again."
     )
+
+
+def _split(error: BentoInvalidRequestError, chunk: list[Item]) -> bool:
+    """Whether a refused request applied nothing and is sent again in halves: a 413 down to single rows (only
+    the row too large for Bento is then rejected), a 400 down to HALVE_ABOVE rows."""
+    if error.status == 413:
+        return len(chunk) > 1
+    return error.status == 400 and len(chunk) > HALVE_ABOVE
 
 
 class _Bisection:
@@ -298,11 +374,9 @@ class _Bisection:
         """Send `group` again; its `failed` count, or None if Bento refused the whole request (rows recorded)."""
         path, wrapper = ENDPOINTS[self.operation]
         try:
-            body = self.sender.client.post(
-                path, {wrapper: [i.payload for i in group]}, stats=self.sender.outcome.stats
-            )
+            body = self.sender.client.post(path, request_body(wrapper, group), stats=self.sender.outcome.stats)
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 raise  # dlt retries the whole sink batch: re-sending upserts is harmless
             self.sender._refused(group, error)
             return None

@@ -22,6 +22,7 @@ from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 from .changes import LedgerOptions, PackagePlan, close_ledgers, prepare_package
 from .clients import check_credentials
 from .loadrun import load_run
+from .non_finite import reject_non_finite
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
 from .send import BatchOutcome
 from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME, SINK_BATCH_SIZE
@@ -100,6 +101,11 @@ def load_new_data(
     is sent and drops rows the ledger says Bento already has. If the guard stops the run, the package is
     dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
     """
+    threshold = destination_kwargs.get("reject_threshold")
+    data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
+        data, table_name, table_operations=destination_kwargs.get("table_operations"),
+        reject_threshold=threshold, redact=settings.redact, section=pipeline.pipeline_name,
+    )
     pipeline.extract(data, **({"table_name": table_name} if table_name else {}))
     pipeline.normalize()
     options = LedgerOptions.from_kwargs(destination_kwargs)

@@ -73,6 +73,9 @@ def _configure_logging(console: Console) -> None:
     """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only."""
     level = logging.ERROR if console.quiet else getattr(logging, os.environ.get("LOG_LEVEL", "WARNING").upper(), 30)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    # dlt logs a failed load job with its traceback, and the command reports the same failure as one line:
+    # dlt's own log stays quiet unless LOG_LEVEL asks for it (RUNTIME__LOG_LEVEL, dlt's setting, still wins)
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", os.environ.get("LOG_LEVEL", "CRITICAL").upper())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -106,6 +106,13 @@ class App:
         self.log.append(record)
         return outcome
 
+    def log_unread(self, method: str, path: str, query: dict[str, str], user_agent: str | None, status: int,
+                   arrived: float) -> None:
+        """Log a request answered before its body was read (413: larger than max_body_bytes): no body, 0 rows."""
+        self.log.append(RequestRecord(
+            method=method, path=path, query=query, body=None, status=status, family=api.family_of(path), rows=0,
+            emails=[], user_agent=user_agent, t=arrived, duration=time.monotonic() - arrived))
+
     def _answer(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: Any,
                 bad_json: bool, record: RequestRecord) -> Outcome:
         if self._user_agent_blocked(headers.get("user-agent")):
@@ -164,6 +171,11 @@ def _fault_outcome(fault: Fault, answer: Response | None) -> Outcome:
         return Outcome(resp)
     if kind in ("drop_before_apply", "drop_after_apply"):
         return Outcome(None)
+    if kind == "redirect":
+        assert fault.location is not None  # Fault checks it
+        page = f'<html><body>You are being <a href="{fault.location}">redirected</a>.</body></html>'
+        return Outcome(Response(fault.status, raw=page.encode(), content_type="text/html; charset=utf-8",
+                                headers={"Location": fault.location}))
     if kind == "huge_body":
         size = int(fault.megabytes * 1024 * 1024)
         raw = b'{"data":[],"padding":"' + b"x" * size + b'"}'
