@@ -128,7 +128,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             raw = self._read_body()
         except (_BodyTooLarge, ValueError):
             self.close_connection = True
-            self._send(error(413, "Request body too large"))
+            self._send(app.body_too_large())
             return
         if path == limits.ADMIN_PREFIX or path.startswith(limits.ADMIN_PREFIX + "/"):
             self._send(self.server.admin_api.handle(self.command, path[len(limits.ADMIN_PREFIX):], query, raw))
