@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
-from bento_api.emulator.config import MODE_ENV
+from bento_api.emulator.config import MODE_ENV, mode_from_env
 from bento_destination import bento
 from pipelines.demo import BAD_CONTACTS, BAD_EVENTS, SEEDED_SUBSCRIBERS, write_crm
 
@@ -80,6 +80,7 @@ def test_demo_pushes_and_extracts_every_resource_ignoring_bento_env(tmp_path: Pa
     assert result.returncode == 0, result.stderr
     summary = as_json(result)
     assert summary["ok"] and summary["budgets"]["raised_for_emulator"]
+    assert summary["emulator_mode"] == mode_from_env()  # BENTO_EMULATOR_MODE reaches the demo's emulator
     assert "Budgets raised" in result.stderr
     pushed = {p["operation"]: p for p in summary["pushed"]}
     assert pushed["subscribers"]["totals"]["sent"] == 400

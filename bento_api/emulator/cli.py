@@ -96,7 +96,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 def _print_banner(emu: BentoEmulator, out: TextIO) -> None:
     print(f"Bento emulator listening on {emu.base_url}", file=out)
     if emu.config.bento_like:
-        print(f"Mode bento_like: imports and commands are queued for {emu.config.write_delay_seconds:g}s "
+        print(f"Mode bento_like: imports, commands and email sends are queued for {emu.config.write_delay_seconds:g}s "
               f"(POST {emu.admin_url}/drain applies them now)", file=out)
     print(f"Admin endpoints: {emu.admin_url}/ (log, summary, faults, rate_limit, subscribers, events, queue, drain)",
           file=out)
