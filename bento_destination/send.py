@@ -319,10 +319,11 @@ def uncertain_detail(record: EmailRecord | None) -> str:
 
 def _split(error: BentoInvalidRequestError, chunk: list[Item]) -> bool:
     """Whether a refused request applied nothing and is sent again in halves: a 413 down to single rows (only
-    the row too large for Bento is then rejected), a 400 down to HALVE_ABOVE rows."""
+    the row too large for Bento is then rejected), a 400 or 422 down to HALVE_ABOVE rows (Bento may answer an
+    over-limit batch either way: docs/bento-api.md, "Batch writes")."""
     if error.status == 413:
         return len(chunk) > 1
-    return error.status == 400 and len(chunk) > HALVE_ABOVE
+    return error.status in (400, 422) and len(chunk) > HALVE_ABOVE
 
 
 class _Bisection:

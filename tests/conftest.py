@@ -10,7 +10,13 @@ import pytest
 from bento_api.emulator import BentoEmulator, EmulatorConfig
 from pipelines.telemetry import TELEMETRY_ENV
 
-from .destination_support import ENV_PREFIXES
+from .destination_support import must_isolate
+
+
+def pinned_mode(request: pytest.FixtureRequest) -> dict[str, str]:
+    """{"mode": ...} from an `emulator_mode` marker, else {} (the mode of BENTO_EMULATOR_MODE)."""
+    marker = request.node.get_closest_marker("emulator_mode")
+    return {"mode": str(marker.args[0])} if marker is not None else {}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -25,14 +31,15 @@ def no_dlt_telemetry() -> Iterator[None]:
 
 
 @pytest.fixture
-def emulator() -> Iterator[BentoEmulator]:
+def emulator(request: pytest.FixtureRequest) -> Iterator[BentoEmulator]:
     """A started Bento emulator on 127.0.0.1, stopped afterwards.
 
     Its rate limits are raised far above Bento's real budget (60/min, stats 30/hour) so tests never
-    wait on it; tests of pacing configure their own limits with emulator.set_rate_limit().
+    wait on it; tests of pacing configure their own limits with emulator.set_rate_limit(). Its mode is
+    BENTO_EMULATOR_MODE's unless the test is marked `@pytest.mark.emulator_mode("default" | "bento_like")`.
     """
     cfg = EmulatorConfig(requests_per_minute=1_000_000.0, stats_requests_per_hour=1_000_000_000.0,
-                         bucket_capacity=100_000.0)
+                         bucket_capacity=100_000.0, **pinned_mode(request))
     with BentoEmulator(cfg) as emu:
         yield emu
 
@@ -44,7 +51,7 @@ def destination_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     from bento_destination.changes import close_ledgers
 
     for key in list(os.environ):
-        if key.startswith(ENV_PREFIXES):
+        if must_isolate(key):
             monkeypatch.delenv(key)
     yield
     close_ledgers()
@@ -52,8 +59,9 @@ def destination_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def emu() -> Iterator[BentoEmulator]:
+def emu(request: pytest.FixtureRequest) -> Iterator[BentoEmulator]:
     """An emulator with no seeded subscribers (so counts are exactly what a test sent) and raised limits."""
-    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
+    config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0,
+                            **pinned_mode(request))
     with BentoEmulator(config) as emulator:
         yield emulator

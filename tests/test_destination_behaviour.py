@@ -81,6 +81,7 @@ def test_unsubscribed_becomes_a_command_and_nothing_resubscribes(emu: BentoEmula
 
     # a later row with unsubscribed=False (or missing) does not resubscribe anyone
     pipeline.run([{"email": "gone@example.com", "unsubscribed": False, "plan": "team"}], table_name="subscribers")
+    store = emu.store  # again: reading emu.store applies what Bento queued (bento_like mode)
     assert store.subscribers["gone@example.com"].unsubscribed_at is not None
     assert store.subscribers["gone@example.com"].fields.get("plan") == "team"
     report = last_report(pipeline)

@@ -149,7 +149,7 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             raw = self._read_body()
         except (_BodyTooLarge, ValueError):
             self.close_connection = True
-            answer = error(413, "Request body too large")
+            answer = app.body_too_large()
             rel = api_path(path)
             if rel is not None:  # logged like any API request, so a test sees every 413 a client got
                 app.log_unread(self.command, rel, query, self.headers.get("User-Agent"), answer.status, arrived)
