@@ -25,7 +25,7 @@ REQUEST_MAXIMA: Final[dict[str, int]] = {op: e.maximum for op, e in WRITE_ENDPOI
 #: subscribers/events request; emails and commands are split inside the sink
 SINK_BATCH_SIZE: Final = max(REQUEST_MAXIMA.values())
 
-#: a 400 on a request of more rows than this applied nothing: it is halved and sent again; a smaller one is
+#: a 400 or 422 on a request of more rows than this applied nothing: it is halved and sent again; a smaller one is
 #: rejected as refused. A 413 (body too large) is split further, down to single rows (docs/destination.md).
 HALVE_ABOVE: Final = 100
 
