@@ -15,6 +15,7 @@ from .errors import (
     BentoResponseError,
     BentoServerError,
 )
+from .gate import BentoAttemptsSpentError, BentoCancelledError, RequestGate
 from .limits import BATCH_MAXIMA, Budgets, family_of, resolve_budgets
 from .retry import IDEMPOTENT, NEVER_AFTER_SEND, RetryMode, RetryPolicy
 from .settings import DEFAULT_BASE_URL, BentoSettings, redact, resolve_settings
@@ -26,7 +27,9 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "IDEMPOTENT",
     "NEVER_AFTER_SEND",
+    "BentoAttemptsSpentError",
     "BentoAuthError",
+    "BentoCancelledError",
     "BentoClient",
     "BentoConfigError",
     "BentoConnectionError",
@@ -41,6 +44,7 @@ __all__ = [
     "BentoServerError",
     "BentoSettings",
     "Budgets",
+    "RequestGate",
     "RequestStats",
     "RetryMode",
     "RetryPolicy",

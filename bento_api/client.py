@@ -7,6 +7,7 @@ process-wide (pacing.PACERS) so that two clients of one account never exceed the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -31,9 +32,10 @@ from .errors import (
     BentoResponseError,
     BentoServerError,
 )
+from .gate import BentoCancelledError, RequestGate
 from .limits import Budgets, family_of, resolve_budgets
 from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
-from .retry import IDEMPOTENT, RetryMode, RetryPolicy, parse_retry_after
+from .retry import RetryMode, RetryPolicy, parse_retry_after, resolve_retry_policy
 from .settings import BentoSettings
 from .version import __version__
 
@@ -110,7 +112,7 @@ class BentoClient:
         *,
         user_agent: str | None = None,
         deadline: float = DEFAULT_DEADLINE,
-        retry: RetryPolicy = IDEMPOTENT,
+        retry: RetryPolicy | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         pacers: PacerRegistry | None = None,
@@ -121,7 +123,7 @@ class BentoClient:
         self.budgets = budgets or resolve_budgets()
         self.user_agent = check_user_agent(user_agent or DEFAULT_USER_AGENT)
         self.deadline = deadline
-        self.retry = retry
+        self.retry = retry or resolve_retry_policy()
         self.stats = RequestStats()
         self._clock = clock
         self._sleep = sleep
@@ -183,9 +185,22 @@ class BentoClient:
         retry: RetryPolicy | None = None,
         stats: RequestStats | None = None,
         on_retry: Callable[[BentoError, int], None] | None = None,
+        gate: RequestGate | None = None,
     ) -> Any:
-        """Send one request (retrying per policy) and return its parsed JSON body."""
+        """Send one request (retrying per policy) and return its parsed JSON body.
+
+        `gate` (see gate.py) is asked before every attempt (it may stop the request, and caps the attempts)
+        and waits through the back-off between attempts. A retry is counted when it is sent, so the stats
+        match what the server saw even when a cancel ends a back-off wait.
+        """
         policy = retry or self.retry
+        if gate is not None:
+            left = gate.attempts_left()
+            if left <= 0:
+                raise BentoCancelledError(
+                    self._message("not sent: this request spent its attempts earlier in this run", path), path=path
+                )
+            policy = dataclasses.replace(policy, max_attempts=min(policy.max_attempts, left))
         family = family_of(path)
         pacer = self.pacer(family)
         started = self._clock()
@@ -193,7 +208,9 @@ class BentoClient:
         while True:
             attempt += 1
             waited = pacer.acquire()
-            self._count(stats, requests=1, waited_seconds=waited)
+            if gate is not None:
+                gate.before_attempt()
+            self._count(stats, requests=1, waited_seconds=waited, retries=int(attempt > 1))
             try:
                 with self._in_flight:
                     result = self._send_once(method, path, params, json_body)
@@ -215,10 +232,12 @@ class BentoClient:
                     "Bento %s %s: %s; retrying in %.1fs (attempt %d of %d)",
                     method, path, error.message, delay, attempt + 1, policy.max_attempts,
                 )
-                self._count(stats, retries=1)
                 if on_retry is not None:
                     on_retry(error, attempt)
-                self._sleep(delay)
+                if gate is not None:
+                    gate.pause(delay)
+                else:
+                    self._sleep(delay)
 
     def iter_pages(
         self, path: str, params: Mapping[str, Any] | None = None, **options: Any

@@ -22,10 +22,13 @@ from typing import Any, Final
 
 from bento_api import (
     NEVER_AFTER_SEND,
+    BentoAttemptsSpentError,
+    BentoCancelledError,
     BentoClient,
     BentoError,
     BentoInvalidRequestError,
     BentoRateLimitedError,
+    RequestGate,
     RequestStats,
 )
 
@@ -35,6 +38,8 @@ from .settings import ENDPOINTS, HALVE_ABOVE, REQUEST_MAXIMA
 #: imports are upserts by email, so sending a row again changes nothing. Events are not re-sent (each
 #: send triggers automations), commands neither (`change_email` fails the second time it is applied).
 BISECTABLE: Final = frozenset({"subscribers"})
+#: errors that stop the run's sending: never a verdict on the rows
+STOPPED: Final = (BentoCancelledError, BentoAttemptsSpentError)
 
 
 def _failed_count(body: Any, size: int) -> int:
@@ -120,12 +125,34 @@ def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
 
 
 class Sender:
-    """Sends the items of one sink batch for one table and records the outcome."""
+    """Sends the items of one sink batch for one table and records the outcome.
 
-    def __init__(self, client: BentoClient, outcome: BatchOutcome, ledger: EmailLedger | None = None) -> None:
+    `gates` gives each request its gate (the run's cancel flags and retry budget, keyed by the request's
+    stable id); a request that spent its budget raises BentoAttemptsSpentError, a stopped run
+    BentoCancelledError (its rows are then neither sent nor rejected: the package stays pending).
+    """
+
+    def __init__(
+        self,
+        client: BentoClient,
+        outcome: BatchOutcome,
+        ledger: EmailLedger | None = None,
+        gates: Callable[[str], RequestGate] | None = None,
+    ) -> None:
         self.client = client
         self.outcome = outcome
         self.ledger = ledger
+        self.gates = gates
+
+    def post(self, key: str, path: str, body: Any, **kwargs: Any) -> Any:
+        """One request through its gate; a transient failure with no attempt left becomes final."""
+        gate = None if self.gates is None else self.gates(key)
+        try:
+            return self.client.post(path, body, stats=self.outcome.stats, gate=gate, **kwargs)
+        except BentoError as error:
+            if error.transient and gate is not None and gate.attempts_left() <= 0:
+                raise BentoAttemptsSpentError(error.message, status=error.status, path=error.path) from None
+            raise
 
     def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
         """Send in requests of at most the operation's maximum; `derived`: commands made from other rows."""
@@ -142,7 +169,7 @@ class Sender:
     def _send(self, operation: str, chunk: list[Item], batch: str, derived: bool = False) -> None:
         path, wrapper = ENDPOINTS[operation]
         try:
-            body = self.client.post(path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats)
+            body = self.post(batch, path, {wrapper: [i.payload for i in chunk]})
         except BentoInvalidRequestError as error:
             if error.status in (400, 413) and len(chunk) > HALVE_ABOVE:
                 middle = len(chunk) // 2
@@ -152,7 +179,7 @@ class Sender:
             self._refused(chunk, error)
             return
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if error.transient or error.status in (401, 403, 404, 405) or isinstance(error, STOPPED):
                 raise
             self._refused(chunk, error)  # e.g. an error inside a 200: Bento did not take the batch
             return
@@ -210,14 +237,14 @@ class Sender:
         path, wrapper = ENDPOINTS["emails"]
         self.ledger.mark(key, "sending")
         try:
-            body = self.client.post(
-                path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats, retry=NEVER_AFTER_SEND
-            )
-        except BentoRateLimitedError:
-            self.ledger.mark(key, None)  # a 429 applied nothing: safe to send on the next attempt
+            body = self.post(key, path, {wrapper: [i.payload for i in chunk]}, retry=NEVER_AFTER_SEND)
+        except (BentoRateLimitedError, BentoCancelledError):
+            # a 429 applied nothing, and a stopped run sends nothing (only a retry of a request that surely
+            # did not reach Bento can be stopped): safe to send on the next attempt
+            self.ledger.mark(key, None)
             raise
         except BentoError as error:
-            if error.transient:
+            if error.transient or isinstance(error, BentoAttemptsSpentError):
                 raise  # outcome unknown: the mark stays "sending", so a retry will not send it again
             if error.status in (401, 403, 404, 405):
                 self.ledger.mark(key, None)
@@ -280,11 +307,10 @@ class _Bisection:
         """Send `group` again; its `failed` count, or None if Bento refused the whole request (rows recorded)."""
         path, wrapper = ENDPOINTS[self.operation]
         try:
-            body = self.sender.client.post(
-                path, {wrapper: [i.payload for i in group]}, stats=self.sender.outcome.stats
-            )
+            body = self.sender.post(f"{self.batch}:bisect:{len(group)}:{id(group[0])}", path,
+                                    {wrapper: [i.payload for i in group]})
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if error.transient or error.status in (401, 403, 404, 405) or isinstance(error, STOPPED):
                 raise  # dlt retries the whole sink batch: re-sending upserts is harmless
             self.sender._refused(group, error)
             return None

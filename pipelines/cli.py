@@ -5,8 +5,9 @@
     bento-dlt sync --from INPUT --as subscribers|events|commands ...    warehouse -> Bento
     bento-dlt rejects | report | doctor | emulator
 
-Exit codes (DESIGN.md): 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable
-input; 3 done, but rows were rejected past the threshold.
+Exit codes: 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable input; 3 done,
+but rows were rejected past the threshold; 75 busy (another run holds the lock); 130 / 143 stopped by
+SIGINT / SIGTERM (the next run resumes).
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from .cli_common import (
 Handler = Callable[[argparse.Namespace, Console], Result]
 
 EPILOG = "exit codes: 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable input; " \
-         "3 done, but rows were rejected past the threshold"
+         "3 done, but rows were rejected past the threshold; 75 busy (another run holds the lock); " \
+         "130 / 143 stopped by SIGINT / SIGTERM (the next run resumes)"
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -32,6 +32,8 @@ from bento_destination import (
     read_report,
 )
 from bento_destination.rows import iter_rows
+from bento_destination.runcontext import RunCancel, active_run
+from bento_destination.runlock import FOREVER
 
 from .cli_common import (
     EXIT_OK,
@@ -49,6 +51,7 @@ from .cli_common import (
 )
 from .cli_input import SyncInput, open_input
 from .cli_plan import build_plan
+from .cli_signals import SignalGuard
 
 OPERATIONS = ("subscribers", "events", "commands")
 #: rejected rows printed after a sync (all of them stay listed by `bento-dlt rejects`)
@@ -92,6 +95,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-secret-columns", action="store_true",
                         help="send columns that look like secrets (password, token, api_key, secret)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name (default bento_sync_<operation>)")
+    parser.add_argument("--wait", nargs="?", const=FOREVER, type=seconds, metavar="SECONDS",
+                        help="if another run of this pipeline (or of its ledger) is going on, wait for it up to "
+                             "SECONDS (no value: as long as it runs); without --wait, stop at once with exit 75")
 
 
 @dataclass
@@ -107,6 +113,8 @@ class SyncSettings:
     allow_secret_columns: bool = False
     #: sync-ledger keywords the user set (see LEDGER_FLAGS); None = the destination's default
     ledger: dict[str, Any] = field(default_factory=dict)
+    #: seconds to wait for another run holding the lock (None: exit 75 at once)
+    wait: float | None = None
 
 
 class ReportProgress:
@@ -203,8 +211,10 @@ def push(
     total = source.count() if total is None else total
     notes: list[str] = []
     started = time.monotonic()
+    cancel = RunCancel()
+    guard = SignalGuard(console, cancel, lambda: _sent_in_run(working_dir))
     # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
-    with ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
+    with guard, ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
         sync(
             source.batches(),
             pipeline_name=cfg.pipeline_name,
@@ -217,6 +227,8 @@ def push(
             table_operations={source.table_name: cfg.operation},
             reject_threshold=cfg.reject_threshold,
             allow_secret_columns=cfg.allow_secret_columns,
+            wait=cfg.wait,
+            cancel=cancel,
             **options,
         )
     elapsed = time.monotonic() - started
@@ -247,6 +259,21 @@ def push(
         where = f" --pipelines-dir {summary['pipelines_dir']}" if cfg.pipelines_dir else ""
         lines.append(f"  list them all: {PROG} rejects --pipeline-name {cfg.pipeline_name}{where}")
     return (EXIT_REJECTS if problems else EXIT_OK), summary, "\n".join(lines)
+
+
+def _sent_in_run(working_dir: Path) -> int:
+    run = active_run(working_dir)
+    return run.sent if run is not None else 0
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _sum_totals(reports: list[LoadReport]) -> dict[str, float]:
@@ -314,6 +341,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         pipelines_dir=args.pipelines_dir,
         reject_threshold=args.reject_threshold,
         allow_secret_columns=args.allow_secret_columns,
+        wait=args.wait,
         ledger={
             "sync_ledger": False if args.no_ledger else None,
             "ledger_url": args.ledger_url,
