@@ -207,10 +207,9 @@ class BentoClient:
         attempt = 0
         while True:
             attempt += 1
-            waited = pacer.acquire()
-            if gate is not None:
-                gate.before_attempt()
-            self._count(stats, requests=1, waited_seconds=waited, retries=int(attempt > 1))
+            waited = pacer.acquire(None if gate is None else gate.pause)
+            repeated = gate.before_attempt() if gate is not None else False
+            self._count(stats, requests=1, waited_seconds=waited, retries=int(attempt > 1 or repeated))
             try:
                 with self._in_flight:
                     result = self._send_once(method, path, params, json_body)

@@ -21,8 +21,12 @@ class RequestGate(Protocol):
     def attempts_left(self) -> int:
         """How many more attempts this request may make (0: none; the client raises without sending)."""
 
-    def before_attempt(self) -> None:
-        """Called right before each attempt is sent; raises BentoCancelledError to send nothing; counts it."""
+    def before_attempt(self) -> bool:
+        """Called right before each attempt is sent; raises BentoCancelledError to send nothing; counts it.
+
+        Returns True if this request was attempted before (by an earlier call of the caller's), so the
+        attempt is counted as a retry although it is the first of this call.
+        """
 
     def pause(self, seconds: float) -> None:
         """Wait `seconds` before the next attempt; raises BentoCancelledError as soon as the work is stopped."""

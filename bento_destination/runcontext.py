@@ -111,9 +111,9 @@ class _RequestGate:
     def attempts_left(self) -> int:
         return self._run.attempts_left(self._key)
 
-    def before_attempt(self) -> None:
+    def before_attempt(self) -> bool:
         self._run.check()
-        self._run.count_attempt(self._key)
+        return self._run.count_attempt(self._key) > 1
 
     def pause(self, seconds: float) -> None:
         end = time.monotonic() + seconds
@@ -247,9 +247,11 @@ class RunContext:
         with self._lock:
             return MAX_ATTEMPTS - self._attempts.get(key, 0)
 
-    def count_attempt(self, key: tuple[str, str]) -> None:
+    def count_attempt(self, key: tuple[str, str]) -> int:
+        """Count one attempt of the request; returns how many it has made in this run, this one included."""
         with self._lock:
-            self._attempts[key] = self._attempts.get(key, 0) + 1
+            count = self._attempts[key] = self._attempts.get(key, 0) + 1
+            return count
 
     def spent(self, load_id: str, request_key: str) -> bool:
         return self.attempts_left((load_id, request_key)) <= 0

@@ -32,8 +32,8 @@ from typing import Any, Protocol, Self
 
 from bento_api import BentoError
 
-#: the pipeline working folder's lock file
-PIPELINE_LOCK_FILENAME = "bento_run.lock"
+#: the folder of lock files, beside the pipeline folders or inside a folder ledger
+LOCKS_DIRNAME = ".bento-locks"
 #: seconds between two tries while waiting for a busy lock
 POLL_SECONDS = 0.2
 #: `wait=FOREVER` waits for as long as the holder runs
@@ -152,9 +152,13 @@ class FileRunLock:
 
 
 def pipeline_lock(working_dir: str | os.PathLike[str]) -> FileRunLock:
-    """The lock of a pipeline's working folder (`<pipelines_dir>/<pipeline_name>`): one run of it at a time."""
+    """The lock of a pipeline's working folder (`<pipelines_dir>/<pipeline_name>`): one run of it at a time.
+
+    The file lives beside the folder, in `<pipelines_dir>/.bento-locks/<pipeline_name>.lock`: dlt wipes a
+    new pipeline's working folder (and `pipeline.drop()` does too), which would take a lock inside with it.
+    """
     folder = Path(working_dir)
-    return FileRunLock(folder / PIPELINE_LOCK_FILENAME, f"pipeline folder {folder}")
+    return FileRunLock(folder.parent / LOCKS_DIRNAME / f"{folder.name}.lock", f"pipeline folder {folder}")
 
 
 def _local_path(location: str) -> Path | None:
@@ -178,4 +182,4 @@ def lock_for_ledger(location: str, site: str, operation: str) -> FileRunLock | N
     description = f"sync ledger {path} (site {site}, {operation})"
     if str(path).endswith(".duckdb"):
         return FileRunLock(path.with_name(f"{path.name}.{name}"), description)
-    return FileRunLock(path / ".bento-locks" / name, description)
+    return FileRunLock(path / LOCKS_DIRNAME / name, description)

@@ -68,9 +68,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(console: Console) -> None:
-    """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only."""
-    level = logging.ERROR if console.quiet else getattr(logging, os.environ.get("LOG_LEVEL", "WARNING").upper(), 30)
+    """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only.
+
+    dlt's own log stays silent unless LOG_LEVEL asks for detail: it logs a failed load job with its
+    traceback, and the command already says what failed, in one line.
+    """
+    chosen = os.environ.get("LOG_LEVEL")
+    level = logging.ERROR if console.quiet else getattr(logging, (chosen or "WARNING").upper(), 30)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", chosen.upper() if chosen else "CRITICAL")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
