@@ -11,6 +11,7 @@ back-off and the cancel grace shortened (environment), so each test takes second
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import os
 import signal
@@ -150,7 +151,7 @@ def assert_reports_match_log(emu: BentoEmulator, pipes: Path, runs_from: list[in
     bounds = [*runs_from, len(posts)]
     retries = sum(
         (end - start) - len({json.dumps(r.body, sort_keys=True) for r in posts[start:end]})
-        for start, end in zip(bounds, bounds[1:], strict=False)
+        for start, end in itertools.pairwise(bounds)
     )
     assert totals["requests"] == len(posts)
     assert totals["retries"] == retries
@@ -176,7 +177,7 @@ def test_an_overlapping_run_stops_with_75_and_sends_nothing(emu: BentoEmulator, 
     assert second.returncode == 75, second.stderr
     line = one_line(second.stderr)
     assert f"pid {first.pid}" in line and "nothing was sent" in line
-    out, err = first.communicate(timeout=RUN_TIMEOUT)
+    _, err = first.communicate(timeout=RUN_TIMEOUT)
     assert first.returncode == 0, err
     assert max(sent_keys(emu).values()) == 1  # no event left the second run
     assert sum(sent_keys(emu).values()) == EVENTS
@@ -263,7 +264,7 @@ def test_a_signal_mid_batch_stops_within_the_grace_and_the_next_run_resumes_exac
     wait_for(lambda: len(event_posts(emu)) >= 2)
     first.send_signal(signum)
     signalled = time.monotonic()
-    out, err = first.communicate(timeout=RUN_TIMEOUT)
+    _, err = first.communicate(timeout=RUN_TIMEOUT)
     assert time.monotonic() - signalled < 15.0
     assert first.returncode == 128 + signum
     line = one_line(err)
@@ -291,7 +292,7 @@ def test_sigterm_during_a_back_off_wait_stops_at_once(emu: BentoEmulator, tmp_pa
     wait_for(lambda: any(r.status == 503 for r in event_posts(emu)))
     time.sleep(0.2)  # every job is in its first back-off wait (30 to 60 s)
     first.send_signal(signal.SIGTERM)
-    out, err = first.communicate(timeout=RUN_TIMEOUT)
+    _, err = first.communicate(timeout=RUN_TIMEOUT)
     assert first.returncode == 143
     assert "SIGTERM" in one_line(err)
     assert "abandoned" not in err  # the run ended by itself, not through the watchdog
@@ -315,7 +316,7 @@ def test_a_signal_against_a_hanging_server_ends_the_run_after_the_grace(
     time.sleep(0.5)
     first.send_signal(signum)
     signalled = time.monotonic()
-    out, err = first.communicate(timeout=RUN_TIMEOUT)
+    _, err = first.communicate(timeout=RUN_TIMEOUT)
     assert time.monotonic() - signalled < 15.0
     assert first.returncode == 128 + signum
     assert "abandoned" in one_line(err)
@@ -336,7 +337,7 @@ def test_a_second_sigint_exits_at_once(emu: BentoEmulator, tmp_path: Path) -> No
     first.send_signal(signal.SIGINT)
     time.sleep(0.3)
     first.send_signal(signal.SIGINT)
-    out, err = first.communicate(timeout=RUN_TIMEOUT)  # the grace (60 s) is not waited for
+    _, err = first.communicate(timeout=RUN_TIMEOUT)  # the grace (60 s) is not waited for
     assert first.returncode == 130
     assert "second SIGINT" in one_line(err)
     emu.clear_faults()
