@@ -8,6 +8,8 @@ Rejected rows and a report per load live under `<pipelines_dir>/<pipeline_name>/
 from .clients import check_credentials, close_clients
 from .rejects import bento_dir, iter_rejects, list_rejects, load_ids
 from .report import BentoRejectsExceeded, LoadReport, TableReport, check_run, last_report, list_reports, read_report
+from .runcontext import BentoRunCancelled, BentoRunStopped, RunCancel, bento_run
+from .runlock import BentoBusyError
 from .settings import DEFAULT_REJECT_THRESHOLD, OPERATIONS, REQUEST_MAXIMA, SINK_BATCH_SIZE
 from .sink import bento, resolve_operation
 
@@ -16,11 +18,16 @@ __all__ = [
     "OPERATIONS",
     "REQUEST_MAXIMA",
     "SINK_BATCH_SIZE",
+    "BentoBusyError",
     "BentoRejectsExceeded",
+    "BentoRunCancelled",
+    "BentoRunStopped",
     "LoadReport",
+    "RunCancel",
     "TableReport",
     "bento",
     "bento_dir",
+    "bento_run",
     "check_credentials",
     "check_run",
     "close_clients",

@@ -8,7 +8,10 @@ Error policy (dlt 1.31 keeps a package pending after a terminal error and loads 
   raises after the load if a table passed the reject threshold;
 - 401/403/404 and bad configuration -> DestinationTerminalException (a person must fix them; the
   package stays pending and loads once they are fixed);
-- 429/5xx/deadlines/connection errors that outlived the client's retries -> DestinationTransientException;
+- 429/5xx/deadlines/connection errors that outlived the client's retries -> DestinationTransientException,
+  unless the request spent the run's retry budget (runcontext.py): then the run's breaker trips;
+- a stopping run (a cancel or signal, the breaker, another run holding the lock) ->
+  DestinationTerminalException, so dlt does not retry the job; the package stays pending for the next run;
 - anything else is a bug -> DestinationTerminalException, never five silent retries.
 """
 
