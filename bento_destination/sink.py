@@ -206,7 +206,7 @@ def bento(
         context.check()
         if context.implicit:  # a plain pipeline.run: lock the folder from its first batch on
             context.hold_pipeline()
-        if operation in LEDGER_OPERATIONS and ledger_options.sync_ledger:
+        if operation in (*LEDGER_OPERATIONS, "emails") and ledger_options.sync_ledger:  # emails: one sender
             context.hold_ledger(ledger_options.location(pipeline.working_dir), settings.site_uuid, operation)
         if ensure_checked(load_id, client):
             run.credentials_checked()
