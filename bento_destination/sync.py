@@ -80,15 +80,16 @@ def sync(
             requests_per_minute=destination_kwargs.get("requests_per_minute"),
             user_agent=destination_kwargs.get("user_agent"),
         )
-        if options.sync_ledger:  # lock the ledger before extracting when the operations are known
-            for operation in _operations(table_name, destination_kwargs.get("table_operations")):
-                run.hold_ledger(options.location(working_dir), settings.site_uuid, operation)
         pipeline_options: dict[str, Any] = {"pipelines_dir": str(pipelines_dir)} if pipelines_dir is not None else {}
         pipeline = dlt.pipeline(
             pipeline_name=pipeline_name,
             destination=bento(**{k: v for k, v in destination_kwargs.items() if v is not None}),
             **pipeline_options,
         )
+        if options.sync_ledger:  # lock the ledger before extracting when the operations are known (and after
+            # dlt.pipeline, which wipes a new pipeline's folder, where the default ledger and its lock live)
+            for operation in _operations(table_name, destination_kwargs.get("table_operations")):
+                run.hold_ledger(options.location(working_dir), settings.site_uuid, operation)
         infos = []
         try:
             if pipeline.has_pending_data:
