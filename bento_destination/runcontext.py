@@ -142,25 +142,28 @@ class RunContext:
         self._external = cancel
         self.wake = threading.Event()
         self._lock = threading.Lock()
+        self._acquiring = threading.Lock()
         self._locks: dict[str, RunLock] = {}
         self._attempts: dict[tuple[str, str], int] = {}
         self._signal: int | None = None
         self._cancelled = False
         self.breaker: str | None = None
         self.sent = 0
+        self.done = 0
+        self.planned = 0
         self._load_id: str | None = None
 
     # -- locks ---------------------------------------------------------------------------------
 
     def _hold(self, key: str, lock: RunLock) -> None:
-        with self._lock:
-            if key in self._locks:
-                return
-        lock.acquire(self.wait)
-        with self._lock:
-            if key in self._locks:  # another job of this run took it meanwhile
-                lock.release()
-            else:
+        # one acquisition at a time: the jobs of this run all ask on their first batch, and a second flock
+        # of the same file from this process would be refused as if another run held it
+        with self._acquiring:
+            with self._lock:
+                if key in self._locks:
+                    return
+            lock.acquire(self.wait)
+            with self._lock:
                 self._locks[key] = lock
 
     def hold_pipeline(self) -> None:
@@ -192,7 +195,8 @@ class RunContext:
             if not self.implicit or self._load_id == load_id:
                 return
             self._load_id = load_id
-            self.breaker, self._cancelled, self._signal, self.sent = None, False, None, 0
+            self.breaker, self._cancelled, self._signal = None, False, None
+            self.sent = self.done = self.planned = 0
             self._attempts.clear()
 
     def cancel(self, signal_number: int | None = None) -> None:
@@ -256,9 +260,22 @@ class RunContext:
     def spent(self, load_id: str, request_key: str) -> bool:
         return self.attempts_left((load_id, request_key)) <= 0
 
-    def add_sent(self, rows: int) -> None:
+    def add_batch(self, received: int, sent: int) -> None:
+        """A sink batch finished: its rows are done (sent, rejected or unchanged), `sent` of them sent."""
         with self._lock:
-            self.sent += rows
+            self.done += received
+            self.sent += sent
+
+    def plan(self, rows: int) -> None:
+        """The load step is about to send the rows of packages holding `rows` rows not sent yet."""
+        with self._lock:
+            self.planned += rows
+
+    @property
+    def not_sent(self) -> int:
+        """Rows of the packages this run loads that no finished batch has handled yet."""
+        with self._lock:
+            return max(0, self.planned - self.done)
 
 
 def _key(working_dir: str | os.PathLike[str]) -> str:

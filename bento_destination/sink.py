@@ -237,4 +237,4 @@ def bento(
         keep = isinstance(error, (*STOPPED, BentoBusyError)) or not isinstance(error, BentoError)
         raise dlt_error from (error if keep else None)
     run.merge(table_name, operation, outcome)
-    context.add_sent(outcome.sent)
+    context.add_batch(outcome.received, outcome.sent)

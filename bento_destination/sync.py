@@ -94,6 +94,7 @@ def sync(
         try:
             if pipeline.has_pending_data:
                 out(f"{pipeline_name}: loading the package left pending by an earlier run first")
+                run.plan(pending_rows(pipeline))
                 infos.append(pipeline.load())
             _stop_if_cancelled(pipeline, run)
             with file_rotation(file_max_items):
@@ -208,6 +209,8 @@ def load_new_data(
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
     _drop_if_cancelled(pipeline, run)
+    if run is not None:
+        run.plan(pending_rows(pipeline))
     return pipeline.load()
 
 

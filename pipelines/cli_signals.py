@@ -36,12 +36,17 @@ def signal_name(number: int | None) -> str:
 
 
 class SignalGuard:
-    """Installs the CLI's SIGINT/SIGTERM handlers for a sync and watches the grace period (a context manager)."""
+    """Installs the CLI's SIGINT/SIGTERM handlers for a sync and watches the grace period (a context manager).
 
-    def __init__(self, console: Console, cancel: RunCancel, sent: Callable[[], int], command: str = "sync") -> None:
+    `progress()` gives (rows sent in this run, rows not sent yet) for the line printed when it ends the process.
+    """
+
+    def __init__(
+        self, console: Console, cancel: RunCancel, progress: Callable[[], tuple[int, int]], command: str = "sync"
+    ) -> None:
         self.console = console
         self.cancel = cancel
-        self._sent = sent
+        self._progress = progress
         self._command = command
         self._grace = cancel_grace_seconds()
         self._previous: dict[int, Any] = {}
@@ -87,8 +92,9 @@ class SignalGuard:
     def _exit(self, number: int, what: str) -> None:
         """End the process now, with one line: worker threads may hang in a request and cannot be joined."""
         code = 128 + number
-        message = (f"bento-dlt {self._command}: {what}: {self._sent()} rows sent in this run; the load package "
-                   "stays pending and the next run resumes it")
+        sent, not_sent = self._progress()
+        message = (f"bento-dlt {self._command}: {what}: {sent} rows sent in this run, about {not_sent} not sent "
+                   "yet: the load package stays pending and the next run resumes it")
         text = self.console.redact(message)
         try:
             if self.console.json_mode:

@@ -212,7 +212,7 @@ def push(
     notes: list[str] = []
     started = time.monotonic()
     cancel = RunCancel()
-    guard = SignalGuard(console, cancel, lambda: _sent_in_run(working_dir))
+    guard = SignalGuard(console, cancel, lambda: _run_progress(working_dir))
     # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
     with guard, ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
         sync(
@@ -261,9 +261,10 @@ def push(
     return (EXIT_REJECTS if problems else EXIT_OK), summary, "\n".join(lines)
 
 
-def _sent_in_run(working_dir: Path) -> int:
+def _run_progress(working_dir: Path) -> tuple[int, int]:
+    """(rows sent, rows not sent yet) of the run going on in this pipeline folder."""
     run = active_run(working_dir)
-    return run.sent if run is not None else 0
+    return (run.sent, run.not_sent) if run is not None else (0, 0)
 
 
 def seconds(text: str) -> float:
