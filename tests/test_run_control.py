@@ -37,6 +37,8 @@ PEOPLE = 50
 PIPELINE = "bento_sync_events"
 #: generous upper bounds for a run to end; a test that passes never waits for them
 RUN_TIMEOUT = 90.0
+#: seconds one request of the first run takes, so that a second process (a few seconds to start) meets it
+SLOW_REQUEST = 10.0
 
 
 @pytest.fixture
@@ -170,7 +172,7 @@ def test_an_overlapping_run_stops_with_75_and_sends_nothing(emu: BentoEmulator, 
     extra = [a.format(tmp=tmp_path) for a in LEDGER_KINDS[ledger]]
     args = sync_args(source, tmp_path / "pipes", "events", *extra)
     env = cli_env(emu)
-    emu.add_fault(Fault("latency", seconds=8.0, count=1, path_prefix="/batch"))  # the first run is slow
+    emu.add_fault(Fault("latency", seconds=SLOW_REQUEST, count=1, path_prefix="/batch"))  # the first run is slow
     first = start(args, env, tmp_path)
     wait_for(lambda: len(event_posts(emu)) >= 1)  # the first run is sending
     second = run(args, env, tmp_path)
@@ -190,7 +192,7 @@ def test_a_run_sharing_the_folder_ledger_from_another_pipeline_folder_stops_with
     source = write_events(tmp_path / "events.csv")
     ledger = ["--ledger-url", str(tmp_path / "ledger")]
     env = cli_env(emu)
-    emu.add_fault(Fault("latency", seconds=8.0, count=1, path_prefix="/batch"))
+    emu.add_fault(Fault("latency", seconds=SLOW_REQUEST, count=1, path_prefix="/batch"))
     first = start(sync_args(source, tmp_path / "pipes-a", "events", *ledger), env, tmp_path)
     wait_for(lambda: len(event_posts(emu)) >= 1)
     second = run(sync_args(source, tmp_path / "pipes-b", "events", *ledger), env, tmp_path)
@@ -207,7 +209,7 @@ def test_wait_lets_the_second_run_go_after_the_first_and_it_sends_only_changes(
     source = write_subscribers(tmp_path / "subscribers.csv")
     args = sync_args(source, tmp_path / "pipes", "subscribers")
     env = cli_env(emu)
-    emu.add_fault(Fault("latency", seconds=8.0, count=1, path_prefix="/batch"))
+    emu.add_fault(Fault("latency", seconds=SLOW_REQUEST, count=1, path_prefix="/batch"))
     first = start(args, env, tmp_path)
     wait_for(lambda: any(r.path == "/batch/subscribers" for r in emu.request_log))
     second = run([*args, "--wait", "60", "--json"], env, tmp_path)
