@@ -17,6 +17,7 @@ from .errors import (
     BentoServerError,
 )
 from .facts import BATCH_MAXIMA, family_of
+from .gate import BentoAttemptsSpentError, BentoCancelledError, RequestGate
 from .limits import Budgets, resolve_budgets
 from .retry import IDEMPOTENT, NEVER_AFTER_SEND, RetryMode, RetryPolicy
 from .settings import DEFAULT_BASE_URL, BentoSettings, redact, resolve_settings
@@ -28,7 +29,9 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "IDEMPOTENT",
     "NEVER_AFTER_SEND",
+    "BentoAttemptsSpentError",
     "BentoAuthError",
+    "BentoCancelledError",
     "BentoClient",
     "BentoConfigError",
     "BentoConnectionError",
@@ -45,6 +48,7 @@ __all__ = [
     "BentoSettings",
     "Budgets",
     "EncodedBody",
+    "RequestGate",
     "RequestStats",
     "RetryMode",
     "RetryPolicy",

@@ -7,6 +7,7 @@ process-wide (pacing.PACERS) so that two clients of one account never exceed the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -33,9 +34,10 @@ from .errors import (
     BentoServerError,
 )
 from .facts import AUTHOR_NOT_AUTHORIZED, EMAILS_BATCH_PATH, family_of
+from .gate import BentoCancelledError, RequestGate
 from .limits import EMAILS_PACE, Budgets, resolve_budgets
 from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
-from .retry import IDEMPOTENT, RetryMode, RetryPolicy, parse_retry_after
+from .retry import RetryMode, RetryPolicy, parse_retry_after, resolve_retry_policy
 from .settings import BentoSettings
 from .version import __version__
 
@@ -119,7 +121,7 @@ class BentoClient:
         *,
         user_agent: str | None = None,
         deadline: float = DEFAULT_DEADLINE,
-        retry: RetryPolicy = IDEMPOTENT,
+        retry: RetryPolicy | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         pacers: PacerRegistry | None = None,
@@ -130,7 +132,7 @@ class BentoClient:
         self.budgets = budgets or resolve_budgets()
         self.user_agent = check_user_agent(user_agent or DEFAULT_USER_AGENT)
         self.deadline = deadline
-        self.retry = retry
+        self.retry = retry or resolve_retry_policy()
         self.stats = RequestStats()
         self._clock = clock
         self._sleep = sleep
@@ -182,11 +184,14 @@ class BentoClient:
             sleep=self._sleep,
         )
 
-    def wait_for_emails(self, count: int, stats: RequestStats | None = None) -> float:
-        """Wait until `count` emails fit the emails budget (Bento's send pace); the seconds waited."""
+    def wait_for_emails(self, count: int, stats: RequestStats | None = None, gate: RequestGate | None = None) -> float:
+        """Wait until `count` emails fit the emails budget (Bento's send pace); the seconds waited.
+
+        `gate`: a cancel ends the wait (its pause raises), as for every other budget wait.
+        """
         if count <= 0:
             return 0.0
-        waited = self.pacer(EMAILS_PACE).acquire(count)
+        waited = self.pacer(EMAILS_PACE).acquire(count, sleep=None if gate is None else gate.pause)
         self._count(stats, waited_seconds=waited)
         return waited
 
@@ -201,23 +206,35 @@ class BentoClient:
         stats: RequestStats | None = None,
         on_retry: Callable[[BentoError, int], None] | None = None,
         pace_emails: bool = True,
+        gate: RequestGate | None = None,
     ) -> Any:
         """Send one request (retrying per policy) and return its parsed JSON body.
 
         `/batch/emails` also waits for its emails' slots on the emails budget, unless the caller already
-        did (`pace_emails=False` after :meth:`wait_for_emails`).
+        did (`pace_emails=False` after :meth:`wait_for_emails`). `gate` (see gate.py) is asked before every
+        attempt (it may stop the request, and caps the attempts) and waits through the back-off between
+        attempts. A retry is counted when it is sent, so the stats match what the server saw even when a
+        cancel ends a back-off wait.
         """
         policy = retry or self.retry
+        if gate is not None:
+            left = gate.attempts_left()
+            if left <= 0:
+                raise BentoCancelledError(
+                    self._message("not sent: this request spent its attempts earlier in this run", path), path=path
+                )
+            policy = dataclasses.replace(policy, max_attempts=min(policy.max_attempts, left))
         family = family_of(path)
         pacer = self.pacer(family)
         if pace_emails and "/" + path.lstrip("/") == EMAILS_BATCH_PATH and isinstance(json_body, dict):
-            self.wait_for_emails(len(json_body.get("emails") or ()), stats)
+            self.wait_for_emails(len(json_body.get("emails") or ()), stats, gate)
         started = self._clock()
         attempt = 0
         while True:
             attempt += 1
-            waited = pacer.acquire()
-            self._count(stats, requests=1, waited_seconds=waited)
+            waited = pacer.acquire(sleep=None if gate is None else gate.pause)
+            repeated = gate.before_attempt() if gate is not None else False
+            self._count(stats, requests=1, waited_seconds=waited, retries=int(attempt > 1 or repeated))
             try:
                 with self._in_flight:
                     result = self._send_once(method, path, params, json_body)
@@ -239,10 +256,12 @@ class BentoClient:
                     "Bento %s %s: %s; retrying in %.1fs (attempt %d of %d)",
                     method, path, error.message, delay, attempt + 1, policy.max_attempts,
                 )
-                self._count(stats, retries=1)
                 if on_retry is not None:
                     on_retry(error, attempt)
-                self._sleep(delay)
+                if gate is not None:
+                    gate.pause(delay)
+                else:
+                    self._sleep(delay)
 
     def iter_pages(
         self, path: str, params: Mapping[str, Any] | None = None, **options: Any

@@ -47,19 +47,19 @@ class Pacer:
             self._next_slot = slot + self.interval * weight
             return slot - now
 
-    def acquire(self, weight: float = 1.0) -> float:
+    def acquire(self, weight: float = 1.0, sleep: Sleep | None = None) -> float:
         """Wait for the next slot, and at least one interval after the last request that really started.
 
         A thread that wakes late for its slot (a busy CPU, the GIL) would otherwise go out right next to
         the thread holding the following slot; two requests together are what a strict limiter answers
-        with 429. `weight`: the slots this request uses (the next request starts that much later).
-        Returns the seconds waited.
+        with 429. `weight`: the slots this request uses (the next request starts that much later). `sleep`
+        replaces the pacer's own (a caller's wait that a cancel interrupts by raising). Returns the seconds waited.
         """
         waited = 0.0
         wait = self.reserve(weight)
         while True:
             if wait > 0:
-                self._sleep(wait)
+                (sleep or self._sleep)(wait)
                 waited += wait
             with self._lock:
                 now = self._clock()

@@ -19,18 +19,21 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bento_api import (
     NEVER_AFTER_SEND,
+    BentoAttemptsSpentError,
+    BentoCancelledError,
     BentoClient,
     BentoConfigError,
     BentoError,
     BentoInvalidRequestError,
     BentoRateLimitedError,
     EncodedBody,
+    RequestGate,
     RequestStats,
 )
 
@@ -53,6 +56,8 @@ from .values import encode_payload
 #: imports are upserts by email, so sending a row again changes nothing. Events are not re-sent (each
 #: send triggers automations), commands neither (`change_email` fails the second time it is applied).
 BISECTABLE: Final = frozenset({"subscribers"})
+#: errors that stop the run's sending: never a verdict on the rows
+STOPPED: Final = (BentoCancelledError, BentoAttemptsSpentError)
 
 
 def _failed_count(body: Any, size: int) -> int:
@@ -67,7 +72,9 @@ def _failed_count(body: Any, size: int) -> int:
 
 def _stops_the_load(error: BentoError) -> bool:
     """Errors no row is to blame for: raised to dlt (retried, or a person must fix them), never rejects."""
-    return error.transient or error.status in (401, 403, 404, 405) or isinstance(error, BentoConfigError)
+    return (
+        error.transient or error.status in (401, 403, 404, 405) or isinstance(error, (BentoConfigError, *STOPPED))
+    )
 
 
 @dataclass
@@ -165,12 +172,39 @@ def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
 
 
 class Sender:
-    """Sends the items of one sink batch for one table and records the outcome."""
+    """Sends the items of one sink batch for one table and records the outcome.
 
-    def __init__(self, client: BentoClient, outcome: BatchOutcome, emails: EmailStates | None = None) -> None:
+    `gates` gives each request its gate (the run's cancel flags and retry budget, keyed by the request's
+    stable id); a request that spent its budget raises BentoAttemptsSpentError, a stopped run
+    BentoCancelledError (its rows are then neither sent nor rejected: the package stays pending).
+    """
+
+    def __init__(
+        self,
+        client: BentoClient,
+        outcome: BatchOutcome,
+        emails: EmailStates | None = None,
+        gates: Callable[[str], RequestGate] | None = None,
+    ) -> None:
         self.client = client
         self.outcome = outcome
         self.emails = emails
+        self.gates = gates
+
+    def gate(self, key: str) -> RequestGate | None:
+        return None if self.gates is None else self.gates(key)
+
+    def post(self, key: str, path: str, body: Any, **kwargs: Any) -> Any:
+        """One request through its gate; a transient failure with no attempt left becomes final."""
+        gate = self.gate(key)
+        try:
+            return self.client.post(path, body, stats=self.outcome.stats, gate=gate, **kwargs)
+        except BentoError as error:
+            if error.transient and gate is not None and gate.attempts_left() <= 0:
+                spent = BentoAttemptsSpentError(error.message, status=error.status, path=error.path)
+                spent.may_have_arrived = error.may_have_arrived
+                raise spent from None
+            raise
 
     def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
         """Send in requests packed by the operation's maximum and by bytes; `derived`: commands made from rows."""
@@ -188,7 +222,7 @@ class Sender:
     ) -> None:
         path, wrapper = ENDPOINTS[operation]
         try:
-            answer = self.client.post(path, body or request_body(wrapper, chunk), stats=self.outcome.stats)
+            answer = self.post(batch, path, body or request_body(wrapper, chunk))
         except BentoInvalidRequestError as error:
             if _split(error, chunk):
                 middle = len(chunk) // 2
@@ -242,7 +276,7 @@ class Sender:
         """Claim the chunk's email keys in the ledger, send only the claimed ones, then record the outcome."""
         if self.emails is None:
             raise RuntimeError("emails need the sync ledger's email states (EmailStates)")
-        self.client.wait_for_emails(len(chunk), self.outcome.stats)  # before the claim: a wait holds no key
+        self.client.wait_for_emails(len(chunk), self.outcome.stats, self.gate(batch))  # before the claim: holds no key
         verdicts = self.emails.claim(
             [EmailToSend(str(i.key), str(i.payload.get("to", "")), str(i.payload.get("subject", ""))) for i in chunk]
         )
@@ -271,15 +305,17 @@ class Sender:
         keys = [str(i.key) for i in going]
         path, wrapper = ENDPOINTS["emails"]
         try:
-            answer = self.client.post(
-                path, body if body is not None and len(going) == len(chunk) else request_body(wrapper, going),
-                stats=self.outcome.stats, retry=NEVER_AFTER_SEND, pace_emails=False,
+            answer = self.post(
+                batch, path, body if body is not None and len(going) == len(chunk) else request_body(wrapper, going),
+                retry=NEVER_AFTER_SEND, pace_emails=False,
             )
-        except BentoRateLimitedError:
-            self.emails.settle(keys, WITHDRAWN, "429: Bento took nothing")  # a later attempt may send them
+        except (BentoRateLimitedError, BentoCancelledError):
+            # a 429 applied nothing, and a stopped run sends nothing (only a retry of a request that surely
+            # did not reach Bento can be stopped): a later attempt may send them
+            self.emails.settle(keys, WITHDRAWN, "not taken by Bento (429, or the run was stopped)")
             raise
         except BentoError as error:
-            if error.transient and error.may_have_arrived:
+            if (error.transient or isinstance(error, BentoAttemptsSpentError)) and error.may_have_arrived:
                 # outcome unknown: never sent again until a person releases them (the retry rejects them)
                 self.emails.settle(keys, UNCERTAIN, error.message)
                 raise
@@ -375,7 +411,8 @@ class _Bisection:
         """Send `group` again; its `failed` count, or None if Bento refused the whole request (rows recorded)."""
         path, wrapper = ENDPOINTS[self.operation]
         try:
-            body = self.sender.client.post(path, request_body(wrapper, group), stats=self.sender.outcome.stats)
+            body = self.sender.post(f"{self.batch}:bisect:{len(group)}:{id(group[0])}", path,
+                                    request_body(wrapper, group))
         except BentoError as error:
             if _stops_the_load(error):
                 raise  # dlt retries the whole sink batch: re-sending upserts is harmless

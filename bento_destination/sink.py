@@ -8,10 +8,14 @@ Error policy (dlt 1.31 keeps a package pending after a terminal error and loads 
   raises after the load if a table passed the reject threshold;
 - 401/403/404 and bad configuration -> DestinationTerminalException (a person must fix them; the
   package stays pending and loads once they are fixed);
-- 429/5xx/deadlines/connection errors that outlived the client's retries -> DestinationTransientException;
+- 429/5xx/deadlines/connection errors that outlived the client's retries -> DestinationTransientException,
+  unless the request spent the run's retry budget (runcontext.py): then the run's breaker trips;
+- a stopping run (a cancel or signal, the breaker, another run holding the lock) ->
+  DestinationTerminalException, so dlt does not retry the job; the package stays pending for the next run;
 - anything else is a bug -> DestinationTerminalException, never five silent retries.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,15 @@ from dlt.common.storages.load_package import commit_load_package_state, destinat
 from dlt.common.typing import TDataItems, TSecretStrValue
 from dlt.destinations.exceptions import DestinationTerminalException, DestinationTransientException
 
-from bento_api import BentoClient, BentoConfigError, BentoError, resolve_budgets
+from bento_api import (
+    BentoAttemptsSpentError,
+    BentoCancelledError,
+    BentoClient,
+    BentoConfigError,
+    BentoError,
+    RequestGate,
+    resolve_budgets,
+)
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
 from .changes import (
@@ -39,7 +51,9 @@ from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
 from .rows import iter_rows
-from .send import BatchOutcome, Item, Sender, batch_digest
+from .runcontext import MAX_ATTEMPTS, current_run
+from .runlock import BentoBusyError
+from .send import STOPPED, BatchOutcome, Item, Sender, batch_digest
 from .settings import (
     DEFAULT_REJECT_THRESHOLD,
     DESTINATION_NAME,
@@ -98,6 +112,7 @@ def _process(
     options: MappingOptions,
     changes: BatchChanges | None = None,
     emails: EmailStates | None = None,
+    gates: Callable[[str], RequestGate] | None = None,
 ) -> None:
     rows = iter_rows(items)
     main: list[Item] = []
@@ -124,7 +139,7 @@ def _process(
         keys = numbering.assign(table_name, batch_id, [base_key(item.row, item.payload) for item in main])
         for item, key in zip(main, keys, strict=True):
             item.key = key
-    sender = Sender(client, outcome, emails)
+    sender = Sender(client, outcome, emails, gates)
     if main:
         sender.send(operation, main, batch_id=batch_id)
     if derived:
@@ -136,6 +151,9 @@ def _process(
 
 
 def _as_dlt_error(error: BaseException) -> Exception:
+    if isinstance(error, BentoCancelledError | BentoAttemptsSpentError | BentoBusyError):
+        # the run stops: terminal, so that dlt does not retry the job; the package stays pending (dlt 1.31)
+        return DestinationTerminalException(error.message)
     if isinstance(error, BentoError):
         if error.transient:
             return DestinationTransientException(f"{error.message} (dlt will retry this batch)")
@@ -202,8 +220,15 @@ def bento(
     except BentoError as error:
         raise _as_dlt_error(error) from None
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
+    context = current_run(pipeline.working_dir)
     outcome = BatchOutcome()
+    context.begin_load(load_id)
     try:
+        context.check()
+        if context.implicit:  # a plain pipeline.run: lock the folder from its first batch on
+            context.hold_pipeline()
+        if operation in (*LEDGER_OPERATIONS, "emails") and ledger_options.sync_ledger:  # emails: one sender
+            context.hold_ledger(ledger_options.location(pipeline.working_dir), settings.site_uuid, operation)
         if ensure_checked(load_id, client):
             run.credentials_checked()
         refusal = _batch_refusal(table_name, operation, allow_email_sends, sync_ledger)
@@ -226,10 +251,15 @@ def bento(
                 ledger = ledger_for(ledger_options.location(pipeline.working_dir), settings.site_uuid, load_id)
                 emails = EmailStates(ledger, load_id, pipeline.pipeline_name)
             _process(
-                items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes, emails
+                items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes, emails,
+                lambda key: context.gate(load_id, key),
             )
     except Exception as error:
+        if isinstance(error, BentoAttemptsSpentError):
+            context.trip(f"a request of `{table_name}` failed {MAX_ATTEMPTS} times in this run: {error.message}")
         dlt_error = _as_dlt_error(error)
         run.record_error(table_name, operation, str(dlt_error), outcome.stats)
-        raise dlt_error from (None if isinstance(error, BentoError) else error)
+        keep = isinstance(error, (*STOPPED, BentoBusyError)) or not isinstance(error, BentoError)
+        raise dlt_error from (error if keep else None)
     run.merge(table_name, operation, outcome)
+    context.add_batch(outcome.received, outcome.sent)

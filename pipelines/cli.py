@@ -7,7 +7,8 @@
     bento-dlt rejects | report | doctor | emulator
 
 Exit codes (README, "The command line"): 0 done; 1 failed (Bento unreachable, credentials, server);
-2 usage or unreadable input; 3 done, but rows were rejected past the threshold.
+2 usage or unreadable input; 3 done, but rows were rejected past the threshold; 75 busy (another run holds
+the lock); 130 / 143 stopped by SIGINT / SIGTERM (the next run resumes).
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from .telemetry import turn_off_dlt_telemetry
 Handler = Callable[[argparse.Namespace, Console], Result]
 
 EPILOG = "exit codes: 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable input; " \
-         "3 done, but rows were rejected past the threshold"
+         "3 done, but rows were rejected past the threshold; 75 busy (another run holds the lock); " \
+         "130 / 143 stopped by SIGINT / SIGTERM (the next run resumes)"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,12 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(console: Console) -> None:
-    """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only."""
-    level = logging.ERROR if console.quiet else getattr(logging, os.environ.get("LOG_LEVEL", "WARNING").upper(), 30)
+    """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only.
+
+    dlt's own log stays silent unless LOG_LEVEL asks for detail: it logs a failed load job with its
+    traceback, and the command already says what failed, in one line.
+    """
+    chosen = os.environ.get("LOG_LEVEL")
+    level = logging.ERROR if console.quiet else getattr(logging, (chosen or "WARNING").upper(), 30)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
-    # dlt logs a failed load job with its traceback, and the command reports the same failure as one line:
-    # dlt's own log stays quiet unless LOG_LEVEL asks for it (RUNTIME__LOG_LEVEL, dlt's setting, still wins)
-    os.environ.setdefault("RUNTIME__LOG_LEVEL", os.environ.get("LOG_LEVEL", "CRITICAL").upper())
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", chosen.upper() if chosen else "CRITICAL")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

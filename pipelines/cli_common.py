@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: done, but rows were rejected past the threshold
 EXIT_REJECTS = 3
+#: busy: another run holds the lock (sysexits' EX_TEMPFAIL); nothing was sent
+EXIT_BUSY = 75
+#: stopped by SIGINT / SIGTERM (128 + the signal's number); the next run resumes
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 SECRET_KEYS = ("site_uuid", "publishable_key", "secret_key")
@@ -242,6 +248,14 @@ def classify(error: BaseException) -> tuple[int, str]:
     for item in chain:
         if isinstance(item, CliError):
             return item.code, item.message
+    from bento_destination.runcontext import BentoRunCancelled
+    from bento_destination.runlock import BentoBusyError
+
+    for item in chain:
+        if isinstance(item, BentoBusyError):
+            return EXIT_BUSY, str(item)
+        if isinstance(item, BentoRunCancelled):
+            return (EXIT_SIGTERM if item.signal_number == signal.SIGTERM else EXIT_SIGINT), str(item)
     for item in chain:
         if isinstance(item, BentoConfigError):
             return EXIT_FAILED, f"configuration: {item}"

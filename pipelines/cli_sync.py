@@ -33,6 +33,8 @@ from bento_destination import (
     read_report,
 )
 from bento_destination.rows import iter_rows
+from bento_destination.runcontext import RunCancel, active_run
+from bento_destination.runlock import FOREVER
 from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA
 
 from .cli_common import (
@@ -52,6 +54,7 @@ from .cli_common import (
 from .cli_emails import email_plan
 from .cli_input import SyncInput, open_input
 from .cli_plan import build_plan
+from .cli_signals import SignalGuard
 
 OPERATIONS = ("subscribers", "events", "commands", "emails")
 #: rejected rows printed after a sync (all of them stay listed by `bento-dlt rejects`)
@@ -98,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-secret-columns", action="store_true",
                         help="send columns that look like secrets (password, token, api_key, secret)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name (default bento_sync_<operation>)")
+    parser.add_argument("--wait", nargs="?", const=FOREVER, type=seconds, metavar="SECONDS",
+                        help="if another run of this pipeline (or of its ledger) is going on, wait for it up to "
+                             "SECONDS (no value: as long as it runs); without --wait, stop at once with exit 75")
 
 
 @dataclass
@@ -114,6 +120,8 @@ class SyncSettings:
     allow_email_sends: bool = False
     #: sync-ledger keywords the user set (see LEDGER_FLAGS); None = the destination's default
     ledger: dict[str, Any] = field(default_factory=dict)
+    #: seconds to wait for another run holding the lock (None: exit 75 at once)
+    wait: float | None = None
 
 
 class ReportProgress:
@@ -210,8 +218,10 @@ def push(
     total = source.count() if total is None else total
     notes: list[str] = []
     started = time.monotonic()
+    cancel = RunCancel()
+    guard = SignalGuard(console, cancel, lambda: _run_progress(working_dir))
     # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
-    with ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
+    with guard, ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
         sync(
             source.batches(),
             pipeline_name=cfg.pipeline_name,
@@ -226,6 +236,8 @@ def push(
             table_operations={source.table_name: cfg.operation},
             reject_threshold=cfg.reject_threshold,
             allow_secret_columns=cfg.allow_secret_columns,
+            wait=cfg.wait,
+            cancel=cancel,
             **options,
         )
     elapsed = time.monotonic() - started
@@ -261,6 +273,22 @@ def push(
         lines.append(f"  {uncertain} emails may or may not have reached Bento and are not sent again: "
                      f"{PROG} emails uncertain --pipeline-name {cfg.pipeline_name}{where}")
     return (EXIT_REJECTS if problems else EXIT_OK), summary, "\n".join(lines)
+
+
+def _run_progress(working_dir: Path) -> tuple[int, int]:
+    """(rows sent, rows not sent yet) of the run going on in this pipeline folder."""
+    run = active_run(working_dir)
+    return (run.sent, run.not_sent) if run is not None else (0, 0)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _sum_totals(reports: list[LoadReport]) -> dict[str, float]:
@@ -340,6 +368,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         reject_threshold=args.reject_threshold,
         allow_secret_columns=args.allow_secret_columns,
         allow_email_sends=operation == "emails",
+        wait=args.wait,
         ledger={
             "sync_ledger": False if args.no_ledger else None,
             "ledger_url": args.ledger_url,

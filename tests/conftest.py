@@ -46,15 +46,17 @@ def emulator(request: pytest.FixtureRequest) -> Iterator[BentoEmulator]:
 
 @pytest.fixture
 def destination_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """No BENTO_/dlt settings from the environment; shared clients and ledgers closed afterwards."""
+    """No BENTO_/dlt settings from the environment; shared clients, ledgers and plain runs' locks closed afterwards."""
     from bento_destination import close_clients
     from bento_destination.changes import close_ledgers
+    from bento_destination.runcontext import end_plain_runs
 
     for key in list(os.environ):
         if must_isolate(key):
             monkeypatch.delenv(key)
     yield
     close_ledgers()
+    end_plain_runs()
     close_clients()
 
 
