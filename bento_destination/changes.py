@@ -42,6 +42,15 @@ import pyarrow.parquet as pq
 from bento_api import BentoConfigError, BentoSettings
 
 from .clients import _dlt_value
+from .keys import (
+    COPY_COLUMN,
+    DEFAULT_EVENT_KEYS,
+    IdenticalRows,
+    base_event_key,
+    check_event_keys,
+    ensure_event_key,
+    explicit_event_key,
+)
 from .ledger import (
     CHANGED,
     DEFAULT_MAX_SHARE,
@@ -51,7 +60,6 @@ from .ledger import (
     LedgerTransaction,
     SyncLedger,
     check_blast_radius,
-    derive_event_key,
     event_ledger_key,
     fingerprint,
 )
@@ -83,11 +91,12 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "sync_ledger": True,
     "ledger_url": None,
     "full_resync": False,
-    "derive_event_keys": False,
+    "derive_event_keys": None,  # deprecated: derived keys are the default (event_keys); accepted, does nothing
     "allow_events_for_unsubscribed": False,
     "max_blast_radius": DEFAULT_MAX_SHARE,
     "force": False,
     "tag_ownership": False,
+    "event_keys": DEFAULT_EVENT_KEYS,
 }
 
 
@@ -98,11 +107,14 @@ class LedgerOptions:
     sync_ledger: bool = True
     ledger_url: str | None = None
     full_resync: bool = False
-    derive_event_keys: bool = False
+    derive_event_keys: bool | None = None  # deprecated, does nothing: see event_keys
     allow_events_for_unsubscribed: bool = False
     max_blast_radius: float = DEFAULT_MAX_SHARE
     force: bool = False
     tag_ownership: bool = False
+    #: "derived" (default): events without their own key get one derived from their content (keys.py);
+    #: "none": they are sent without a key, at least once
+    event_keys: str = DEFAULT_EVENT_KEYS
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> LedgerOptions:
@@ -112,6 +124,7 @@ class LedgerOptions:
         return options
 
     def validate(self) -> None:
+        check_event_keys(self.event_keys)
         if not 0.0 <= float(self.max_blast_radius) <= 1.0:
             raise BentoConfigError(
                 f"max_blast_radius is a share of the known audience between 0 and 1, got {self.max_blast_radius!r}"
@@ -180,29 +193,18 @@ def _tags(text: Any) -> list[str]:
     return [t.strip() for t in str(text or "").split(",") if t.strip()]
 
 
-def event_key(payload: dict[str, Any], derive: bool) -> str | None:
-    """The event's unique key: `details.unique.key`, else (with `derive`) one derived from its content.
-
-    A derived key is written into the payload (`details.unique.key`), so Bento dedupes it too.
-    """
-    details = payload.get("details")
-    unique = details.get("unique") if isinstance(details, dict) else None
-    if isinstance(unique, dict) and unique.get("key") is not None:
-        return str(unique["key"])
-    if not derive:
-        return None
-    key = derive_event_key(payload["email"], payload["type"], payload.get("date"), details)
-    payload["details"] = {**(details if isinstance(details, dict) else {}), "unique": {"key": key}}
-    return key
-
-
 def subscriber_fingerprint(payload: dict[str, Any] | None, commands: list[dict[str, Any]]) -> str:
     """What a subscriber row asks of Bento: its upsert and its commands (an unsubscribe), as mapped."""
     return fingerprint({"p": payload, "c": commands})
 
 
-def classify_mapped(operation: str, mapped: MappedRow, derive_event_keys: bool) -> tuple[str, str] | None:
-    """(ledger key, fingerprint) of a mapped row, or None for rows the ledger does not track."""
+def classify_mapped(
+    operation: str, mapped: MappedRow, event_keys: str, copy: int | None = None
+) -> tuple[str, str] | None:
+    """(ledger key, fingerprint) of a mapped row, or None for rows the ledger does not track.
+
+    `copy`: an event's number among identical rows (keys.py); its derived key is numbered with it.
+    """
     if operation == "subscribers":
         payload = mapped.payload
         email = payload["email"] if payload else (mapped.commands[0]["email"] if mapped.commands else None)
@@ -210,7 +212,7 @@ def classify_mapped(operation: str, mapped: MappedRow, derive_event_keys: bool) 
             return None
         return str(email), subscriber_fingerprint(payload, mapped.commands)
     if operation == "events" and mapped.payload is not None:
-        key = event_key(mapped.payload, derive_event_keys)
+        key, _ = ensure_event_key(mapped.payload, event_keys, copy)
         if key is None:
             return None
         return event_ledger_key(mapped.payload["email"], mapped.payload["type"], key), fingerprint(mapped.payload)
@@ -315,7 +317,7 @@ class BatchChanges:
     def _filter_events(self) -> None:
         for plan in self._plans:
             payload = plan.items[0].payload
-            key = event_key(payload, self.options.derive_event_keys)
+            key, _ = ensure_event_key(payload, "none")  # the sink keyed it already (keys.key_events)
             if key is not None:
                 plan.key, plan.fp = event_ledger_key(payload["email"], payload["type"], key), fingerprint(payload)
         unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in self._plans])
@@ -459,16 +461,19 @@ def classify_rows(
     site_uuid: str,
     ledger_url: str | None = None,
     working_dir: str | Path | None = None,
-    derive_event_keys: bool = False,
+    derive_event_keys: bool | None = None,
     allow_secret_columns: bool = False,
+    event_keys: str = DEFAULT_EVENT_KEYS,
 ) -> ChangeCounts:
     """Classify rows against the ledger as new, changed or unchanged without sending anything (dry run).
 
     `working_dir` is the pipeline's working folder (where the default ledger file lives) when no
     `ledger_url` is given (keyword or DESTINATION__BENTO__LEDGER_URL). Streams: rows are read, mapped
     and joined against the ledger 1000 at a time, so any number of rows takes the memory of one chunk.
+    Identical events are numbered as a sync numbers them (keys.py); `derive_event_keys` is deprecated.
     """
-    options = LedgerOptions(ledger_url=ledger_url, derive_event_keys=derive_event_keys)
+    options = LedgerOptions(ledger_url=ledger_url, event_keys=check_event_keys(event_keys))
+    identical = IdenticalRows()
     location = _location_or_fail(options, working_dir)
     counts = ChangeCounts()
     mapping = MappingOptions(allow_secret_columns)
@@ -476,18 +481,25 @@ def classify_rows(
         for chunk in _chunks(iter_rows(rows)):
             keys: list[str] = []
             fps: list[str] = []
+            events: list[MappedRow] = []
             for row in chunk:
                 try:
                     mapped = map_row(operation, row, mapping)
                 except RowError:
                     counts.invalid += 1
                     continue
-                pair = classify_mapped(operation, mapped, derive_event_keys)
+                if operation == "events" and options.event_keys == "derived":
+                    events.append(mapped)  # keyed below, once the chunk's identical rows are numbered
+                    continue
+                pair = classify_mapped(operation, mapped, options.event_keys)
                 if pair is None:
                     counts.untracked += 1
                 else:
                     keys.append(pair[0])
                     fps.append(pair[1])
+            for key, fp in _numbered_pairs(events, identical):
+                keys.append(key)
+                fps.append(fp)
             if not keys:
                 continue
             klass = ledger.classify(operation, pa.table({"key": pa.array(keys, pa.string()), "fp": fps}))
@@ -495,6 +507,20 @@ def classify_rows(
             counts.changed += int((klass == CHANGED).sum())
             counts.unchanged += int((klass == UNCHANGED).sum())
     return counts
+
+
+def _numbered_pairs(events: list[MappedRow], identical: IdenticalRows) -> list[tuple[str, str]]:
+    """(ledger key, fingerprint) of mapped events, derived keys numbered over every chunk so far."""
+    loose = [m for m in events if m.payload is not None and explicit_event_key(m.payload) is None]
+    occurrences = identical.occurrences([base_event_key(m.payload or {}) for m in loose])
+    numbers = dict(zip(map(id, loose), occurrences.tolist(), strict=True))
+    pairs = []
+    for mapped in events:
+        copy = numbers.get(id(mapped))
+        pair = classify_mapped("events", mapped, DEFAULT_EVENT_KEYS, copy)
+        assert pair is not None  # every mapped event has a key in the "derived" mode
+        pairs.append(pair)
+    return pairs
 
 
 def _chunks(rows: Iterator[dict[str, Any]], size: int = SINK_BATCH_SIZE) -> Iterator[list[dict[str, Any]]]:
@@ -677,6 +703,7 @@ def _scan_file(
         for row in iter_rows(_without_dlt_columns(batch)):
             index = scan.rows
             scan.rows += 1
+            copy = row.pop(COPY_COLUMN, None)  # the n-th identical event (duplicates.py)
             try:
                 mapped = map_row(operation, row, mapping)
             except RowError:
@@ -687,7 +714,7 @@ def _scan_file(
             if unsubscribes or removed:
                 scan.removals.append((index, email, unsubscribes, removed))
             if fingerprints:
-                pair = classify_mapped(operation, mapped, options.derive_event_keys)
+                pair = classify_mapped(operation, mapped, options.event_keys, copy)
                 if pair is not None:
                     batch_keys.append(pair[0])
                     batch_fps.append(pair[1])

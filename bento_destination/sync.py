@@ -21,7 +21,8 @@ from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
 from .changes import LedgerOptions, PackagePlan, close_ledgers, prepare_package
 from .clients import check_credentials
-from .loadrun import load_run
+from .duplicates import prepare_repeats, record_repeats
+from .loadrun import LoadRun, load_run
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
 from .send import BatchOutcome
 from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME, SINK_BATCH_SIZE
@@ -96,14 +97,22 @@ def load_new_data(
 ) -> Any:
     """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
 
-    The pre-pass (changes.prepare_package) checks the blast radius of the whole package before anything
-    is sent and drops rows the ledger says Bento already has. If the guard stops the run, the package is
-    dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
+    First the rows that repeat within the input (duplicates.prepare_repeats: identical events numbered,
+    one subscriber row per email). Then the ledger's pre-pass (changes.prepare_package) checks the blast
+    radius of the whole package before anything is sent and drops rows the ledger says Bento already has.
+    If the guard stops the run, the package is dropped (nothing was sent) so it cannot load on a later
+    run; BlastRadiusExceeded is raised.
     """
     pipeline.extract(data, **({"table_name": table_name} if table_name else {}))
     pipeline.normalize()
     options = LedgerOptions.from_kwargs(destination_kwargs)
+    table_operations = destination_kwargs.get("table_operations")
     for load_id in pipeline.list_normalized_load_packages():
+        repeats = prepare_repeats(
+            pipeline, load_id, lambda table: resolve_operation(table, table_operations), options.event_keys,
+            bool(destination_kwargs.get("allow_secret_columns")),
+        )
+        record_repeats(repeats, _report_run(pipeline, load_id, settings, destination_kwargs), table_operations)
         try:
             plan = prepare_package(
                 pipeline, load_id, settings, options, destination_kwargs.get("table_operations"),
@@ -127,17 +136,22 @@ def record_plan(
     tables = set(plan.unchanged) | set(plan.new) | set(plan.changed)
     if not any(plan.unchanged[t] or plan.new[t] or plan.changed[t] for t in tables):
         return
-    threshold = destination_kwargs.get("reject_threshold")
-    run = load_run(
-        Path(pipeline.working_dir) / REJECTS_DIRNAME, plan.load_id, pipeline.pipeline_name,
-        DEFAULT_REJECT_THRESHOLD if threshold is None else float(threshold), settings.redact,
-    )
+    run = _report_run(pipeline, plan.load_id, settings, destination_kwargs)
     for table in sorted(tables):
         outcome = BatchOutcome(received=plan.unchanged[table])
         for name, counter in (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed)):
             if counter[table]:
                 outcome.ledger[name] += counter[table]
         run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
+
+
+def _report_run(pipeline: Any, load_id: str, settings: BentoSettings, destination_kwargs: dict[str, Any]) -> LoadRun:
+    """The load's report and rejects, for what a pre-pass decided before the sink saw the rows."""
+    threshold = destination_kwargs.get("reject_threshold")
+    return load_run(
+        Path(pipeline.working_dir) / REJECTS_DIRNAME, load_id, pipeline.pipeline_name,
+        DEFAULT_REJECT_THRESHOLD if threshold is None else float(threshold), settings.redact,
+    )
 
 
 def balanced_file_rows(total_rows: int | None, jobs: int = DEFAULT_MAX_IN_FLIGHT) -> int:
