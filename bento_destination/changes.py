@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import os
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -118,6 +119,11 @@ class LedgerOptions:
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> LedgerOptions:
+        if kwargs.get("derive_event_keys") is not None:
+            warnings.warn(
+                "derive_event_keys is deprecated and does nothing: events get derived keys by default "
+                "(event_keys='none' opts out)", DeprecationWarning, stacklevel=3,
+            )
         values = {k: kwargs[k] for k in OPTION_DEFAULTS if kwargs.get(k) is not None}
         options = cls(**values)
         options.validate()
