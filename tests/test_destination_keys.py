@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import dlt
+import pyarrow as pa
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -272,16 +273,22 @@ def test_sync_of_dicts_with_case_duplicate_emails_across_load_files(emu: BentoEm
     assert again.tables["subscribers"].rejected_by_reason == {"duplicate_email": 1}
 
 
-def test_sync_of_dicts_numbers_identical_events_across_load_files(emu: BentoEmulator, tmp_path: Path) -> None:
-    rows = [{"email": f"u{i % 7}@x.com", "type": "$view", "details": {"page": i % 900}} for i in range(3_000)]
+@pytest.mark.parametrize("form", ["dicts", "arrow"])
+def test_sync_numbers_identical_events_across_load_files(emu: BentoEmulator, tmp_path: Path, form: str) -> None:
+    rows = [{"email": f"u{i % 3}@x.com", "type": "$view", "details": json.dumps({"page": i % 300})}
+            for i in range(3_000)]
 
     def run(data: list[dict[str, Any]]) -> Any:
-        (report,) = sync(data, pipeline_name="views", pipelines_dir=tmp_path, table_name="events",
+        # dicts become jsonl load files, Arrow tables parquet ones: three files either way
+        batches: Any = data if form == "dicts" else [pa.Table.from_pylist(data[i : i + 1_000])
+                                                    for i in range(0, len(data), 1_000)]
+        (report,) = sync(batches, pipeline_name="views", pipelines_dir=tmp_path, table_name="events",
                          out=lambda _: None, file_max_items=1_000, **emu.credentials, requests_per_minute=FAST)
         return report.tables["events"]
 
     first = run(rows)
     assert len(emu.store.events) == 3_000 == first.sent == sent_rows(emu, "/batch/events")
+    assert (first.derived_keys, first.identical_rows) == (3_000, 2_700)  # 300 contents, 10 rows each
     assert len(set(event_keys(emu))) == 3_000
     emu.reset_log()
     assert run(rows[::-1]).unchanged == 3_000  # the same rows in another order: the same keys
