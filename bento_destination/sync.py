@@ -112,7 +112,6 @@ def load_new_data(
             pipeline, load_id, lambda table: resolve_operation(table, table_operations), options.event_keys,
             bool(destination_kwargs.get("allow_secret_columns")),
         )
-        record_repeats(repeats, _report_run(pipeline, load_id, settings, destination_kwargs), table_operations)
         try:
             plan = prepare_package(
                 pipeline, load_id, settings, options, destination_kwargs.get("table_operations"),
@@ -121,6 +120,7 @@ def load_new_data(
         except BentoError:
             pipeline.drop_pending_packages()
             raise
+        record_repeats(repeats, _report_run(pipeline, load_id, settings, destination_kwargs), table_operations)
         record_plan(pipeline, plan, settings, destination_kwargs)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
