@@ -46,11 +46,14 @@ from .clients import _dlt_value
 from .keys import (
     COPY_COLUMN,
     DEFAULT_EVENT_KEYS,
+    NUMBERED_HINT,
     IdenticalRows,
     base_event_key,
     check_event_keys,
     ensure_event_key,
     explicit_event_key,
+    numbered,
+    set_event_key,
 )
 from .ledger import (
     CHANGED,
@@ -594,6 +597,9 @@ class PackagePlan:
     would_remove_tags: set[str] = field(default_factory=set)
     known_audience: int = 0
     people_in_run: int = 0
+    #: event tables numbered here (keys.py): keys derived, and of them identical rows numbered `#n`
+    derived_keys: Counter[str] = field(default_factory=Counter)
+    identical_rows: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -619,6 +625,9 @@ class _FileScan:
     removals: list[tuple[int, str, bool, list[str]]] = field(default_factory=list)
     #: 64-bit hashes of the mapped rows' emails (counting people without holding their emails)
     people: list[pa.Array] = field(default_factory=list)
+    #: events numbered here (keys.py): how many got a derived key, and {row: n} for the n-th identical (n >= 2)
+    derived: int = 0
+    copies: dict[int, int] = field(default_factory=dict)
 
 
 def _package_jobs(
@@ -689,12 +698,15 @@ def _file_rows(path: str) -> int:
 
 
 def _scan_file(
-    ledger: SyncLedger, job: _Job, mapping: MappingOptions, options: LedgerOptions, fingerprints: bool
+    ledger: SyncLedger | None, job: _Job, mapping: MappingOptions, options: LedgerOptions, fingerprints: bool,
+    identical: IdenticalRows | None = None,
 ) -> _FileScan:
     """Map one load file a sink batch at a time; classify its rows against the ledger in one join.
 
     Keys and fingerprints go to Arrow per batch (no list of a file's pairs as Python tuples); what is
-    kept per row is at most its removal (rare) and a 64-bit hash of its email.
+    kept per row is at most its removal (rare) and a 64-bit hash of its email. With `identical` (the
+    table's count of derived event keys so far), events without their own key are numbered here, in
+    the same pass: the n-th identical row's key is `key#n` (keys.py), recorded in `copies`.
     """
     operation = job.operation
     scan = _FileScan()
@@ -706,10 +718,11 @@ def _scan_file(
         batch_fps: list[str] = []
         batch_rows: list[int] = []
         hashes: list[int] = []
+        loose: list[tuple[int, MappedRow]] = []  # events keyed below, once the batch's identical rows are numbered
         for row in iter_rows(_without_dlt_columns(batch)):
             index = scan.rows
             scan.rows += 1
-            copy = row.pop(COPY_COLUMN, None)  # the n-th identical event (duplicates.py)
+            copy = row.pop(COPY_COLUMN, None)  # numbered by an earlier pre-pass (a package loaded again)
             try:
                 mapped = map_row(operation, row, mapping)
             except RowError:
@@ -719,18 +732,34 @@ def _scan_file(
             hashes.append(hash(email))
             if unsubscribes or removed:
                 scan.removals.append((index, email, unsubscribes, removed))
+            if identical is not None and mapped.payload is not None and explicit_event_key(mapped.payload) is None:
+                loose.append((index, mapped))
+                continue
             if fingerprints:
                 pair = classify_mapped(operation, mapped, options.event_keys, copy)
                 if pair is not None:
                     batch_keys.append(pair[0])
                     batch_fps.append(pair[1])
                     batch_rows.append(index)
+        if identical is not None and loose:
+            bases = [base_event_key(mapped.payload or {}) for _, mapped in loose]
+            scan.derived += len(loose)
+            for (index, mapped), base, n in zip(loose, bases, identical.occurrences(bases).tolist(), strict=True):
+                if n > 1:
+                    scan.copies[index] = n
+                if fingerprints:
+                    set_event_key(mapped.payload or {}, numbered(base, n))
+                    pair = classify_mapped(operation, mapped, "none")  # reads the key just set
+                    if pair is not None:
+                        batch_keys.append(pair[0])
+                        batch_fps.append(pair[1])
+                        batch_rows.append(index)
         scan.people.append(pa.array(hashes, pa.int64()))
         if batch_keys:
             keys.append(pa.array(batch_keys, pa.string()))
             fps.append(pa.array(batch_fps, pa.string()))
             pair_rows.append(numpy.asarray(batch_rows, numpy.int64))
-    if keys:
+    if keys and ledger is not None:
         pairs = pa.table({"key": pa.concat_arrays(keys), "fp": pa.concat_arrays(fps)})
         del keys, fps
         klass = ledger.classify(operation, pairs)
@@ -772,23 +801,30 @@ def prepare_package(
     from .sink import resolve_operation
 
     plan = PackagePlan(load_id)
-    if not options.sync_ledger:
+    numbering = not in_load and options.event_keys == "derived"
+    if not options.sync_ledger and not numbering:
         return plan
-    ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id)
+    # without the ledger, only the event tables are read (to number their identical rows)
+    ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id) if (
+        options.sync_ledger) else None
     mapping = MappingOptions(allow_secret_columns)
     tracked: dict[str, bool] = {}
     people: list[pa.Array] = []
     unmapped: list[_Job] = []
-    rewrites: list[tuple[str, int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]] = []
+    rewrites: dict[str, tuple[int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]] = {}
+    identical: dict[str, IdenticalRows] = {}
+    numbered_files: dict[str, list[str]] = {}
+    copies: dict[str, dict[int, int]] = {}
     states = ("new_jobs", "started_jobs") if in_load else ("new_jobs",)
     for table, path, columns in _package_jobs(pipeline, load_id, states):
         operation = resolve_operation(table, table_operations)
-        if operation not in LEDGER_OPERATIONS:
+        if operation not in LEDGER_OPERATIONS or (ledger is None and operation != "events"):
             continue
         job = _Job(table, operation, path, columns)
         if operation not in tracked:
             tracked[operation] = (
-                operation in ("subscribers", "events")
+                ledger is not None
+                and operation in ("subscribers", "events")
                 and not options.full_resync
                 and ledger.known_audience(operation) > 0
             )
@@ -797,8 +833,17 @@ def prepare_package(
                 plan.rows[table] += _file_rows(path)
             unmapped.append(job)
             continue
-        scan = _scan_file(ledger, job, mapping, options, tracked[operation])
+        counter = None
+        if numbering and operation == "events":
+            counter = identical.setdefault(table, IdenticalRows())
+            numbered_files.setdefault(table, []).append(path)
+        scan = _scan_file(ledger, job, mapping, options, tracked[operation], counter)
         plan.rows[table] += scan.rows
+        if counter is not None:
+            plan.derived_keys[table] += scan.derived
+            plan.identical_rows[table] += len(scan.copies)
+            if scan.copies:
+                copies[path] = scan.copies
         if operation == "subscribers" and tracked[operation]:
             plan.classified.add(table)
             plan.new[table] += scan.new
@@ -806,11 +851,14 @@ def prepare_package(
         people.extend(scan.people)
         if len(scan.unchanged) and not in_load:
             plan.unchanged[table] += len(scan.unchanged)
-            rewrites.append((path, scan.rows, scan.unchanged))
-        if scan.removals:
+            rewrites[path] = (scan.rows, scan.unchanged)
+        if scan.removals and ledger is not None:
             _count_removals(ledger, options, scan.removals, set(scan.unchanged.tolist()), plan)
         del scan
         _release_arrow_memory()
+    if ledger is None:
+        _number_files(pipeline, load_id, numbered_files, copies, rewrites)
+        return plan
     plan.known_audience = ledger.known_audience("subscribers")
     if plan.would_unsubscribe or plan.would_remove_tags:
         for job in unmapped:  # rare: removals in one table, a first sync of another
@@ -825,10 +873,7 @@ def prepare_package(
             options.force,
         )
     del people
-    for path, rows, unchanged in rewrites:
-        keep = numpy.ones(rows, numpy.bool_)
-        keep[unchanged] = False
-        _rewrite(path, keep)
+    _number_files(pipeline, load_id, numbered_files, copies, rewrites)
     _release_arrow_memory()
     if not in_load:
         with _LOCK:
@@ -836,6 +881,45 @@ def prepare_package(
             for stale in list(_PREPARED)[:-_PREPARED_KEPT]:
                 del _PREPARED[stale]
     return plan
+
+
+def _number_files(
+    pipeline: Any, load_id: str, numbered_files: dict[str, list[str]], copies: dict[str, dict[int, int]],
+    rewrites: dict[str, tuple[int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]],
+) -> None:
+    """Rewrite the files: drop unchanged rows, and write each identical event's number into COPY_COLUMN.
+
+    The number is part of the data (a resumed load sends the same keys). dlt passes the sink only the
+    columns of the package's schema, so the column is added there, to every file of a table that has
+    one numbered row; the table is marked (NUMBERED_HINT) so the sink knows its keys were counted here.
+    """
+    with_column = {path for paths in numbered_files.values() if any(p in copies for p in paths) for path in paths}
+    for path in sorted(set(rewrites) | with_column):
+        keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]] | None = None
+        if path in rewrites:
+            rows, unchanged = rewrites[path]
+            keep = numpy.ones(rows, numpy.bool_)
+            keep[unchanged] = False
+        _rewrite(path, keep, copies.get(path, {}) if path in with_column else None)
+    if numbered_files:
+        schema = pipeline.get_load_package_info(load_id).schema
+        for table, paths in numbered_files.items():
+            schema.tables[table][NUMBERED_HINT] = True
+            if with_column.intersection(paths):
+                schema.tables[table]["columns"][COPY_COLUMN] = {
+                    "name": COPY_COLUMN, "data_type": "bigint", "nullable": True,
+                }
+        _save_package_schema(pipeline, load_id, schema)
+
+
+def _save_package_schema(pipeline: Any, load_id: str, schema: Any) -> None:
+    """Write the package's schema back (the loader reads it from the package when the load starts)."""
+    from dlt.common import json as dlt_json
+
+    path = Path(pipeline.get_load_package_info(load_id).package_path) / "schema.json"
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(dlt_json.dumps(schema.to_dict()), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 #: (working dir, load_id) -> None if the package may be sent, else why not (plain `pipeline.run` loads)
@@ -891,8 +975,11 @@ def _count_removals(
     plan.would_remove_tags |= {email for _, email, _, _ in tagged}
 
 
-def _rewrite(path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]]) -> None:
-    """Rewrite a normalized load file with only the kept rows (before dlt starts loading it), batch by batch.
+def _rewrite(
+    path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]] | None, copies: dict[int, int] | None = None
+) -> None:
+    """Rewrite a normalized load file (before dlt starts loading it), batch by batch: only the kept rows
+    (`keep`, None: all), and with `copies` each row's number among identical events in COPY_COLUMN.
 
     Written beside it and moved over it, so a crash leaves the old file or the new one, never half.
     """
@@ -902,16 +989,34 @@ def _rewrite(path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]]) -> N
     start = 0
     try:
         if path.endswith(".parquet"):
-            with pq.ParquetFile(path) as reader, pq.ParquetWriter(tmp, reader.schema_arrow) as writer:
-                for batch in reader.iter_batches(batch_size=SINK_BATCH_SIZE * 10):
-                    mask = keep[start : start + batch.num_rows]
-                    start += batch.num_rows
-                    if mask.any():
-                        writer.write_batch(batch.filter(pa.array(mask, pa.bool_())))
+            with pq.ParquetFile(path) as reader:
+                schema = reader.schema_arrow
+                if copies is not None and COPY_COLUMN not in schema.names:
+                    schema = schema.append(pa.field(COPY_COLUMN, pa.int64()))
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    for batch in reader.iter_batches(batch_size=SINK_BATCH_SIZE * 10):
+                        if copies is not None:
+                            if COPY_COLUMN in batch.schema.names:
+                                batch = batch.drop_columns([COPY_COLUMN])
+                            numbers = [copies.get(start + i) for i in range(batch.num_rows)]
+                            batch = batch.append_column(COPY_COLUMN, pa.array(numbers, pa.int64()))
+                        mask = numpy.ones(batch.num_rows, numpy.bool_) if keep is None else (
+                            keep[start : start + batch.num_rows])
+                        start += batch.num_rows
+                        if mask.any():
+                            writer.write_batch(batch.filter(pa.array(mask, pa.bool_())))
         else:
             with open(tmp, "wb") as f:
                 for batch in _read_batches(path):
-                    kept = [row for i, row in enumerate(batch) if keep[start + i]]
+                    kept = []
+                    for i, row in enumerate(batch, start):
+                        if keep is not None and not keep[i]:
+                            continue
+                        if copies is not None:
+                            row.pop(COPY_COLUMN, None)
+                            if i in copies:
+                                row[COPY_COLUMN] = copies[i]
+                        kept.append(row)
                     start += len(batch)
                     if kept:
                         json.typed_dump(kept, f)

@@ -30,6 +30,9 @@ DEFAULT_EVENT_KEYS: Final = "derived"
 #: the column the pre-pass adds to an event table's load files: n for the n-th identical row (n >= 2),
 #: so the number is part of the data and a resumed or retried load sends the same keys
 COPY_COLUMN: Final = "_bento_identical_row"
+#: table hint the pre-pass sets in the load package's schema: it numbered this event table and counted its
+#: derived keys (the sink then does not count them again)
+NUMBERED_HINT: Final = "x-bento-numbered"
 
 
 def check_event_keys(mode: Any) -> str:

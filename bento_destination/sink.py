@@ -32,8 +32,7 @@ from .changes import (
     blast_radius_verdict,
 )
 from .clients import destination_settings, ensure_checked, shared_client
-from .duplicates import REPEATS_HINT
-from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, key_events
+from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, NUMBERED_HINT, key_events
 from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
@@ -214,7 +213,7 @@ def bento(
             )
             _process(
                 items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes,
-                ledger_options.event_keys, bool(table.get(REPEATS_HINT)),
+                ledger_options.event_keys, bool(table.get(NUMBERED_HINT)),
             )
     except Exception as error:
         dlt_error = _as_dlt_error(error)

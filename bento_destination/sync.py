@@ -21,7 +21,7 @@ from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
 from .changes import LedgerOptions, PackagePlan, close_ledgers, prepare_package
 from .clients import check_credentials
-from .duplicates import prepare_repeats, record_repeats
+from .duplicates import prepare_duplicates, record_duplicates
 from .loadrun import LoadRun, load_run
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
 from .send import BatchOutcome
@@ -97,20 +97,22 @@ def load_new_data(
 ) -> Any:
     """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
 
-    First the rows that repeat within the input (duplicates.prepare_repeats: identical events numbered,
-    one subscriber row per email). Then the ledger's pre-pass (changes.prepare_package) checks the blast
-    radius of the whole package before anything is sent and drops rows the ledger says Bento already has.
-    If the guard stops the run, the package is dropped (nothing was sent) so it cannot load on a later
-    run; BlastRadiusExceeded is raised.
+    First one subscriber row per email (duplicates.prepare_duplicates). Then the pre-pass of
+    changes.prepare_package numbers identical events (keys.py), checks the blast radius of the whole package
+    before anything is sent and drops rows the ledger says Bento already has. If the guard stops the run,
+    the package is dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
     """
     pipeline.extract(data, **({"table_name": table_name} if table_name else {}))
     pipeline.normalize()
     options = LedgerOptions.from_kwargs(destination_kwargs)
     table_operations = destination_kwargs.get("table_operations")
+
+    def operation_of(table: str) -> str | None:
+        return resolve_operation(table, table_operations)
+
     for load_id in pipeline.list_normalized_load_packages():
-        repeats = prepare_repeats(
-            pipeline, load_id, lambda table: resolve_operation(table, table_operations), options.event_keys,
-            bool(destination_kwargs.get("allow_secret_columns")),
+        duplicates = prepare_duplicates(
+            pipeline, load_id, operation_of, bool(destination_kwargs.get("allow_secret_columns"))
         )
         try:
             plan = prepare_package(
@@ -120,7 +122,7 @@ def load_new_data(
         except BentoError:
             pipeline.drop_pending_packages()
             raise
-        record_repeats(repeats, _report_run(pipeline, load_id, settings, destination_kwargs), table_operations)
+        record_duplicates(duplicates, _report_run(pipeline, load_id, settings, destination_kwargs), operation_of)
         record_plan(pipeline, plan, settings, destination_kwargs)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
@@ -131,15 +133,18 @@ def record_plan(
     pipeline: Any, plan: PackagePlan, settings: BentoSettings, destination_kwargs: dict[str, Any]
 ) -> None:
     """Count in the load's report what the pre-pass decided: unchanged rows (not sent, so received here),
-    and the new and changed rows of the tables it compared row by row (the sink does not compare them again).
+    the new and changed rows of the tables it compared row by row (the sink does not compare them again),
+    and the derived event keys of the tables it numbered (the sink does not count them again).
     """
-    tables = set(plan.unchanged) | set(plan.new) | set(plan.changed)
-    if not any(plan.unchanged[t] or plan.new[t] or plan.changed[t] for t in tables):
+    counters = (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed),
+                ("derived_keys", plan.derived_keys), ("identical_rows", plan.identical_rows))
+    tables = {table for _, counter in counters for table, count in counter.items() if count}
+    if not tables:
         return
     run = _report_run(pipeline, plan.load_id, settings, destination_kwargs)
     for table in sorted(tables):
         outcome = BatchOutcome(received=plan.unchanged[table])
-        for name, counter in (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed)):
+        for name, counter in counters:
             if counter[table]:
                 outcome.ledger[name] += counter[table]
         run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
