@@ -2,7 +2,7 @@
 
 The emulator applies some event batches and then drops the connection (`drop_after_apply`), the
 loader runs in a subprocess and is SIGKILLed mid-run, then the same sync runs again. Every event
-carries a key (half given as `unique_key`, half derived, as by default); the emulator's
+carries a key (half given as `unique_key`, half derived, as by default, identical rows numbered); the emulator's
 store must then hold each event exactly once.
 """
 
@@ -48,9 +48,11 @@ def emu() -> Iterator[BentoEmulator]:
 def event_rows() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for i in range(N):
+        # rows without unique_key come in identical pairs (i and i + 2): the second is numbered `key#2`
+        n = i if i % 2 else i // 4 * 4
         row: dict[str, Any] = {
-            "email": f"user{i % 400}@example.com", "type": "$purchase",
-            "date": f"2024-05-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z", "details": {"order": i},
+            "email": f"user{n % 400}@example.com", "type": "$purchase",
+            "date": f"2024-05-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z", "details": {"order": n},
         }
         if i % 2:
             row["unique_key"] = f"order-{i}"
