@@ -24,6 +24,7 @@ from hypothesis import strategies as st
 from bento_api import BentoConfigError
 from bento_api.emulator import BentoEmulator
 from bento_destination import bento
+from bento_destination.changes import classify_rows, close_ledgers
 from bento_destination.keys import IdenticalRows, number_identical, numbered
 from bento_destination.ledger import derive_event_key
 from bento_destination.report import last_report
@@ -294,6 +295,12 @@ def test_sync_numbers_identical_events_across_load_files(emu: BentoEmulator, tmp
     assert run(rows[::-1]).unchanged == 3_000  # the same rows in another order: the same keys
     assert emu.requests("/batch/events") == []
     assert run([*rows, rows[5]]).sent == 1 == sent_rows(emu, "/batch/events")
+
+    # the dry run's ledger preview numbers them the same way: one more copy is the only new row
+    close_ledgers()
+    counts = classify_rows([*rows, rows[5], rows[5]], "events", site_uuid=emu.credentials["site_uuid"],
+                           working_dir=tmp_path / "views")
+    assert (counts.unchanged, counts.new, counts.untracked) == (3_001, 1, 0)
 
 
 def test_plain_pipeline_run_numbers_identical_events_within_a_batch(emu: BentoEmulator, tmp_path: Path) -> None:
