@@ -28,6 +28,7 @@ import atexit
 import contextlib
 import os
 import threading
+import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,6 +43,18 @@ import pyarrow.parquet as pq
 from bento_api import BentoConfigError, BentoSettings
 
 from .clients import _dlt_value
+from .keys import (
+    COPY_COLUMN,
+    DEFAULT_EVENT_KEYS,
+    NUMBERED_HINT,
+    IdenticalRows,
+    base_event_key,
+    check_event_keys,
+    ensure_event_key,
+    explicit_event_key,
+    numbered,
+    set_event_key,
+)
 from .ledger import (
     CHANGED,
     DEFAULT_MAX_SHARE,
@@ -51,7 +64,6 @@ from .ledger import (
     LedgerTransaction,
     SyncLedger,
     check_blast_radius,
-    derive_event_key,
     event_ledger_key,
     fingerprint,
 )
@@ -83,11 +95,12 @@ OPTION_DEFAULTS: dict[str, Any] = {
     "sync_ledger": True,
     "ledger_url": None,
     "full_resync": False,
-    "derive_event_keys": False,
+    "derive_event_keys": None,  # deprecated: derived keys are the default (event_keys); accepted, does nothing
     "allow_events_for_unsubscribed": False,
     "max_blast_radius": DEFAULT_MAX_SHARE,
     "force": False,
     "tag_ownership": False,
+    "event_keys": DEFAULT_EVENT_KEYS,
 }
 
 
@@ -98,20 +111,29 @@ class LedgerOptions:
     sync_ledger: bool = True
     ledger_url: str | None = None
     full_resync: bool = False
-    derive_event_keys: bool = False
+    derive_event_keys: bool | None = None  # deprecated, does nothing: see event_keys
     allow_events_for_unsubscribed: bool = False
     max_blast_radius: float = DEFAULT_MAX_SHARE
     force: bool = False
     tag_ownership: bool = False
+    #: "derived" (default): events without their own key get one derived from their content (keys.py);
+    #: "none": they are sent without a key, at least once
+    event_keys: str = DEFAULT_EVENT_KEYS
 
     @classmethod
     def from_kwargs(cls, kwargs: Mapping[str, Any]) -> LedgerOptions:
+        if kwargs.get("derive_event_keys") is not None:
+            warnings.warn(
+                "derive_event_keys is deprecated and does nothing: events get derived keys by default "
+                "(event_keys='none' opts out)", DeprecationWarning, stacklevel=3,
+            )
         values = {k: kwargs[k] for k in OPTION_DEFAULTS if kwargs.get(k) is not None}
         options = cls(**values)
         options.validate()
         return options
 
     def validate(self) -> None:
+        check_event_keys(self.event_keys)
         if not 0.0 <= float(self.max_blast_radius) <= 1.0:
             raise BentoConfigError(
                 f"max_blast_radius is a share of the known audience between 0 and 1, got {self.max_blast_radius!r}"
@@ -180,29 +202,18 @@ def _tags(text: Any) -> list[str]:
     return [t.strip() for t in str(text or "").split(",") if t.strip()]
 
 
-def event_key(payload: dict[str, Any], derive: bool) -> str | None:
-    """The event's unique key: `details.unique.key`, else (with `derive`) one derived from its content.
-
-    A derived key is written into the payload (`details.unique.key`), so Bento dedupes it too.
-    """
-    details = payload.get("details")
-    unique = details.get("unique") if isinstance(details, dict) else None
-    if isinstance(unique, dict) and unique.get("key") is not None:
-        return str(unique["key"])
-    if not derive:
-        return None
-    key = derive_event_key(payload["email"], payload["type"], payload.get("date"), details)
-    payload["details"] = {**(details if isinstance(details, dict) else {}), "unique": {"key": key}}
-    return key
-
-
 def subscriber_fingerprint(payload: dict[str, Any] | None, commands: list[dict[str, Any]]) -> str:
     """What a subscriber row asks of Bento: its upsert and its commands (an unsubscribe), as mapped."""
     return fingerprint({"p": payload, "c": commands})
 
 
-def classify_mapped(operation: str, mapped: MappedRow, derive_event_keys: bool) -> tuple[str, str] | None:
-    """(ledger key, fingerprint) of a mapped row, or None for rows the ledger does not track."""
+def classify_mapped(
+    operation: str, mapped: MappedRow, event_keys: str, copy: int | None = None
+) -> tuple[str, str] | None:
+    """(ledger key, fingerprint) of a mapped row, or None for rows the ledger does not track.
+
+    `copy`: an event's number among identical rows (keys.py); its derived key is numbered with it.
+    """
     if operation == "subscribers":
         payload = mapped.payload
         email = payload["email"] if payload else (mapped.commands[0]["email"] if mapped.commands else None)
@@ -210,7 +221,7 @@ def classify_mapped(operation: str, mapped: MappedRow, derive_event_keys: bool) 
             return None
         return str(email), subscriber_fingerprint(payload, mapped.commands)
     if operation == "events" and mapped.payload is not None:
-        key = event_key(mapped.payload, derive_event_keys)
+        key, _ = ensure_event_key(mapped.payload, event_keys, copy)
         if key is None:
             return None
         return event_ledger_key(mapped.payload["email"], mapped.payload["type"], key), fingerprint(mapped.payload)
@@ -315,7 +326,7 @@ class BatchChanges:
     def _filter_events(self) -> None:
         for plan in self._plans:
             payload = plan.items[0].payload
-            key = event_key(payload, self.options.derive_event_keys)
+            key, _ = ensure_event_key(payload, "none")  # the sink keyed it already (keys.key_events)
             if key is not None:
                 plan.key, plan.fp = event_ledger_key(payload["email"], payload["type"], key), fingerprint(payload)
         unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in self._plans])
@@ -459,16 +470,19 @@ def classify_rows(
     site_uuid: str,
     ledger_url: str | None = None,
     working_dir: str | Path | None = None,
-    derive_event_keys: bool = False,
+    derive_event_keys: bool | None = None,
     allow_secret_columns: bool = False,
+    event_keys: str = DEFAULT_EVENT_KEYS,
 ) -> ChangeCounts:
     """Classify rows against the ledger as new, changed or unchanged without sending anything (dry run).
 
     `working_dir` is the pipeline's working folder (where the default ledger file lives) when no
     `ledger_url` is given (keyword or DESTINATION__BENTO__LEDGER_URL). Streams: rows are read, mapped
     and joined against the ledger 1000 at a time, so any number of rows takes the memory of one chunk.
+    Identical events are numbered as a sync numbers them (keys.py); `derive_event_keys` is deprecated.
     """
-    options = LedgerOptions(ledger_url=ledger_url, derive_event_keys=derive_event_keys)
+    options = LedgerOptions(ledger_url=ledger_url, event_keys=check_event_keys(event_keys))
+    identical = IdenticalRows()
     location = _location_or_fail(options, working_dir)
     counts = ChangeCounts()
     mapping = MappingOptions(allow_secret_columns)
@@ -476,18 +490,25 @@ def classify_rows(
         for chunk in _chunks(iter_rows(rows)):
             keys: list[str] = []
             fps: list[str] = []
+            events: list[MappedRow] = []
             for row in chunk:
                 try:
                     mapped = map_row(operation, row, mapping)
                 except RowError:
                     counts.invalid += 1
                     continue
-                pair = classify_mapped(operation, mapped, derive_event_keys)
+                if operation == "events" and options.event_keys == "derived":
+                    events.append(mapped)  # keyed below, once the chunk's identical rows are numbered
+                    continue
+                pair = classify_mapped(operation, mapped, options.event_keys)
                 if pair is None:
                     counts.untracked += 1
                 else:
                     keys.append(pair[0])
                     fps.append(pair[1])
+            for key, fp in _numbered_pairs(events, identical):
+                keys.append(key)
+                fps.append(fp)
             if not keys:
                 continue
             klass = ledger.classify(operation, pa.table({"key": pa.array(keys, pa.string()), "fp": fps}))
@@ -495,6 +516,20 @@ def classify_rows(
             counts.changed += int((klass == CHANGED).sum())
             counts.unchanged += int((klass == UNCHANGED).sum())
     return counts
+
+
+def _numbered_pairs(events: list[MappedRow], identical: IdenticalRows) -> list[tuple[str, str]]:
+    """(ledger key, fingerprint) of mapped events, derived keys numbered over every chunk so far."""
+    loose = [m for m in events if m.payload is not None and explicit_event_key(m.payload) is None]
+    occurrences = identical.occurrences([base_event_key(m.payload or {}) for m in loose])
+    numbers = dict(zip(map(id, loose), occurrences.tolist(), strict=True))
+    pairs = []
+    for mapped in events:
+        copy = numbers.get(id(mapped))
+        pair = classify_mapped("events", mapped, DEFAULT_EVENT_KEYS, copy)
+        assert pair is not None  # every mapped event has a key in the "derived" mode
+        pairs.append(pair)
+    return pairs
 
 
 def _chunks(rows: Iterator[dict[str, Any]], size: int = SINK_BATCH_SIZE) -> Iterator[list[dict[str, Any]]]:
@@ -562,6 +597,9 @@ class PackagePlan:
     would_remove_tags: set[str] = field(default_factory=set)
     known_audience: int = 0
     people_in_run: int = 0
+    #: event tables numbered here (keys.py): keys derived, and of them identical rows numbered `#n`
+    derived_keys: Counter[str] = field(default_factory=Counter)
+    identical_rows: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -587,6 +625,9 @@ class _FileScan:
     removals: list[tuple[int, str, bool, list[str]]] = field(default_factory=list)
     #: 64-bit hashes of the mapped rows' emails (counting people without holding their emails)
     people: list[pa.Array] = field(default_factory=list)
+    #: events numbered here (keys.py): how many got a derived key, and {row: n} for the n-th identical (n >= 2)
+    derived: int = 0
+    copies: dict[int, int] = field(default_factory=dict)
 
 
 def _package_jobs(
@@ -657,12 +698,15 @@ def _file_rows(path: str) -> int:
 
 
 def _scan_file(
-    ledger: SyncLedger, job: _Job, mapping: MappingOptions, options: LedgerOptions, fingerprints: bool
+    ledger: SyncLedger | None, job: _Job, mapping: MappingOptions, options: LedgerOptions, fingerprints: bool,
+    identical: IdenticalRows | None = None,
 ) -> _FileScan:
     """Map one load file a sink batch at a time; classify its rows against the ledger in one join.
 
     Keys and fingerprints go to Arrow per batch (no list of a file's pairs as Python tuples); what is
-    kept per row is at most its removal (rare) and a 64-bit hash of its email.
+    kept per row is at most its removal (rare) and a 64-bit hash of its email. With `identical` (the
+    table's count of derived event keys so far), events without their own key are numbered here, in
+    the same pass: the n-th identical row's key is `key#n` (keys.py), recorded in `copies`.
     """
     operation = job.operation
     scan = _FileScan()
@@ -674,9 +718,11 @@ def _scan_file(
         batch_fps: list[str] = []
         batch_rows: list[int] = []
         hashes: list[int] = []
+        loose: list[tuple[int, MappedRow]] = []  # events keyed below, once the batch's identical rows are numbered
         for row in iter_rows(_without_dlt_columns(batch)):
             index = scan.rows
             scan.rows += 1
+            copy = row.pop(COPY_COLUMN, None)  # numbered by an earlier pre-pass (a package loaded again)
             try:
                 mapped = map_row(operation, row, mapping)
             except RowError:
@@ -686,18 +732,34 @@ def _scan_file(
             hashes.append(hash(email))
             if unsubscribes or removed:
                 scan.removals.append((index, email, unsubscribes, removed))
+            if identical is not None and mapped.payload is not None and explicit_event_key(mapped.payload) is None:
+                loose.append((index, mapped))
+                continue
             if fingerprints:
-                pair = classify_mapped(operation, mapped, options.derive_event_keys)
+                pair = classify_mapped(operation, mapped, options.event_keys, copy)
                 if pair is not None:
                     batch_keys.append(pair[0])
                     batch_fps.append(pair[1])
                     batch_rows.append(index)
+        if identical is not None and loose:
+            bases = [base_event_key(mapped.payload or {}) for _, mapped in loose]
+            scan.derived += len(loose)
+            for (index, mapped), base, n in zip(loose, bases, identical.occurrences(bases).tolist(), strict=True):
+                if n > 1:
+                    scan.copies[index] = n
+                if fingerprints:
+                    set_event_key(mapped.payload or {}, numbered(base, n))
+                    pair = classify_mapped(operation, mapped, "none")  # reads the key just set
+                    if pair is not None:
+                        batch_keys.append(pair[0])
+                        batch_fps.append(pair[1])
+                        batch_rows.append(index)
         scan.people.append(pa.array(hashes, pa.int64()))
         if batch_keys:
             keys.append(pa.array(batch_keys, pa.string()))
             fps.append(pa.array(batch_fps, pa.string()))
             pair_rows.append(numpy.asarray(batch_rows, numpy.int64))
-    if keys:
+    if keys and ledger is not None:
         pairs = pa.table({"key": pa.concat_arrays(keys), "fp": pa.concat_arrays(fps)})
         del keys, fps
         klass = ledger.classify(operation, pairs)
@@ -739,23 +801,30 @@ def prepare_package(
     from .sink import resolve_operation
 
     plan = PackagePlan(load_id)
-    if not options.sync_ledger:
+    numbering = not in_load and options.event_keys == "derived"
+    if not options.sync_ledger and not numbering:
         return plan
-    ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id)
+    # without the ledger, only the event tables are read (to number their identical rows)
+    ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id) if (
+        options.sync_ledger) else None
     mapping = MappingOptions(allow_secret_columns)
     tracked: dict[str, bool] = {}
     people: list[pa.Array] = []
     unmapped: list[_Job] = []
-    rewrites: list[tuple[str, int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]] = []
+    rewrites: dict[str, tuple[int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]] = {}
+    identical: dict[str, IdenticalRows] = {}
+    numbered_files: dict[str, list[str]] = {}
+    copies: dict[str, dict[int, int]] = {}
     states = ("new_jobs", "started_jobs") if in_load else ("new_jobs",)
     for table, path, columns in _package_jobs(pipeline, load_id, states):
         operation = resolve_operation(table, table_operations)
-        if operation not in LEDGER_OPERATIONS:
+        if operation not in LEDGER_OPERATIONS or (ledger is None and operation != "events"):
             continue
         job = _Job(table, operation, path, columns)
         if operation not in tracked:
             tracked[operation] = (
-                operation in ("subscribers", "events")
+                ledger is not None
+                and operation in ("subscribers", "events")
                 and not options.full_resync
                 and ledger.known_audience(operation) > 0
             )
@@ -764,8 +833,17 @@ def prepare_package(
                 plan.rows[table] += _file_rows(path)
             unmapped.append(job)
             continue
-        scan = _scan_file(ledger, job, mapping, options, tracked[operation])
+        counter = None
+        if numbering and operation == "events":
+            counter = identical.setdefault(table, IdenticalRows())
+            numbered_files.setdefault(table, []).append(path)
+        scan = _scan_file(ledger, job, mapping, options, tracked[operation], counter)
         plan.rows[table] += scan.rows
+        if counter is not None:
+            plan.derived_keys[table] += scan.derived
+            plan.identical_rows[table] += len(scan.copies)
+            if scan.copies:
+                copies[path] = scan.copies
         if operation == "subscribers" and tracked[operation]:
             plan.classified.add(table)
             plan.new[table] += scan.new
@@ -773,11 +851,14 @@ def prepare_package(
         people.extend(scan.people)
         if len(scan.unchanged) and not in_load:
             plan.unchanged[table] += len(scan.unchanged)
-            rewrites.append((path, scan.rows, scan.unchanged))
-        if scan.removals:
+            rewrites[path] = (scan.rows, scan.unchanged)
+        if scan.removals and ledger is not None:
             _count_removals(ledger, options, scan.removals, set(scan.unchanged.tolist()), plan)
         del scan
         _release_arrow_memory()
+    if ledger is None:
+        _number_files(pipeline, load_id, numbered_files, copies, rewrites)
+        return plan
     plan.known_audience = ledger.known_audience("subscribers")
     if plan.would_unsubscribe or plan.would_remove_tags:
         for job in unmapped:  # rare: removals in one table, a first sync of another
@@ -792,10 +873,7 @@ def prepare_package(
             options.force,
         )
     del people
-    for path, rows, unchanged in rewrites:
-        keep = numpy.ones(rows, numpy.bool_)
-        keep[unchanged] = False
-        _rewrite(path, keep)
+    _number_files(pipeline, load_id, numbered_files, copies, rewrites)
     _release_arrow_memory()
     if not in_load:
         with _LOCK:
@@ -803,6 +881,45 @@ def prepare_package(
             for stale in list(_PREPARED)[:-_PREPARED_KEPT]:
                 del _PREPARED[stale]
     return plan
+
+
+def _number_files(
+    pipeline: Any, load_id: str, numbered_files: dict[str, list[str]], copies: dict[str, dict[int, int]],
+    rewrites: dict[str, tuple[int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]],
+) -> None:
+    """Rewrite the files: drop unchanged rows, and write each identical event's number into COPY_COLUMN.
+
+    The number is part of the data (a resumed load sends the same keys). dlt passes the sink only the
+    columns of the package's schema, so the column is added there, to every file of a table that has
+    one numbered row; the table is marked (NUMBERED_HINT) so the sink knows its keys were counted here.
+    """
+    with_column = {path for paths in numbered_files.values() if any(p in copies for p in paths) for path in paths}
+    for path in sorted(set(rewrites) | with_column):
+        keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]] | None = None
+        if path in rewrites:
+            rows, unchanged = rewrites[path]
+            keep = numpy.ones(rows, numpy.bool_)
+            keep[unchanged] = False
+        _rewrite(path, keep, copies.get(path, {}) if path in with_column else None)
+    if numbered_files:
+        schema = pipeline.get_load_package_info(load_id).schema
+        for table, paths in numbered_files.items():
+            schema.tables[table][NUMBERED_HINT] = True
+            if with_column.intersection(paths):
+                schema.tables[table]["columns"][COPY_COLUMN] = {
+                    "name": COPY_COLUMN, "data_type": "bigint", "nullable": True,
+                }
+        _save_package_schema(pipeline, load_id, schema)
+
+
+def _save_package_schema(pipeline: Any, load_id: str, schema: Any) -> None:
+    """Write the package's schema back (the loader reads it from the package when the load starts)."""
+    from dlt.common import json as dlt_json
+
+    path = Path(pipeline.get_load_package_info(load_id).package_path) / "schema.json"
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(dlt_json.dumps(schema.to_dict()), encoding="utf-8")
+    os.replace(tmp, path)
 
 
 #: (working dir, load_id) -> None if the package may be sent, else why not (plain `pipeline.run` loads)
@@ -858,8 +975,11 @@ def _count_removals(
     plan.would_remove_tags |= {email for _, email, _, _ in tagged}
 
 
-def _rewrite(path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]]) -> None:
-    """Rewrite a normalized load file with only the kept rows (before dlt starts loading it), batch by batch.
+def _rewrite(
+    path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]] | None, copies: dict[int, int] | None = None
+) -> None:
+    """Rewrite a normalized load file (before dlt starts loading it), batch by batch: only the kept rows
+    (`keep`, None: all), and with `copies` each row's number among identical events in COPY_COLUMN.
 
     Written beside it and moved over it, so a crash leaves the old file or the new one, never half.
     """
@@ -869,16 +989,34 @@ def _rewrite(path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]]) -> N
     start = 0
     try:
         if path.endswith(".parquet"):
-            with pq.ParquetFile(path) as reader, pq.ParquetWriter(tmp, reader.schema_arrow) as writer:
-                for batch in reader.iter_batches(batch_size=SINK_BATCH_SIZE * 10):
-                    mask = keep[start : start + batch.num_rows]
-                    start += batch.num_rows
-                    if mask.any():
-                        writer.write_batch(batch.filter(pa.array(mask, pa.bool_())))
+            with pq.ParquetFile(path) as reader:
+                schema = reader.schema_arrow
+                if copies is not None and COPY_COLUMN not in schema.names:
+                    schema = schema.append(pa.field(COPY_COLUMN, pa.int64()))
+                with pq.ParquetWriter(tmp, schema) as writer:
+                    for batch in reader.iter_batches(batch_size=SINK_BATCH_SIZE * 10):
+                        if copies is not None:
+                            if COPY_COLUMN in batch.schema.names:
+                                batch = batch.drop_columns([COPY_COLUMN])
+                            numbers = [copies.get(start + i) for i in range(batch.num_rows)]
+                            batch = batch.append_column(COPY_COLUMN, pa.array(numbers, pa.int64()))
+                        mask = numpy.ones(batch.num_rows, numpy.bool_) if keep is None else (
+                            keep[start : start + batch.num_rows])
+                        start += batch.num_rows
+                        if mask.any():
+                            writer.write_batch(batch.filter(pa.array(mask, pa.bool_())))
         else:
             with open(tmp, "wb") as f:
                 for batch in _read_batches(path):
-                    kept = [row for i, row in enumerate(batch) if keep[start + i]]
+                    kept = []
+                    for i, row in enumerate(batch, start):
+                        if keep is not None and not keep[i]:
+                            continue
+                        if copies is not None:
+                            row.pop(COPY_COLUMN, None)
+                            if i in copies:
+                                row[COPY_COLUMN] = copies[i]
+                        kept.append(row)
                     start += len(batch)
                     if kept:
                         json.typed_dump(kept, f)

@@ -51,6 +51,10 @@ class TableReport:
     changed: int = 0
     unchanged: int = 0
     tags_not_owned: int = 0
+    #: events whose unique key was derived from their content (keys.py), and of them the identical rows
+    #: numbered `key#n` (n >= 2) so that each stays an event
+    derived_keys: int = 0
+    identical_rows: int = 0
     batches: int = 0
     requests: int = 0
     retries: int = 0
@@ -153,6 +157,8 @@ class LoadReport:
                 + (f", already sent {t.already_sent}" if t.already_sent else "")
                 + (f"; new {t.new}, changed {t.changed}, unchanged {t.unchanged}" if t.new or t.changed or t.unchanged
                    else "")
+                + (f"; keys derived {t.derived_keys}" + (f" ({t.identical_rows} identical rows numbered)"
+                   if t.identical_rows else "") if t.derived_keys else "")
                 + f"; requests {t.requests}, retries {t.retries}, 429s {t.rate_limited}, 5xx {t.server_errors}"
                 + f", {t.busy_seconds:.1f}s"
             )

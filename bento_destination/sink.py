@@ -47,6 +47,7 @@ from .changes import (
 from .clients import destination_settings, ensure_checked, shared_client
 from .email_identity import base_key
 from .email_ledger import EmailStates, KeyNumbering
+from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, NUMBERED_HINT, key_events
 from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
@@ -113,12 +114,16 @@ def _process(
     changes: BatchChanges | None = None,
     emails: EmailStates | None = None,
     gates: Callable[[str], RequestGate] | None = None,
+    event_keys: str = DEFAULT_EVENT_KEYS,
+    keys_counted: bool = False,
 ) -> None:
     rows = iter_rows(items)
     main: list[Item] = []
     derived: list[Item] = []
+    copies: list[int | None] = []
     for row in rows:
         outcome.received += 1
+        copy = row.pop(COPY_COLUMN, None)  # the n-th identical event, numbered by sync()'s pre-pass
         try:
             mapped = map_row(operation, row, options)
         except RowError as error:
@@ -129,8 +134,13 @@ def _process(
         outcome.ignored |= mapped.ignored
         if mapped.payload is not None:
             main.append(Item(mapped.payload, row))
+            copies.append(copy)
         if mapped.commands:
             derived.extend(Item(command, row, counts_row=mapped.payload is None) for command in mapped.commands)
+    if operation == "events":  # derived, numbered keys: a resent event is stored once (keys.py)
+        derived_keys = key_events([item.payload for item in main], copies, event_keys)
+        if not keys_counted:
+            outcome.ledger["derived_keys"] += derived_keys
     if changes is not None:  # sync ledger: drop unchanged rows, reject consent violations (changes.py)
         main, derived = changes.filter(main, derived)
     batch_id = batch_digest(table_name, [item.payload for item in main + derived])
@@ -192,11 +202,12 @@ def bento(
     sync_ledger: bool = True,
     ledger_url: str | None = None,
     full_resync: bool = False,
-    derive_event_keys: bool = False,
+    derive_event_keys: bool | None = None,
     allow_events_for_unsubscribed: bool = False,
     max_blast_radius: float = DEFAULT_MAX_SHARE,
     force: bool = False,
     tag_ownership: bool = False,
+    event_keys: str = DEFAULT_EVENT_KEYS,
 ) -> None:
     """Send a batch of rows of `table` to Bento (tables subscribers, events, commands, emails).
 
@@ -214,7 +225,7 @@ def bento(
         operation = resolve_operation(table_name, table_operations)
         ledger_options = LedgerOptions(
             sync_ledger, ledger_url, full_resync, derive_event_keys, allow_events_for_unsubscribed,
-            max_blast_radius, force, tag_ownership,
+            max_blast_radius, force, tag_ownership, event_keys,
         )
         ledger_options.validate()
     except BentoError as error:
@@ -252,7 +263,7 @@ def bento(
                 emails = EmailStates(ledger, load_id, pipeline.pipeline_name)
             _process(
                 items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes, emails,
-                lambda key: context.gate(load_id, key),
+                lambda key: context.gate(load_id, key), ledger_options.event_keys, bool(table.get(NUMBERED_HINT)),
             )
     except Exception as error:
         if isinstance(error, BentoAttemptsSpentError):

@@ -23,7 +23,8 @@ from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 from .changes import DLT_PREFIX, LEDGER_OPERATIONS, LedgerOptions, PackagePlan, close_ledgers, prepare_package
 from .changes import _file_rows as file_rows
 from .clients import check_credentials
-from .loadrun import load_run
+from .duplicates import prepare_duplicates, record_duplicates
+from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
 from .rejects import bento_dir
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
@@ -188,9 +189,10 @@ def load_new_data(
 ) -> Any:
     """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
 
-    The pre-pass (changes.prepare_package) checks the blast radius of the whole package before anything
-    is sent and drops rows the ledger says Bento already has. If the guard stops the run, the package is
-    dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
+    First one subscriber row per email (duplicates.prepare_duplicates). Then the pre-pass of
+    changes.prepare_package numbers identical events (keys.py), checks the blast radius of the whole package
+    before anything is sent and drops rows the ledger says Bento already has. If the guard stops the run,
+    the package is dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
     """
     threshold = destination_kwargs.get("reject_threshold")
     data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
@@ -202,7 +204,15 @@ def load_new_data(
     pipeline.normalize()
     _drop_if_cancelled(pipeline, run)
     options = LedgerOptions.from_kwargs(destination_kwargs)
+    table_operations = destination_kwargs.get("table_operations")
+
+    def operation_of(table: str) -> str | None:
+        return resolve_operation(table, table_operations)
+
     for load_id in pipeline.list_normalized_load_packages():
+        duplicates = prepare_duplicates(
+            pipeline, load_id, operation_of, bool(destination_kwargs.get("allow_secret_columns"))
+        )
         try:
             plan = prepare_package(
                 pipeline, load_id, settings, options, destination_kwargs.get("table_operations"),
@@ -211,6 +221,7 @@ def load_new_data(
         except BentoError:
             pipeline.drop_pending_packages()
             raise
+        record_duplicates(duplicates, _report_run(pipeline, load_id, settings, destination_kwargs), operation_of)
         record_plan(pipeline, plan, settings, destination_kwargs)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
@@ -232,22 +243,30 @@ def record_plan(
     pipeline: Any, plan: PackagePlan, settings: BentoSettings, destination_kwargs: dict[str, Any]
 ) -> None:
     """Count in the load's report what the pre-pass decided: unchanged rows (not sent, so received here),
-    and the new and changed rows of the tables it compared row by row (the sink does not compare them again).
+    the new and changed rows of the tables it compared row by row (the sink does not compare them again),
+    and the derived event keys of the tables it numbered (the sink does not count them again).
     """
-    tables = set(plan.unchanged) | set(plan.new) | set(plan.changed)
-    if not any(plan.unchanged[t] or plan.new[t] or plan.changed[t] for t in tables):
+    counters = (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed),
+                ("derived_keys", plan.derived_keys), ("identical_rows", plan.identical_rows))
+    tables = {table for _, counter in counters for table, count in counter.items() if count}
+    if not tables:
         return
-    threshold = destination_kwargs.get("reject_threshold")
-    run = load_run(
-        Path(pipeline.working_dir) / REJECTS_DIRNAME, plan.load_id, pipeline.pipeline_name,
-        DEFAULT_REJECT_THRESHOLD if threshold is None else float(threshold), settings.redact,
-    )
+    run = _report_run(pipeline, plan.load_id, settings, destination_kwargs)
     for table in sorted(tables):
         outcome = BatchOutcome(received=plan.unchanged[table])
-        for name, counter in (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed)):
+        for name, counter in counters:
             if counter[table]:
                 outcome.ledger[name] += counter[table]
         run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
+
+
+def _report_run(pipeline: Any, load_id: str, settings: BentoSettings, destination_kwargs: dict[str, Any]) -> LoadRun:
+    """The load's report and rejects, for what a pre-pass decided before the sink saw the rows."""
+    threshold = destination_kwargs.get("reject_threshold")
+    return load_run(
+        Path(pipeline.working_dir) / REJECTS_DIRNAME, load_id, pipeline.pipeline_name,
+        DEFAULT_REJECT_THRESHOLD if threshold is None else float(threshold), settings.redact,
+    )
 
 
 def balanced_file_rows(total_rows: int | None, jobs: int = DEFAULT_MAX_IN_FLIGHT) -> int:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bento_api import Budgets
+from bento_destination.duplicates import DUPLICATE_EMAIL, EmailCounts, candidate, choose, duplicate_detail
+from bento_destination.keys import DEFAULT_EVENT_KEYS, IdenticalRows, base_event_key, explicit_event_key
 from bento_destination.mapping import MappingOptions, map_row, redact_row
 from bento_destination.rows import iter_rows
 from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA, RESERVED_NOTE
@@ -48,6 +50,9 @@ class Plan:
     dropped_secret_columns: set[str] = field(default_factory=set)
     reserved_columns: set[str] = field(default_factory=set)
     ignored_columns: set[str] = field(default_factory=set)
+    #: events that would get a key derived from their content, and of them the identical rows numbered `#n`
+    derived_keys: int = 0
+    identical_rows: int = 0
 
     @property
     def rejected(self) -> int:
@@ -83,6 +88,8 @@ class Plan:
             "requests_per_minute": budgets.requests_per_minute,
             "minutes_at_budget": round(self.minutes(budgets), 2),
             "rows_triggering_automations": self.triggers_automations,
+            **({"derived_keys": self.derived_keys, "identical_rows": self.identical_rows}
+               if self.operation == "events" else {}),
             "automations": AUTOMATIONS[self.operation],
             "not_sent_secret_columns": sorted(self.dropped_secret_columns),
             "not_sent_reserved_columns": sorted(self.reserved_columns),
@@ -102,6 +109,12 @@ class Plan:
             lines.append(f"    {reason}: {count}")
         for example in self.examples:
             lines.append(f"      e.g. {example['reason']}: {example['detail']}")
+        if self.derived_keys:
+            lines.append(
+                f"  event keys: {self.derived_keys} derived from the events' content"
+                + (f", {self.identical_rows} identical rows numbered (each stays an event)" if self.identical_rows
+                   else "")
+            )
         lines.append(f"  requests: about {total_requests} + 1 credentials check")
         for path, count in sorted(self.requests_by_path.items()):
             lines.append(f"    POST {path}: {count}")
@@ -126,13 +139,23 @@ def _requests(count: int, operation: str) -> int:
     return math.ceil(count / REQUEST_MAXIMA[operation]) if count else 0
 
 
-def build_plan(source: SyncInput, operation: str, *, allow_secret_columns: bool = False) -> Plan:
-    """Read every row once and map it as the destination would; count what each sink batch would send."""
+def build_plan(
+    source: SyncInput, operation: str, *, allow_secret_columns: bool = False, event_keys: str = DEFAULT_EVENT_KEYS
+) -> Plan:
+    """Read every row once and map it as the destination would; count what each sink batch would send.
+
+    Like a sync, events without their own key get derived keys, identical ones numbered over the whole
+    input, and subscribers sharing an email keep one row (the input is read a second time if some do).
+    """
     plan = Plan(operation=operation, table=source.table_name, label=source.label)
     options = MappingOptions(allow_secret_columns=allow_secret_columns)
     main_path, commands_path = ENDPOINTS[operation][0], ENDPOINTS["commands"][0]
+    identical = IdenticalRows()
+    emails = EmailCounts()
     for batch in source.batches(BATCH_ROWS):
         payloads = commands = 0
+        bases: list[str] = []
+        seen: list[str] = []
         for row in iter_rows(batch):
             plan.rows += 1
             try:
@@ -147,6 +170,11 @@ def build_plan(source: SyncInput, operation: str, *, allow_secret_columns: bool 
             plan.dropped_secret_columns |= mapped.dropped
             plan.reserved_columns |= mapped.reserved
             plan.ignored_columns |= mapped.ignored
+            if operation == "subscribers":
+                seen.append(str(mapped.payload["email"] if mapped.payload else mapped.commands[0]["email"]))
+            elif (operation == "events" and event_keys == "derived" and mapped.payload is not None
+                  and explicit_event_key(mapped.payload) is None):
+                bases.append(base_event_key(mapped.payload))
             if mapped.payload is not None:
                 payloads += 1
                 if operation == "events" or (
@@ -155,8 +183,35 @@ def build_plan(source: SyncInput, operation: str, *, allow_secret_columns: bool 
                     plan.triggers_automations += 1
             commands += len(mapped.commands)
         plan.commands += commands
+        emails.add(seen)
+        plan.derived_keys += len(bases)
+        plan.identical_rows += int((identical.occurrences(bases) > 1).sum())
         if payloads:
             plan.requests_by_path[main_path] += _requests(payloads, operation)
         if commands:
             plan.requests_by_path[commands_path] += _requests(commands, "commands")
+    if operation == "subscribers" and emails.repeated():
+        _reject_duplicate_emails(plan, source, emails, options)
     return plan
+
+
+def _reject_duplicate_emails(plan: Plan, source: SyncInput, emails: EmailCounts, options: MappingOptions) -> None:
+    """Read the input again for the rows whose email another row shares; count the ones a sync would reject."""
+    candidates = []
+    rows: list[dict[str, Any]] = []
+    for batch in source.batches(BATCH_ROWS):
+        for row in iter_rows(batch):
+            try:
+                mapped = map_row("subscribers", row, options)
+            except RowError:
+                continue
+            email = mapped.payload["email"] if mapped.payload else mapped.commands[0]["email"]
+            if emails.may_repeat(str(email)):
+                candidates.append(candidate(row, mapped, len(rows)))
+                rows.append(row)
+    for rejected, kept, count in choose(candidates):
+        plan.valid -= 1
+        plan.rejected_by_reason[DUPLICATE_EMAIL] += 1
+        if plan.rejected_by_reason[DUPLICATE_EMAIL] <= EXAMPLES_PER_REASON:
+            plan.examples.append({"reason": DUPLICATE_EMAIL, "detail": duplicate_detail(rejected, kept, count),
+                                  "row": safe_for_file(redact_row(rows[rejected.where]))})

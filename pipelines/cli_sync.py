@@ -88,8 +88,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ledger location: a .duckdb file, a folder or s3://, gs://... (default: a DuckDB "
                              "file in the pipeline's folder)")
     ledger.add_argument("--derive-event-keys", action="store_true",
-                        help="give events without unique_key a key derived from their content (no duplicates on "
-                             "rerun; identical events count once)")
+                        help="deprecated, does nothing: events get derived keys by default (see --no-event-keys)")
     ledger.add_argument("--allow-events-for-unsubscribed", action="store_true",
                         help="send events for people the ledger knows are unsubscribed")
     ledger.add_argument("--max-blast-radius", type=share, metavar="SHARE",
@@ -98,6 +97,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ledger.add_argument("--force", action="store_true", help="send even past the blast-radius guard")
     ledger.add_argument("--tag-ownership", action="store_true",
                         help="remove_tags removes only tags this connector added")
+    parser.add_argument("--no-event-keys", action="store_true",
+                        help="send events without unique_key with no key (at least once: a rerun sends them "
+                             "again); by default they get a key derived from their content, identical rows "
+                             "numbered, so a rerun sends none of them twice")
     parser.add_argument("--allow-secret-columns", action="store_true",
                         help="send columns that look like secrets (password, token, api_key, secret)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name (default bento_sync_<operation>)")
@@ -179,11 +182,11 @@ LEDGER_FLAGS: dict[str, str] = {
     "sync_ledger": "--no-ledger",
     "ledger_url": "--ledger-url",
     "full_resync": "--full-resync",
-    "derive_event_keys": "--derive-event-keys",
     "allow_events_for_unsubscribed": "--allow-events-for-unsubscribed",
     "max_blast_radius": "--max-blast-radius",
     "force": "--force",
     "tag_ownership": "--tag-ownership",
+    "event_keys": "--no-event-keys",
 }
 
 
@@ -316,10 +319,13 @@ def run(args: argparse.Namespace, console: Console) -> Result:
 def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Result:
     operation: str = args.operation
     budgets = resolve_cli_budgets(args)
+    if args.derive_event_keys:
+        console.note("note: --derive-event-keys is deprecated and does nothing: events get derived keys by default")
+    event_keys = "none" if args.no_event_keys else "derived"
     if operation == "emails":
         refuse_unsafe_emails(args)
     if args.dry_run:
-        plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns)
+        plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns, event_keys=event_keys)
         settings, credentials, note = _dry_run_credentials(args, console)
         emails = None
         if operation == "emails":  # only emails the ledger does not hold would go out, in these requests
@@ -373,7 +379,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
             "sync_ledger": False if args.no_ledger else None,
             "ledger_url": args.ledger_url,
             "full_resync": args.full_resync or None,
-            "derive_event_keys": args.derive_event_keys or None,
+            "event_keys": "none" if args.no_event_keys else None,
             "allow_events_for_unsubscribed": args.allow_events_for_unsubscribed or None,
             "max_blast_radius": args.max_blast_radius,
             "force": args.force or None,
@@ -424,6 +430,6 @@ def ledger_preview(
         return None  # no sync ran yet: every valid row is new (and a dry run creates no ledger)
     rows = (row for batch in source.batches() for row in iter_rows(batch))
     counts = classify_rows(rows, operation, site_uuid=settings.site_uuid, ledger_url=args.ledger_url,
-                           working_dir=working_dir, derive_event_keys=args.derive_event_keys,
-                           allow_secret_columns=args.allow_secret_columns)
+                           working_dir=working_dir, allow_secret_columns=args.allow_secret_columns,
+                           event_keys="none" if args.no_event_keys else "derived")
     return counts.as_dict()

@@ -175,15 +175,15 @@ def test_keyed_events_are_sent_once(emu: BentoEmulator, tmp_path: Path) -> None:
     assert batch_requests(emu, "/batch/events") == 1
 
 
-def test_derived_keys_dedupe_identical_events(emu: BentoEmulator, tmp_path: Path) -> None:
+def test_derived_keys_by_default_number_identical_events(emu: BentoEmulator, tmp_path: Path) -> None:
     rows = events(200)
-    first = run(emu, tmp_path, rows + rows[:10], table="events", derive_event_keys=True)
-    assert first.sent == 210  # sent, but Bento keeps one per derived key: the trade-off (docs/ledger.md)
-    assert len(emu.store.events) == 200
+    first = run(emu, tmp_path, rows + rows[:10], table="events")
+    assert first.sent == 210 and first.derived_keys == 210 and first.identical_rows == 10
+    assert len(emu.store.events) == 210  # identical rows are events too: the 10 repeats carry `key#2`
     keys = {e.details["unique"]["key"] for e in emu.store.events if e.details}
-    assert len(keys) == 200
+    assert len(keys) == 210 and sum(key.endswith("#2") for key in keys) == 10
     emu.reset_log()
-    assert run(emu, tmp_path, rows, table="events", derive_event_keys=True).unchanged == 200
+    assert run(emu, tmp_path, rows + rows[:10], table="events").unchanged == 210
     assert batch_requests(emu, "/batch/events") == 0
 
 
@@ -197,7 +197,7 @@ def test_consent_unsubscribes_are_remembered(emu: BentoEmulator, tmp_path: Path)
     report = run(emu, tmp_path, evs, table="events", reject_threshold=1.0)
     assert report.sent == 1 and report.rejected_by_reason == {"unsubscribed_person": 1}
     report = run(emu, tmp_path, evs, table="events", allow_events_for_unsubscribed=True)
-    assert report.sent == 2
+    assert (report.sent, report.unchanged) == (1, 1)  # user4's event (keyed by default) was already sent
 
     cmds = [{"command": "subscribe", "email": "user3@example.com"}, {"command": "subscribe", "email": "x@example.com"}]
     report = run(emu, tmp_path, cmds, table="commands", reject_threshold=1.0)

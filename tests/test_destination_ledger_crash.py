@@ -2,7 +2,7 @@
 
 The emulator applies some event batches and then drops the connection (`drop_after_apply`), the
 loader runs in a subprocess and is SIGKILLed mid-run, then the same sync runs again. Every event
-carries a key (half given as `unique_key`, half derived with `derive_event_keys=True`); the emulator's
+carries a key (half given as `unique_key`, half derived, as by default, identical rows numbered); the emulator's
 store must then hold each event exactly once.
 """
 
@@ -32,7 +32,7 @@ import json, sys
 from bento_destination.sync import sync
 rows = json.load(open(sys.argv[2]))
 sync(rows, pipeline_name="crash", pipelines_dir=sys.argv[1], table_name="events", file_max_items=2000,
-     derive_event_keys=True, requests_per_minute=float(sys.argv[3]), out=lambda _: None)
+     requests_per_minute=float(sys.argv[3]), out=lambda _: None)
 """
 
 
@@ -48,9 +48,11 @@ def emu() -> Iterator[BentoEmulator]:
 def event_rows() -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for i in range(N):
+        # rows without unique_key come in identical pairs (i and i + 2): the second is numbered `key#2`
+        n = i if i % 2 else i // 4 * 4
         row: dict[str, Any] = {
-            "email": f"user{i % 400}@example.com", "type": "$purchase",
-            "date": f"2024-05-01T{i // 3600:02d}:{i // 60 % 60:02d}:{i % 60:02d}Z", "details": {"order": i},
+            "email": f"user{n % 400}@example.com", "type": "$purchase",
+            "date": f"2024-05-01T{n // 3600:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z", "details": {"order": n},
         }
         if i % 2:
             row["unique_key"] = f"order-{i}"
@@ -87,7 +89,7 @@ def test_drop_after_apply_and_sigkill_leave_no_duplicate_keyed_events(
         if key.startswith(("BENTO_", "DESTINATION__", "DATA_WRITER__")):
             monkeypatch.delenv(key)
     sync(rows, pipeline_name="crash", pipelines_dir=tmp_path / "pipelines", table_name="events", file_max_items=2000,
-         derive_event_keys=True, requests_per_minute=60_000.0, out=lambda _: None, **emu.credentials,
+         requests_per_minute=60_000.0, out=lambda _: None, **emu.credentials,
          reject_threshold=1.0)
 
     markers = Counter(
