@@ -276,6 +276,22 @@ def test_selecting_one_resource_loads_only_its_table(tmp_path: Path) -> None:
     assert counts["sequences"] == 30
 
 
+def test_a_relative_duckdb_path_lands_in_the_current_folder_on_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt records a run's DuckDB path in the pipeline and reuses it for a relative path on later runs."""
+    with BentoEmulator(emulator_config()) as emu:
+        for folder in ("first", "second"):
+            (tmp_path / folder).mkdir()
+            monkeypatch.chdir(tmp_path / folder)
+            bento_to_duckdb.run(duckdb_path="bento_data.duckdb", pipelines_dir=tmp_path / "pipelines",
+                                pipeline_name="moved", resources=["tags"], **emu.credentials, **FAST)
+            if folder == "first":
+                before = (tmp_path / "first" / "bento_data.duckdb").stat().st_mtime_ns
+    assert (tmp_path / "second" / "bento_data.duckdb").is_file()
+    assert (tmp_path / "first" / "bento_data.duckdb").stat().st_mtime_ns == before
+
+
 def test_search_falls_back_to_post_when_get_with_a_body_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
