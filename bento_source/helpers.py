@@ -352,12 +352,12 @@ def announce_stats_time(segments: int, budgets: Budgets) -> None:
     seconds = segments * budgets.interval("stats") * SAFETY_MARGIN
     if seconds > LONG_WAIT_SECONDS:
         logger.warning(
-            "segment_stats: %d segments, one stats request each at %g stats requests an hour: up to %s "
+            "segment_stats: %d segment(s), one stats request each at %g stats requests an hour: up to %s "
             "(pass segment_ids, raise stats_requests_per_hour if Bento allows it, or leave the stats "
             "resources out of frequent runs)", segments, rate, format_wait(seconds),
         )
     elif segments:
-        logger.info("segment_stats: %d segments at %g stats requests an hour", segments, rate)
+        logger.info("segment_stats: %d segment(s) at %g stats requests an hour", segments, rate)
 
 
 def site_stats_row(ctx: BentoContext) -> Row:
