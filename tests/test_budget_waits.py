@@ -162,5 +162,7 @@ def test_extract_shows_each_stats_wait_on_stderr_and_quiet_silences_it(tmp_path:
     spacing = format_wait(3600 / CLI_STATS_PER_HOUR * SAFETY_MARGIN)
     assert f"waiting for the stats budget: next request in {spacing}" in stderr.splitlines()
     assert f"each one after the first waits {spacing}" in stderr  # said before the run starts
+    # and the source says what segment_stats will cost once it knows the segments
+    assert f"segment_stats: 1 segment(s), one stats request each at {CLI_STATS_PER_HOUR:g} stats requests" in stderr
     assert "site_stats" in outputs["shown"][0] and "segment_stats" in outputs["shown"][0]
     assert outputs["quiet"] == ("", "")
