@@ -4,16 +4,27 @@ Bento counts requests per minute (stats: per hour). Bursts get 429s, so each req
 next free slot on its family's timeline and sleeps until it. After a 429 the spacing widens and
 recovers slowly once requests succeed again; a Retry-After holds the whole family. A request may
 weigh more than one slot (an emails request holds one slot per email on the emails timeline).
+
+A wait longer than LONG_WAIT_SECONDS is logged before it starts (logger `bento_api.pacing`, WARNING, so a
+plain script or notebook shows it even without logging configured): at Bento's 30 stats requests an hour
+a run otherwise sits silent for two minutes per request.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import threading
 import time
 from collections.abc import Callable
 
 Clock = Callable[[], float]
 Sleep = Callable[[float], None]
+
+logger = logging.getLogger("bento_api.pacing")
+
+#: a wait for the budget longer than this (seconds) is announced before it starts
+LONG_WAIT_SECONDS = 5.0
 
 #: widen the spacing by this factor on each 429, never past MAX_SLOWDOWN times the budget's spacing
 SLOWDOWN_FACTOR = 1.5
@@ -25,27 +36,58 @@ RECOVERY_FACTOR = 0.8
 SAFETY_MARGIN = 1.02
 
 
-class Pacer:
-    """Hands out send times spaced `interval` seconds apart; thread-safe."""
+def format_wait(seconds: float) -> str:
+    """A wait as people read it: `45s`, `1m52s`, `2h05m` (rounded up to the second)."""
+    whole = max(0, math.ceil(seconds))
+    if whole < 60:
+        return f"{whole}s"
+    minutes, secs = divmod(whole, 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
 
-    def __init__(self, interval: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep) -> None:
+
+def announce_wait(family: str, seconds: float) -> None:
+    """Say that the next request of a family waits for its budget, if that is long enough to look like a hang."""
+    if seconds > LONG_WAIT_SECONDS:
+        logger.warning("waiting for the %s budget: next request in %s", family, format_wait(seconds))
+
+
+class Pacer:
+    """Hands out send times spaced `interval` seconds apart; thread-safe.
+
+    `family` names the budget in the message announcing a long wait (`waiting for the stats budget: ...`).
+    """
+
+    def __init__(
+        self, interval: float, *, clock: Clock = time.monotonic, sleep: Sleep = time.sleep, family: str = "request"
+    ) -> None:
+        self.family = family
         self.base_interval = interval * SAFETY_MARGIN
         self.interval = self.base_interval
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = float("-inf")
+        self._last_slot = float("-inf")
         self._last_start = float("-inf")
         self._last_weight = 1.0
         self._streak = 0
 
     def reserve(self, weight: float = 1.0) -> float:
         """Reserve the next slot (`weight` slots long) and return how long the caller must wait for it."""
+        return self._reserve(weight)[0]
+
+    def _reserve(self, weight: float = 1.0) -> tuple[float, bool]:
+        """(wait, whether no other reserved request of the family goes out before this one)."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot)
+            first_in_line = self._last_slot <= now
             self._next_slot = slot + self.interval * weight
-            return slot - now
+            self._last_slot = slot
+            return slot - now, first_in_line
 
     def acquire(self, weight: float = 1.0, sleep: Sleep | None = None) -> float:
         """Wait for the next slot, and at least one interval after the last request that really started.
@@ -54,11 +96,16 @@ class Pacer:
         the thread holding the following slot; two requests together are what a strict limiter answers
         with 429. `weight`: the slots this request uses (the next request starts that much later). `sleep`
         replaces the pacer's own (a caller's wait that a cancel interrupts by raising). Returns the seconds waited.
+
+        A long wait is announced only by the request first in line: eight threads queued one second apart
+        each wait eight seconds, yet requests go out every second, which is no silence worth a message.
         """
         waited = 0.0
-        wait = self.reserve(weight)
+        wait, first_in_line = self._reserve(weight)
         while True:
             if wait > 0:
+                if first_in_line:
+                    announce_wait(self.family, wait)
                 (sleep or self._sleep)(wait)
                 waited += wait
             with self._lock:
@@ -69,6 +116,8 @@ class Pacer:
                     self._last_weight = weight
                     return waited
                 wait = earliest - now
+            # waiting for the request that started last: this one goes next
+            first_in_line = True
 
     def hold_until(self, when: float) -> None:
         """No request of this family before `when` (clock time), e.g. after a Retry-After."""
@@ -109,7 +158,7 @@ class PacerRegistry:
         with self._lock:
             pacer = self._pacers.get(key)
             if pacer is None:
-                pacer = self._pacers[key] = Pacer(interval, clock=clock, sleep=sleep)
+                pacer = self._pacers[key] = Pacer(interval, clock=clock, sleep=sleep, family=family)
             return pacer
 
 

@@ -26,6 +26,7 @@ from .helpers import (
     BentoContext,
     Row,
     SearchUnavailableError,
+    announce_stats_time,
     flatten_page,
     iter_search_pages,
     list_rows,
@@ -52,6 +53,8 @@ from .settings import (
 __all__ = [
     "ALL_RESOURCES",
     "BROADCAST_STATUSES",
+    "LIST_RESOURCES",
+    "STATS_RESOURCES",
     "SUBSCRIBERS_OVERLAP",
     "SearchUnavailableError",
     "apply_parquet_hints",
@@ -191,9 +194,7 @@ def bento_source(
         """One snapshot per segment per run (each is one stats request, paced to the stats budget)."""
         listed = segment_ids is None
         ids = [str(row["id"]) for row in ctx.segments()] if segment_ids is None else [str(s) for s in segment_ids]
-        budget = ctx.budgets.stats_requests_per_hour
-        if len(ids) > 1:
-            logger.info("segment_stats: %d segments at %.0f stats requests/hour", len(ids), budget)
+        announce_stats_time(len(ids), ctx.budgets)
         for segment_id in ids:
             row = segment_stats_row(ctx, segment_id, listed=listed)
             if row is not None:

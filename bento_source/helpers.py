@@ -39,6 +39,7 @@ from bento_api.facts import (
     is_valid_email,
     normalise_email,
 )
+from bento_api.pacing import LONG_WAIT_SECONDS, SAFETY_MARGIN, format_wait
 from bento_api.timestamps import parse_utc
 
 from .settings import TEMPLATE_WORKERS
@@ -109,11 +110,17 @@ def flatten_page(page: Iterable[Mapping[str, Any]]) -> list[Row]:
 
 
 def subscriber_row(item: Mapping[str, Any], tag_names: Mapping[str, str] | None) -> Row:
-    """A visitor as a row, with `tags` (names) next to `cached_tag_ids` when the tag list is known."""
+    """A visitor as a row, with its tag names next to `cached_tag_ids` when the tag list is known.
+
+    The names come twice: `tag_names`, a JSON list kept on the row (a notebook reads it without a join),
+    and `tags`, which dlt nests as the child table `subscribers__tags` (kept for existing users).
+    """
     row = flatten(item)
     ids = row.get("cached_tag_ids")
     if tag_names is not None and isinstance(ids, list):
-        row["tags"] = [tag_names[str(tag_id)] for tag_id in ids if str(tag_id) in tag_names]
+        names = [tag_names[str(tag_id)] for tag_id in ids if str(tag_id) in tag_names]
+        row["tags"] = names
+        row["tag_names"] = list(names)
     return row
 
 
@@ -333,6 +340,24 @@ def counts(body: Any) -> Row:
     if not isinstance(body, Mapping):
         raise BentoError(f"Bento stats: expected an object of counts, got {str(body)[:200]}")
     return dict(body)
+
+
+def announce_stats_time(segments: int, budgets: Budgets) -> None:
+    """Say up front how long `segment_stats` may take: one stats request per segment, spaced to the budget.
+
+    A warning when that is long (so a plain script shows it), with the way out; the client then
+    announces each wait as it starts.
+    """
+    rate = budgets.stats_requests_per_hour
+    seconds = segments * budgets.interval("stats") * SAFETY_MARGIN
+    if seconds > LONG_WAIT_SECONDS:
+        logger.warning(
+            "segment_stats: %d segment(s), one stats request each at %g stats requests an hour: up to %s "
+            "(pass segment_ids, raise stats_requests_per_hour if Bento allows it, or leave the stats "
+            "resources out of frequent runs)", segments, rate, format_wait(seconds),
+        )
+    elif segments:
+        logger.info("segment_stats: %d segment(s) at %g stats requests an hour", segments, rate)
 
 
 def site_stats_row(ctx: BentoContext) -> Row:

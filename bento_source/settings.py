@@ -55,7 +55,8 @@ COLUMNS: Final[dict[str, TTableSchemaColumns]] = {
     "sequences": timestamps("created_at"),
     "workflows": timestamps("created_at"),
     "email_templates": timestamps("created_at"),
-    "subscribers": timestamps("created_at", "updated_at", "unsubscribed_at"),
+    # `tag_names` stays one JSON list on the row; `tags` (the same names) nests as `subscribers__tags`
+    "subscribers": with_json(timestamps("created_at", "updated_at", "unsubscribed_at"), "tag_names"),
     "site_stats": timestamps("snapshot_at"),
     "segment_stats": timestamps("snapshot_at"),
 }

@@ -55,7 +55,8 @@ def run(
     pipeline = dlt.pipeline(
         pipeline_name=pipeline_name,
         **where,
-        destination=dlt.destinations.duckdb(str(path)),
+        # absolute: dlt would otherwise reuse the DuckDB path an earlier run of this pipeline name recorded
+        destination=dlt.destinations.duckdb(str(path.resolve())),
         dataset_name=dataset_name,
         dev_mode=dev_mode,
     )

@@ -10,15 +10,21 @@ cursor) lives in the pipelines dir: keep it on persistent storage for scheduled 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from dlt.common.runtime.collector import NULL_COLLECTOR
 
+from bento_api import Budgets
+from bento_api.pacing import LONG_WAIT_SECONDS, SAFETY_MARGIN, format_wait
+from bento_api.pacing import logger as pacing_logger
 from bento_api.timestamps import parse_utc
-from bento_source import ALL_RESOURCES, apply_parquet_hints, bento_source
+from bento_source import ALL_RESOURCES, STATS_RESOURCES, apply_parquet_hints, bento_source
 
 from .cli_common import EXIT_OK, EXIT_USAGE, CliError, Console, Result, flag_credentials, resolve_cli_budgets
 
@@ -78,6 +84,45 @@ def _destination(cfg: ExtractSettings, name: str) -> tuple[Any, str | None, dict
     return cfg.to, None, {}
 
 
+class _ConsoleNotes(logging.Handler):
+    """Log records as the console's notes: stderr, plain text, silenced by --quiet."""
+
+    def __init__(self, console: Console) -> None:
+        super().__init__(logging.INFO)
+        self.console = console
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.console.note(record.getMessage())
+
+
+@contextlib.contextmanager
+def budget_waits_shown(console: Console) -> Iterator[None]:
+    """The client's announcements of long budget waits ("waiting for the stats budget: next request in
+    1m52s") go to stderr as notes while the run lasts, so a paced run never sits silent."""
+    handler = _ConsoleNotes(console)
+    level, propagate = pacing_logger.level, pacing_logger.propagate
+    pacing_logger.addHandler(handler)
+    pacing_logger.setLevel(logging.ERROR if console.quiet else logging.INFO)
+    pacing_logger.propagate = False
+    try:
+        yield
+    finally:
+        pacing_logger.removeHandler(handler)
+        pacing_logger.setLevel(level)
+        pacing_logger.propagate = propagate
+
+
+def stats_wait_note(resources: Sequence[str] | None, budgets: Budgets) -> str | None:
+    """What the stats resources will cost at the stats budget, when each request waits long for the next."""
+    chosen = [name for name in (resources or ALL_RESOURCES) if name in STATS_RESOURCES]
+    interval = budgets.interval("stats") * SAFETY_MARGIN
+    if not chosen or interval <= LONG_WAIT_SECONDS:
+        return None
+    return (f"{' and '.join(chosen)}: Bento allows {budgets.stats_requests_per_hour:g} stats requests an hour, so "
+            f"each one after the first waits {format_wait(interval)} (site_stats is one request, segment_stats "
+            "one per segment); leave them out with --resources for a quick run")
+
+
 def extract(cfg: ExtractSettings, console: Console) -> dict[str, Any]:
     """Run the source into the destination; returns the JSON summary (tables and row counts, where it went)."""
     import dlt
@@ -98,7 +143,8 @@ def extract(cfg: ExtractSettings, console: Console) -> dict[str, Any]:
     if cfg.to == "parquet":
         source = apply_parquet_hints(source)
     started = time.monotonic()
-    info = pipeline.run(source, **run_kwargs)
+    with budget_waits_shown(console):
+        info = pipeline.run(source, **run_kwargs)
     info.raise_on_failed_jobs()
     trace = pipeline.last_trace
     counts = trace.last_normalize_info.row_counts if trace and trace.last_normalize_info else {}
@@ -140,6 +186,9 @@ def run(args: argparse.Namespace, console: Console) -> Result:
                 EXIT_USAGE,
             )
         source_kwargs["subscribers_initial_updated_at"] = args.subscribers_since
+    note = stats_wait_note(args.resources, budgets)
+    if note:
+        console.note(note)
     cfg = ExtractSettings(
         to=args.to, output=args.output, dataset=args.dataset, pipeline_name=args.pipeline_name,
         pipelines_dir=args.pipelines_dir, resources=args.resources, source_kwargs=source_kwargs,

@@ -6,6 +6,7 @@
 # Cells are marked `# %%` (VS Code, Jupytext, PyCharm run them one by one).
 
 # %%
+import json
 import os
 from pathlib import Path
 
@@ -39,14 +40,20 @@ print(load_info)
 dataset = pipeline.dataset()
 tags = dataset.tags.df()
 subscribers = dataset.subscribers.df()
-subscriber_tags = dataset.subscribers__tags.df()  # one row per (subscriber, tag name)
 tags[["id", "name", "created_at"]].head()
 
 # %%
-# Tag names per subscriber, joined back onto the subscribers frame.
-names = subscriber_tags.groupby("_dlt_parent_id")["value"].agg(", ".join).rename("tag_names")
-people = subscribers.merge(names, left_on="_dlt_id", right_index=True, how="left")
-people[["email", "updated_at", "tag_names"]].head()
+# Each subscriber row carries its tag names in `tag_names`, a JSON list (text in pandas): no join needed.
+people = subscribers[["email", "updated_at", "tag_names"]].copy()
+people["tag_names"] = people["tag_names"].map(json.loads, na_action="ignore")  # JSON text to a Python list
+customers = people[people["tag_names"].map(lambda names: isinstance(names, list) and "customer" in names)]
+customers.head()
+
+# %%
+# The same names, one row per (subscriber, tag), as dlt nests lists: the child table `subscribers__tags`,
+# joined on `_dlt_parent_id` = `subscribers._dlt_id`.
+subscriber_tags = dataset.subscribers__tags.df()
+subscriber_tags[["_dlt_parent_id", "value"]].head()
 
 # %%
 if emulator is not None:

@@ -6,6 +6,7 @@ Bento's safe 60/min and stats 30/hour.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -172,6 +173,25 @@ def test_second_run_adds_no_duplicates_and_updates_the_changed_subscriber(two_ru
     assert_matches_store(pipeline, two_runs.emu.store)
 
 
+def test_tag_names_sit_on_each_subscriber_row_and_the_child_table_remains(two_runs: SimpleNamespace) -> None:
+    pipeline, store = two_runs.pipeline, two_runs.emu.store
+    rows = query(pipeline, "select id, tag_names, typeof(tag_names) from {subscribers}")
+    assert {kind for _, _, kind in rows} == {"JSON"}
+    loaded = {row_id: json.loads(names) for row_id, names, _ in rows}
+    want = {str(sub.id): store.tag_names(sub) for sub in store.subscribers.values()}
+    assert loaded == want and any(want.values())
+    # the same names as the child table joined on _dlt_parent_id, which existing users keep reading
+    joined = query(pipeline, "select s.id, c.value from {subscribers} s join {subscribers__tags} c "
+                             "on c._dlt_parent_id = s._dlt_id order by s.id, c._dlt_list_idx")
+    from_child: dict[str, list[str]] = {}
+    for row_id, name in joined:
+        from_child.setdefault(row_id, []).append(name)
+    assert from_child == {row_id: names for row_id, names in want.items() if names}
+    # DuckDB reads the JSON list as a list directly
+    tagged = query(pipeline, "select count(*) from {subscribers} where len(tag_names::varchar[]) > 0")[0][0]
+    assert tagged == len(from_child)
+
+
 def test_second_search_starts_at_the_cursor_minus_the_overlap(two_runs: SimpleNamespace) -> None:
     search = [r for r in two_runs.second_log if r.path == "/fetch/search"]
     gt = format_bento(two_runs.cursor - SUBSCRIBERS_OVERLAP)
@@ -256,6 +276,22 @@ def test_selecting_one_resource_loads_only_its_table(tmp_path: Path) -> None:
     assert counts["sequences"] == 30
 
 
+def test_a_relative_duckdb_path_lands_in_the_current_folder_on_every_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """dlt records a run's DuckDB path in the pipeline and reuses it for a relative path on later runs."""
+    with BentoEmulator(emulator_config()) as emu:
+        for folder in ("first", "second"):
+            (tmp_path / folder).mkdir()
+            monkeypatch.chdir(tmp_path / folder)
+            bento_to_duckdb.run(duckdb_path="bento_data.duckdb", pipelines_dir=tmp_path / "pipelines",
+                                pipeline_name="moved", resources=["tags"], **emu.credentials, **FAST)
+            if folder == "first":
+                before = (tmp_path / "first" / "bento_data.duckdb").stat().st_mtime_ns
+    assert (tmp_path / "second" / "bento_data.duckdb").is_file()
+    assert (tmp_path / "first" / "bento_data.duckdb").stat().st_mtime_ns == before
+
+
 def test_search_falls_back_to_post_when_get_with_a_body_is_refused(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -289,6 +325,8 @@ def test_account_without_search_gets_the_lookup_path(tmp_path: Path) -> None:
     assert sorted(lookups) == sorted([*people, "nobody@example.com"])  # each address once, normalised
     assert sorted(r[0] for r in rows) == people
     assert named <= tag_names
+    with_names = query(pipeline, "select tag_names from {subscribers}")
+    assert all(set(json.loads(names)) <= tag_names for (names,) in with_names)
 
 
 def test_rows_without_updated_at_fall_back_to_a_full_load_merged_on_id(

@@ -24,4 +24,8 @@ def test_notebook_runs_top_to_bottom(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert not emulator.running  # the last cell stops it
     assert sorted(tags["id"]) == sorted(str(t) for t in emulator.store.tags)
     assert len(subscribers) == len(emulator.store.subscribers)
-    assert "tag_names" in people.columns and people["tag_names"].notna().any()
+    # each person's tag names, straight from their row, as Python lists
+    want = {sub.email: emulator.store.tag_names(sub) for sub in emulator.store.subscribers.values()}
+    assert dict(zip(people["email"], people["tag_names"], strict=True)) == want
+    customers = namespace["customers"]
+    assert len(customers) == sum("customer" in names for names in want.values()) > 0
