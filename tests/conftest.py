@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -11,6 +12,7 @@ from bento_api.emulator import BentoEmulator, EmulatorConfig
 from pipelines.telemetry import TELEMETRY_ENV
 
 from .destination_support import ENV_PREFIXES
+from .postgres_server import PostgresServer, PostgresUnavailable
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,3 +59,39 @@ def emu() -> Iterator[BentoEmulator]:
     config = EmulatorConfig(requests_per_minute=1e7, stats_requests_per_hour=1e9, bucket_capacity=1e6, subscribers=0)
     with BentoEmulator(config) as emulator:
         yield emulator
+
+
+# -- real servers the tests start: Postgres (Debian's package) and an S3 API (moto) ---------------------
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A server a test needs cannot run here: in CI (CI=true) that fails the test, elsewhere it is skipped."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A Postgres cluster on a free port of 127.0.0.1 for the whole session, stopped and deleted after."""
+    try:  # the [postgres] extra: dlt's postgres destination uses psycopg2, SQLAlchemy 2.1's postgresql:// psycopg
+        import psycopg  # noqa: F401
+        import psycopg2  # noqa: F401
+    except ImportError as exc:
+        unavailable(f"{exc.name} is not installed: pip install -e '.[postgres]'")
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A SQLAlchemy URL of a new empty database (superuser, trust auth), dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
