@@ -4,7 +4,8 @@ The tests need a real server (types, transactions, dlt's postgres destination), 
 own cluster is left alone: `initdb` makes a new one in a temporary folder, `pg_ctl` starts it on a free port of
 127.0.0.1 with its socket in that folder, and it is stopped and deleted after. `initdb` and `postgres` refuse to
 run as root, so as root every server command runs as the `postgres` user (through `runuser`); as anyone else
-they run as that user. Authentication is `trust`: the server listens on loopback only and lives for one session.
+they run as that user. Over TCP the superuser needs its password (scram-sha-256), as any real server would ask
+(dlt's postgres destination insists on one); the server listens on loopback only and lives for one session.
 
 `make postgres-server` (and `.ci/run`) installs the package; `find_bin_dir` finds its binaries without naming
 a version (Debian keeps them in /usr/lib/postgresql/<version>/bin, off the PATH).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import secrets
 import shutil
 import socket
 import subprocess
@@ -70,6 +72,7 @@ class PostgresServer:
     """One running cluster; `url(database)` reaches it as the superuser over TCP on 127.0.0.1."""
 
     def __init__(self, bin_dir: Path, root: Path, port: int, run_as: str | None) -> None:
+        self.password = secrets.token_hex(12)
         self.bin_dir = bin_dir
         self.root = root
         self.port = port
@@ -86,7 +89,7 @@ class PostgresServer:
                 f"no Postgres server binaries ({', '.join(SERVER_BINARIES)}) under {DEBIAN_ROOT}/*/bin, on the PATH "
                 f"or in ${PG_BIN_ENV}: install Debian's package with `make postgres-server`"
             )
-        run_as = None
+        owner: pwd.struct_passwd | None = None
         if os.geteuid() == 0:
             try:
                 owner = pwd.getpwnam(OS_USER)
@@ -95,13 +98,12 @@ class PostgresServer:
                                           "(Debian's postgresql package creates it)") from None
             if shutil.which("runuser") is None:
                 raise PostgresUnavailable("running as root and `runuser` is missing (util-linux)")
-            run_as = OS_USER
         root = Path(tempfile.mkdtemp(prefix="bento-pg-"))
-        if run_as is not None:
+        if owner is not None:
             os.chown(root, owner.pw_uid, owner.pw_gid)
-        server = cls(bin_dir, root, free_port(), run_as)
+        server = cls(bin_dir, root, free_port(), OS_USER if owner else None)
         try:
-            server._init_and_start()
+            server._init_and_start(owner.pw_uid if owner else None)
         except BaseException:
             server.stop()
             raise
@@ -119,9 +121,14 @@ class PostgresServer:
             raise PostgresStartError(f"{binary} {' '.join(args[:1])} failed ({result.returncode}): "
                                       f"{result.stderr.strip()[-2000:]}\n{log}")
 
-    def _init_and_start(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--auth=trust", "--encoding=UTF8",
-                  "--no-locale", "--no-sync")
+    def _init_and_start(self, uid: int | None) -> None:
+        pwfile = self.root / "pwfile"
+        pwfile.write_text(self.password + "\n", encoding="utf-8")
+        if uid is not None:
+            os.chown(pwfile, uid, -1)
+        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, f"--pwfile={pwfile}", "--auth-local=trust",
+                  "--auth-host=scram-sha-256", "--encoding=UTF8", "--no-locale", "--no-sync")
+        pwfile.unlink()
         settings = {
             "listen_addresses": "'127.0.0.1'",
             "port": str(self.port),
@@ -144,12 +151,13 @@ class PostgresServer:
         shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:
-        return f"postgresql://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
+        return f"postgresql://{SUPERUSER}:{self.password}@127.0.0.1:{self.port}/{database}"
 
     def _admin(self, statement: str) -> None:
         import psycopg2  # the [postgres] extra
 
-        con: Any = psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres")
+        con: Any = psycopg2.connect(host="127.0.0.1", port=self.port, user=SUPERUSER, password=self.password,
+                                    dbname="postgres")
         try:
             con.autocommit = True  # CREATE/DROP DATABASE cannot run in a transaction
             with con.cursor() as cur:
