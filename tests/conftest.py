@@ -13,6 +13,7 @@ from pipelines.telemetry import TELEMETRY_ENV
 
 from .destination_support import ENV_PREFIXES
 from .postgres_server import PostgresServer, PostgresUnavailable
+from .s3_server import S3Server
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -95,3 +96,18 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     name = postgres_server.create_database()
     yield postgres_server.url(name)
     postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 API on a free port of 127.0.0.1 for the whole session, in its own process."""
+    try:  # the [s3] extra (s3fs) and the [s3-test] extra (moto's server)
+        import moto.server  # noqa: F401
+        import s3fs  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError as exc:
+        unavailable(f"{exc.name} is not installed: pip install -e '.[s3,s3-test]'")
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
