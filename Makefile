@@ -4,7 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck check bench sdk-check clean postgres-server test-postgres test-s3
+.PHONY: demo test lint typecheck check bench sdk-check clean orchestrators orchestrator-dagster orchestrator-airflow \
+	orchestrator-prefect \
+	postgres-server test-postgres test-s3
 
 # The venv keeps its own pip, not upgraded: the install must work with Python 3.11's bundled pip (23.2).
 $(STAMP): pyproject.toml
@@ -59,5 +61,11 @@ test-s3: $(VENV)/.installed-s3
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all
 
+# Each orchestrator's README example against the emulator, in its own venv (.venv-<name>).
+orchestrators: orchestrator-dagster orchestrator-airflow orchestrator-prefect
+
+orchestrator-dagster orchestrator-airflow orchestrator-prefect:
+	PYTHON=$(PYTHON) orchestrators/run.sh $(@:orchestrator-%=%)
+
 clean:
-	rm -rf $(VENV) demo_output .mypy_cache .ruff_cache $(SDK_NODE)/node_modules
+	rm -rf $(VENV) .venv-dagster .venv-airflow .venv-prefect demo_output .mypy_cache .ruff_cache $(SDK_NODE)/node_modules

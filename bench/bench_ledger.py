@@ -63,7 +63,7 @@ def main() -> None:
                 started = time.perf_counter()
                 reports = sync(
                     data, pipeline_name="bench_ledger", pipelines_dir=workdir, table_name="subscribers",
-                    file_max_items=args.file_max_items, out=lambda _: None, **emu.credentials,
+                    file_max_items=args.file_max_items, out=lambda _: None, **dict[str, Any](emu.credentials),
                     requests_per_minute=1_000_000.0,
                 )
                 elapsed = time.perf_counter() - started

@@ -1,6 +1,6 @@
 """The Bento REST API v1 client shared by bento_source and bento_destination (no dlt import here)."""
 
-from .client import DEFAULT_USER_AGENT, BentoClient, RequestStats
+from .client import DEFAULT_USER_AGENT, BentoClient, EncodedBody, RequestStats
 from .errors import (
     BentoAuthError,
     BentoConfigError,
@@ -12,10 +12,12 @@ from .errors import (
     BentoNotFoundError,
     BentoPaginationError,
     BentoRateLimitedError,
+    BentoRedirectError,
     BentoResponseError,
     BentoServerError,
 )
 from .facts import BATCH_MAXIMA, family_of
+from .gate import BentoAttemptsSpentError, BentoCancelledError, RequestGate
 from .limits import Budgets, resolve_budgets
 from .retry import IDEMPOTENT, NEVER_AFTER_SEND, RetryMode, RetryPolicy
 from .settings import DEFAULT_BASE_URL, BentoSettings, redact, resolve_settings
@@ -27,7 +29,9 @@ __all__ = [
     "DEFAULT_USER_AGENT",
     "IDEMPOTENT",
     "NEVER_AFTER_SEND",
+    "BentoAttemptsSpentError",
     "BentoAuthError",
+    "BentoCancelledError",
     "BentoClient",
     "BentoConfigError",
     "BentoConnectionError",
@@ -38,10 +42,13 @@ __all__ = [
     "BentoNotFoundError",
     "BentoPaginationError",
     "BentoRateLimitedError",
+    "BentoRedirectError",
     "BentoResponseError",
     "BentoServerError",
     "BentoSettings",
     "Budgets",
+    "EncodedBody",
+    "RequestGate",
     "RequestStats",
     "RetryMode",
     "RetryPolicy",

@@ -7,6 +7,7 @@ process-wide (pacing.PACERS) so that two clients of one account never exceed the
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import random
@@ -28,13 +29,15 @@ from .errors import (
     BentoInvalidRequestError,
     BentoNotFoundError,
     BentoRateLimitedError,
+    BentoRedirectError,
     BentoResponseError,
     BentoServerError,
 )
-from .facts import AUTHOR_NOT_AUTHORIZED, family_of
-from .limits import Budgets, resolve_budgets
+from .facts import AUTHOR_NOT_AUTHORIZED, EMAILS_BATCH_PATH, family_of
+from .gate import BentoCancelledError, RequestGate
+from .limits import EMAILS_PACE, Budgets, resolve_budgets
 from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
-from .retry import IDEMPOTENT, RetryMode, RetryPolicy, parse_retry_after
+from .retry import RetryMode, RetryPolicy, parse_retry_after, resolve_retry_policy
 from .settings import BentoSettings
 from .version import __version__
 
@@ -78,6 +81,14 @@ class RequestStats:
             }
 
 
+@dataclass(frozen=True)
+class EncodedBody:
+    """A JSON request body the caller already encoded, sent as is (the destination encodes each row once to
+    pack requests by bytes, so encoding the whole body again would double the work)."""
+
+    content: bytes
+
+
 class _Transient(Exception):
     """One failed attempt that may be retried; carries the error to raise if it is not."""
 
@@ -110,7 +121,7 @@ class BentoClient:
         *,
         user_agent: str | None = None,
         deadline: float = DEFAULT_DEADLINE,
-        retry: RetryPolicy = IDEMPOTENT,
+        retry: RetryPolicy | None = None,
         clock: Clock = time.monotonic,
         sleep: Sleep = time.sleep,
         pacers: PacerRegistry | None = None,
@@ -121,7 +132,7 @@ class BentoClient:
         self.budgets = budgets or resolve_budgets()
         self.user_agent = check_user_agent(user_agent or DEFAULT_USER_AGENT)
         self.deadline = deadline
-        self.retry = retry
+        self.retry = retry or resolve_retry_policy()
         self.stats = RequestStats()
         self._clock = clock
         self._sleep = sleep
@@ -173,6 +184,17 @@ class BentoClient:
             sleep=self._sleep,
         )
 
+    def wait_for_emails(self, count: int, stats: RequestStats | None = None, gate: RequestGate | None = None) -> float:
+        """Wait until `count` emails fit the emails budget (Bento's send pace); the seconds waited.
+
+        `gate`: a cancel ends the wait (its pause raises), as for every other budget wait.
+        """
+        if count <= 0:
+            return 0.0
+        waited = self.pacer(EMAILS_PACE).acquire(count, sleep=None if gate is None else gate.pause)
+        self._count(stats, waited_seconds=waited)
+        return waited
+
     def request(
         self,
         method: str,
@@ -183,17 +205,36 @@ class BentoClient:
         retry: RetryPolicy | None = None,
         stats: RequestStats | None = None,
         on_retry: Callable[[BentoError, int], None] | None = None,
+        pace_emails: bool = True,
+        gate: RequestGate | None = None,
     ) -> Any:
-        """Send one request (retrying per policy) and return its parsed JSON body."""
+        """Send one request (retrying per policy) and return its parsed JSON body.
+
+        `/batch/emails` also waits for its emails' slots on the emails budget, unless the caller already
+        did (`pace_emails=False` after :meth:`wait_for_emails`). `gate` (see gate.py) is asked before every
+        attempt (it may stop the request, and caps the attempts) and waits through the back-off between
+        attempts. A retry is counted when it is sent, so the stats match what the server saw even when a
+        cancel ends a back-off wait.
+        """
         policy = retry or self.retry
+        if gate is not None:
+            left = gate.attempts_left()
+            if left <= 0:
+                raise BentoCancelledError(
+                    self._message("not sent: this request spent its attempts earlier in this run", path), path=path
+                )
+            policy = dataclasses.replace(policy, max_attempts=min(policy.max_attempts, left))
         family = family_of(path)
         pacer = self.pacer(family)
+        if pace_emails and "/" + path.lstrip("/") == EMAILS_BATCH_PATH and isinstance(json_body, dict):
+            self.wait_for_emails(len(json_body.get("emails") or ()), stats, gate)
         started = self._clock()
         attempt = 0
         while True:
             attempt += 1
-            waited = pacer.acquire()
-            self._count(stats, requests=1, waited_seconds=waited)
+            waited = pacer.acquire(sleep=None if gate is None else gate.pause)
+            repeated = gate.before_attempt() if gate is not None else False
+            self._count(stats, requests=1, waited_seconds=waited, retries=int(attempt > 1 or repeated))
             try:
                 with self._in_flight:
                     result = self._send_once(method, path, params, json_body)
@@ -215,10 +256,12 @@ class BentoClient:
                     "Bento %s %s: %s; retrying in %.1fs (attempt %d of %d)",
                     method, path, error.message, delay, attempt + 1, policy.max_attempts,
                 )
-                self._count(stats, retries=1)
                 if on_retry is not None:
                     on_retry(error, attempt)
-                self._sleep(delay)
+                if gate is not None:
+                    gate.pause(delay)
+                else:
+                    self._sleep(delay)
 
     def iter_pages(
         self, path: str, params: Mapping[str, Any] | None = None, **options: Any
@@ -268,7 +311,10 @@ class BentoClient:
         query = {**(params or {}), "site_uuid": self.settings.site_uuid}
         remaining = self.deadline
         started = self._clock()
-        content = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
+        if isinstance(json_body, EncodedBody):
+            content: bytes | None = json_body.content
+        else:
+            content = None if json_body is None else json.dumps(json_body, allow_nan=False).encode()
         headers = {"Content-Type": "application/json"} if content is not None else None
         request = self._http.build_request(
             method,
@@ -281,12 +327,11 @@ class BentoClient:
         try:
             response = self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-            raise _Transient(
-                BentoConnectionError(
-                    self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
-                ),
-                reached=False,
-            ) from None
+            unreached = BentoConnectionError(
+                self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
+            )
+            unreached.may_have_arrived = False
+            raise _Transient(unreached, reached=False) from None
         except httpx.TimeoutException:
             raise _Transient(self._deadline_error(path), reached=True) from None
         except httpx.TransportError as exc:
@@ -336,6 +381,22 @@ class BentoClient:
         head = f"Bento {path}" + (f" answered {status}" if status is not None else "")
         return self.settings.redact(f"{head}: {text}")
 
+    def _redirected(self, response: httpx.Response, path: str, status: int) -> str:
+        """Where a 3xx points (scheme and host, no query: it may hold the site_uuid), and what to fix."""
+        location = response.headers.get("location")
+        if not location:
+            where = "without saying where (no Location header)"
+        else:
+            target = response.url.join(location)
+            origin = f"{target.scheme}://{target.host}" + (f":{target.port}" if target.port else "")
+            ours = httpx.URL(self.settings.base_url)
+            same_host = (target.scheme, target.host, target.port) == (ours.scheme, ours.host, ours.port)
+            where = f"redirecting to {origin}{target.path if same_host else ''}"
+        return self.settings.redact(
+            f"Bento answered {status} on {path}, {where}: check base_url (now {self.settings.base_url}); "
+            "redirects are not followed, so nothing was sent there"
+        )
+
     def _interpret(self, response: httpx.Response, raw: bytes, path: str) -> Any:
         status = response.status_code
         text = raw.decode("utf-8", errors="replace")
@@ -371,6 +432,8 @@ class BentoClient:
                 raise error
             return body
 
+        if 300 <= status < 400:
+            raise BentoRedirectError(self._redirected(response, path, status), status=status, path=path)
         if status == 429:
             retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
             raise _Transient(

@@ -14,6 +14,9 @@ class BentoError(Exception):
 
     #: whether retrying the same request later can succeed
     transient: bool = False
+    #: False only when the request certainly never reached Bento (no connection was made): a send
+    #: that must happen at most once (an email) may then be tried again later
+    may_have_arrived: bool = True
 
     def __init__(
         self,
@@ -35,6 +38,11 @@ class BentoError(Exception):
 
 class BentoConfigError(BentoError):
     """Credentials or endpoint missing or unsafe; nothing was sent."""
+
+
+class BentoRedirectError(BentoConfigError):
+    """3xx: the base URL is not where Bento's API answers (moved host, http -> https hop). Never followed:
+    the request would carry the keys to an address nobody configured."""
 
 
 class BentoAuthError(BentoError):

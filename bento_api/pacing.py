@@ -2,7 +2,8 @@
 
 Bento counts requests per minute (stats: per hour). Bursts get 429s, so each request reserves the
 next free slot on its family's timeline and sleeps until it. After a 429 the spacing widens and
-recovers slowly once requests succeed again; a Retry-After holds the whole family.
+recovers slowly once requests succeed again; a Retry-After holds the whole family. A request may
+weigh more than one slot (an emails request holds one slot per email on the emails timeline).
 """
 
 from __future__ import annotations
@@ -35,34 +36,37 @@ class Pacer:
         self._lock = threading.Lock()
         self._next_slot = float("-inf")
         self._last_start = float("-inf")
+        self._last_weight = 1.0
         self._streak = 0
 
-    def reserve(self) -> float:
-        """Reserve the next slot and return how long the caller must wait for it."""
+    def reserve(self, weight: float = 1.0) -> float:
+        """Reserve the next slot (`weight` slots long) and return how long the caller must wait for it."""
         with self._lock:
             now = self._clock()
             slot = max(now, self._next_slot)
-            self._next_slot = slot + self.interval
+            self._next_slot = slot + self.interval * weight
             return slot - now
 
-    def acquire(self) -> float:
+    def acquire(self, weight: float = 1.0, sleep: Sleep | None = None) -> float:
         """Wait for the next slot, and at least one interval after the last request that really started.
 
         A thread that wakes late for its slot (a busy CPU, the GIL) would otherwise go out right next to
         the thread holding the following slot; two requests together are what a strict limiter answers
-        with 429. Returns the seconds waited.
+        with 429. `weight`: the slots this request uses (the next request starts that much later). `sleep`
+        replaces the pacer's own (a caller's wait that a cancel interrupts by raising). Returns the seconds waited.
         """
         waited = 0.0
-        wait = self.reserve()
+        wait = self.reserve(weight)
         while True:
             if wait > 0:
-                self._sleep(wait)
+                (sleep or self._sleep)(wait)
                 waited += wait
             with self._lock:
                 now = self._clock()
-                earliest = self._last_start + self.interval
+                earliest = self._last_start + self.interval * self._last_weight
                 if now >= earliest:
                     self._last_start = now
+                    self._last_weight = weight
                     return waited
                 wait = earliest - now
 

@@ -7,10 +7,16 @@ request may have reached Bento they are not retried (only a 429 or a failure to 
 
 from __future__ import annotations
 
+import dataclasses
 import email.utils
 import enum
+import os
 import random
+from collections.abc import Mapping
 from dataclasses import dataclass
+
+#: seconds of the first back-off wait (doubling up to backoff_cap); lower it only against the emulator
+ENV_RETRY_BACKOFF = "BENTO_RETRY_BACKOFF_SECONDS"
 
 
 class RetryMode(enum.Enum):
@@ -39,6 +45,20 @@ class RetryPolicy:
 
 IDEMPOTENT = RetryPolicy()
 NEVER_AFTER_SEND = RetryPolicy(mode=RetryMode.NOT_AFTER_SEND)
+
+
+def resolve_retry_policy(env: Mapping[str, str] | None = None, base: RetryPolicy = IDEMPOTENT) -> RetryPolicy:
+    """`base` with the back-off of BENTO_RETRY_BACKOFF_SECONDS if set (tests against the emulator lower it)."""
+    text = (os.environ if env is None else env).get(ENV_RETRY_BACKOFF)
+    if not text:
+        return base
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise ValueError(f"{ENV_RETRY_BACKOFF} must be a number of seconds, got {text!r}") from None
+    if not seconds > 0:
+        raise ValueError(f"{ENV_RETRY_BACKOFF} must be positive, got {text!r}")
+    return dataclasses.replace(base, backoff_base=seconds)
 
 
 def parse_retry_after(value: str | None, now_epoch: float) -> float | None:

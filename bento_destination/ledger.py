@@ -58,6 +58,7 @@ from bento_api.timestamps import InvalidTimestamp, format_utc_key
 __all__ = [
     "DEFAULT_MAX_SHARE",
     "BlastRadiusExceeded",
+    "LedgerBusyError",
     "LedgerError",
     "LedgerTransaction",
     "SyncLedger",
@@ -133,6 +134,14 @@ CREATE OR REPLACE TEMP TABLE ledger_raw (
 
 class LedgerError(BentoError):
     """The ledger cannot be opened, read or written; the message says what to check."""
+
+
+class LedgerBusyError(LedgerError):
+    """Another process holds the DuckDB ledger file: this run stops before sending anything."""
+
+
+def _first_line(error: BaseException) -> str:
+    return str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
 
 
 class BlastRadiusExceeded(BentoError):
@@ -543,6 +552,19 @@ class LedgerTransaction:
         if len(keys):
             self._parts.append(_ops_table(op, UNSUBSCRIBED_NS, keys))
 
+    def put_entries(self, ns: str, rows: Sequence[tuple[str, str, str]]) -> None:
+        """Write (key, sub, value) rows of a reserved namespace (``_emails``): the last write per (key, sub) wins.
+
+        Reserved namespaces start with an underscore, so ``reset`` of every operation never touches them.
+        """
+        if not ns.startswith("_"):
+            raise ValueError(f"put_entries writes reserved namespaces (a leading underscore), got {ns!r}")
+        if rows:
+            keys = _string_array([r[0] for r in rows], "key")
+            subs = _string_array([r[1] for r in rows], "sub")
+            values = _string_array([r[2] for r in rows], "value")
+            self._parts.append(_ops_table("put", ns, keys, subs=subs, values=values))
+
     def reset(self, operation: str | None = None, *, consent: bool = False, tags: bool = False) -> None:
         """Forget fingerprints of one operation (or all); consent and tag memory only when asked."""
         namespaces = [ALL_OPERATIONS if operation is None else _check_operation(operation)]
@@ -593,6 +615,8 @@ class SyncLedger:
         self._closed = False
         self.location = location
         self.full_resync = full_resync
+        #: segments this ledger has read or written (folder ledgers), so `refresh` reads only newer ones
+        self._known_segments: set[str] = set()
         (last,) = self._worker.call(
             self._fetchone, "SELECT coalesce(max(seq), 0) FROM ledger_entries WHERE site = ?", [site]
         )
@@ -681,6 +705,12 @@ class SyncLedger:
         try:
             con = duckdb.connect(str(file), config=config)
         except duckdb.Error as exc:
+            if "lock" in str(exc).lower():
+                raise LedgerBusyError(
+                    f"cannot open the ledger file {file}: it is in use by another run. Another process holds it "
+                    f"({_first_line(exc)}); a DuckDB ledger file serves one pipeline run at a time. This run "
+                    "sends nothing more; run it again once the other one has finished"
+                ) from exc
             raise LedgerError(
                 f"cannot open the ledger file {file}: {exc}. Another process may hold it: "
                 "a DuckDB ledger file serves one pipeline run at a time"
@@ -850,6 +880,107 @@ class SyncLedger:
             return set()
         return self._lookup_keys(UNSUBSCRIBED_NS, array)
 
+    @_on_worker
+    def entries(self, ns: str, keys: Iterable[str] | None = None) -> list[tuple[str, str, str | None, int]]:
+        """(key, sub, value, seq) of a reserved namespace, for ``keys`` or all of it; ignores ``full_resync``."""
+        with self._locked():
+            if keys is None:
+                return [
+                    (str(k), str(s), v, int(q))
+                    for k, s, v, q in self._con.execute(
+                        "SELECT key, sub, value, seq FROM ledger_entries WHERE site = ? AND ns = ? ORDER BY seq",
+                        [self._site, ns],
+                    ).fetchall()
+                ]
+            array = _string_array(_as_list(keys), "key")
+            if not len(array):
+                return []
+            self._con.register("ledger_keys", pa.table({"key": array}))
+            try:
+                rows = self._con.execute(
+                    """
+                    SELECT e.key, e.sub, e.value, e.seq FROM ledger_entries e
+                    SEMI JOIN ledger_keys k ON e.key = k.key
+                    WHERE e.site = ? AND e.ns = ? ORDER BY e.seq
+                    """,
+                    [self._site, ns],
+                ).fetchall()
+            finally:
+                self._con.unregister("ledger_keys")
+        return [(str(k), str(s), v, int(q)) for k, s, v, q in rows]
+
+    @_on_worker
+    def exclusive(self, work: Callable[[SyncLedger], _R]) -> _R:
+        """``work(self)`` with no other reader or writer of this ledger in the process meanwhile.
+
+        A read-then-write inside it (claim a key if nobody holds it) is atomic in the process; a DuckDB
+        ledger file is also held by one process at a time, so there it is atomic across processes too.
+        """
+        with self._locked():
+            return work(self)
+
+    @property
+    def shared(self) -> bool:
+        """True for folder and object-store ledgers, which several processes may write at once."""
+        return self._store is not None
+
+    @_on_worker
+    def refresh(self, ns: str) -> int:
+        """Read the ``ns`` rows of segments other processes published since this ledger opened; how many.
+
+        Folder ledgers only (a DuckDB file is one process's at a time). The newer row per (key, sub)
+        wins by sequence number, so reading a segment twice, or a compacted copy, changes nothing.
+        """
+        if self._store is None:
+            return 0
+        read = 0
+        with self._locked():
+            for _ in range(5):
+                fresh = [path for path in self._store.list() if path not in self._known_segments]
+                if not fresh:
+                    break
+                self._con.execute(_RAW_DDL)
+                try:
+                    for path in fresh:
+                        with contextlib.suppress(FileNotFoundError):  # compacted meanwhile: the copy is listed
+                            self._read_segment(path)
+                    self._con.execute("DELETE FROM ledger_raw WHERE ns <> ? OR op <> 'put'", [ns])
+                    (count, last) = self._fetchone("SELECT count(*), coalesce(max(seq), 0) FROM ledger_raw")
+                    self._merge_newer("ledger_raw")
+                    self._clock.observe(int(last))
+                    read += int(count)
+                finally:
+                    self._con.execute("DROP TABLE IF EXISTS ledger_raw")
+                self._known_segments.update(fresh)
+        return read
+
+    def _merge_newer(self, source: str) -> None:
+        """Apply the put rows of ``source`` where they are newer than what the table holds per (ns, key, sub)."""
+        self._con.execute(
+            f"""
+            CREATE OR REPLACE TEMP TABLE ledger_latest AS
+            SELECT ns, key, sub, arg_max(value, seq) AS value, max(seq) AS seq FROM {source} GROUP BY ns, key, sub
+            """
+        )
+        self._con.execute(
+            """
+            DELETE FROM ledger_latest l USING ledger_entries e
+            WHERE e.site = ? AND e.ns = l.ns AND e.key = l.key AND e.sub = l.sub AND e.seq >= l.seq
+            """,
+            [self._site],
+        )
+        self._con.execute(
+            """
+            DELETE FROM ledger_entries e USING ledger_latest l
+            WHERE e.site = ? AND e.ns = l.ns AND e.key = l.key AND e.sub = l.sub
+            """,
+            [self._site],
+        )
+        self._con.execute(
+            "INSERT INTO ledger_entries SELECT ?, ns, key, sub, value, seq FROM ledger_latest", [self._site]
+        )
+        self._con.execute("DROP TABLE ledger_latest")
+
     # ----------------------------------------------------------------- writing
 
     @contextlib.contextmanager
@@ -923,7 +1054,7 @@ class SyncLedger:
         try:
             pq.write_table(ops.cast(SEGMENT_SCHEMA), local, compression="zstd")
             try:
-                self._store.publish(local, name)
+                self._known_segments.add(self._store.publish(local, name))
             except (OSError, ValueError) as exc:
                 raise LedgerError(
                     f"cannot write the ledger at {self.location!r}: {exc}. The batch was sent but is not "
@@ -1015,6 +1146,7 @@ class SyncLedger:
                         self._apply_from("ledger_raw")
                         (last,) = self._fetchone("SELECT coalesce(max(seq), 0) FROM ledger_raw")
                         self._clock.observe(int(last))
+                        self._known_segments.update(segments)
                         if len(segments) > max(compact_after, 1):
                             self._compact(segments)
                 finally:
@@ -1077,7 +1209,9 @@ class SyncLedger:
                 """
             )
             try:
-                self._store.publish(local, f"{SEGMENT_PREFIX}{int(last):020d}-{uuid.uuid4().hex}{SEGMENT_SUFFIX}")
+                self._known_segments.add(
+                    self._store.publish(local, f"{SEGMENT_PREFIX}{int(last):020d}-{uuid.uuid4().hex}{SEGMENT_SUFFIX}")
+                )
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(local)

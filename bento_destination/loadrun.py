@@ -57,6 +57,8 @@ class LoadRun:
         report = self.report.tables.get(table)
         if report is None:
             report = self.report.tables[table] = TableReport(table=table, operation=operation)
+        elif report.operation is None:  # first seen before extract, without the destination's table_operations
+            report.operation = operation
         return report
 
     def _add_stats(self, report: TableReport, stats: RequestStats, started: float | None = None) -> None:
@@ -91,7 +93,7 @@ class LoadRun:
         with self._lock:
             self._writer.write(records)
             t = self._table(table, operation)
-            t.batches += 1
+            t.batches += int(outcome.sink_batch)
             t.received += outcome.received
             t.sent += outcome.sent
             t.commands_sent += outcome.commands_sent
@@ -113,8 +115,9 @@ class LoadRun:
             "bento %s: batch of %d rows: %d sent, %d rejected (load %s)",
             table, outcome.received, outcome.sent, outcome.rejected, self.load_id,
         )
-        if problems and table not in self._warned:
-            # a plain pipeline.run() does not call check_run: say it here, once per table and load
+        if problems and outcome.sink_batch and table not in self._warned:
+            # a plain pipeline.run() does not call check_run: say it here, once per table and load (not for
+            # rows rejected before extract: before the first sink batch every share would look like 100%)
             self._warned.add(table)
             logger.warning("bento load %s: %s (so far; check_run raises on this)", self.load_id, problems[0])
 
@@ -140,9 +143,13 @@ _RUNS_LOCK = threading.Lock()
 def load_run(
     folder: Path, load_id: str, pipeline_name: str, threshold: float, redact: Callable[[str], str]
 ) -> LoadRun:
-    """The process's LoadRun for this load (created on the first batch)."""
+    """The process's LoadRun for this load (created on the first batch, or by rejects found before extract).
+
+    The threshold is the latest caller's: the sink's own setting wins over one given at extract time.
+    """
     with _RUNS_LOCK:
         run = _RUNS.get((folder, load_id))
         if run is None:
             run = _RUNS[(folder, load_id)] = LoadRun(folder, load_id, pipeline_name, threshold, redact)
+        run.report.reject_threshold = threshold
         return run

@@ -20,8 +20,8 @@ from .settings import COMMANDS, COMMANDS_NEEDING_QUERY
 from .values import (
     RowError,
     check_email,
+    check_row_size,
     check_text,
-    encoded_size,
     field_key,
     iso_datetime,
     json_value,
@@ -482,7 +482,8 @@ def map_email(row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
     personalizations = _nested_object(row, "personalizations", options, result)
     if personalizations:
         payload["personalizations"] = personalizations
-    known = {"to", "from", "transactional", "personalizations", *EMAIL_TEXT}
+    # unique_key / idempotency_key name the email for the sync ledger (email_identity.py); not sent
+    known = {"to", "from", "transactional", "personalizations", "unique_key", "idempotency_key", *EMAIL_TEXT}
     for key, (column, _) in columns.items():
         if key not in known and field_key((split_path(column) or [""])[0]) != "personalizations":
             result.ignored.add(column)
@@ -499,10 +500,10 @@ MAPPERS: dict[str, Mapper] = {
 
 
 def map_row(operation: str, row: Mapping[str, Any], options: MappingOptions) -> MappedRow:
-    """Map one row; RowError if Bento would refuse it (including values JSON cannot carry)."""
+    """Map one row; RowError if Bento would refuse it (including values JSON cannot carry, or too large a row)."""
     result = MAPPERS[operation](row, options)
     if result.payload is not None:
-        encoded_size(result.payload)
+        check_row_size(result.payload)
     return result
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from .rejects import PipelineRef, bento_dir, load_ids
-from .settings import REPORT_SUFFIX, RESERVED_NOTE
+from .settings import EMAIL_NEEDS_LEDGER, REPORT_SUFFIX, RESERVED_NOTE
 
 #: reasons that fail a run whatever the threshold: no row of such a table can ever be sent
-ALWAYS_FATAL = frozenset({"unknown_table", "email_sends_not_allowed"})
+ALWAYS_FATAL = frozenset({"unknown_table", "email_sends_not_allowed", EMAIL_NEEDS_LEDGER})
 
 
 class BentoRejectsExceeded(Exception):
@@ -43,7 +43,7 @@ class TableReport:
     rows_in_partly_failed_batches: int = 0
     #: extra commands sent for this table (an `unsubscribed` subscriber becomes an `unsubscribe` command)
     commands_sent: int = 0
-    #: email requests found already sent by an earlier attempt of this load, not sent again
+    #: emails the sync ledger records as sent (by this load's earlier attempt or an earlier run): not sent again
     already_sent: int = 0
     #: sync ledger (changes.py): rows Bento had not seen, rows whose payload changed, rows not sent because
     #: Bento already acknowledged them (and for keyed events: already sent), remove_tags not sent (not owned)
@@ -100,6 +100,11 @@ class LoadReport:
                     f"table `{name}` sends emails but allow_email_sends is False: its {table.received} rows were "
                     "not sent"
                 )
+            elif EMAIL_NEEDS_LEDGER in fatal:
+                out.append(
+                    f"table `{name}` sends emails with the sync ledger off: its {table.received} rows were not sent "
+                    "(without the ledger a rerun would send them again)"
+                )
             elif table.rejected_share > self.reject_threshold:
                 reasons = ", ".join(f"{r}: {n}" for r, n in sorted(table.rejected_by_reason.items()))
                 out.append(
@@ -145,6 +150,7 @@ class LoadReport:
                 f"  {name} -> {t.operation or '?'}: received {t.received}, sent {t.sent}, rejected {t.rejected}"
                 + (f" ({reasons})" if t.rejected else "")
                 + (f", commands {t.commands_sent}" if t.commands_sent else "")
+                + (f", already sent {t.already_sent}" if t.already_sent else "")
                 + (f"; new {t.new}, changed {t.changed}, unchanged {t.unchanged}" if t.new or t.changed or t.unchanged
                    else "")
                 + f"; requests {t.requests}, retries {t.retries}, 429s {t.rate_limited}, 5xx {t.server_errors}"

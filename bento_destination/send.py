@@ -1,13 +1,16 @@
 """Send mapped rows to Bento in requests no larger than the operation's maximum, and account for each row.
 
-Rules (docs/bento-api.md, "Batch writes"): a 400/413 on more than 100 rows applied nothing, so the batch
-is halved and sent again; a smaller batch refused as invalid is recorded as rejected (never looped on). Bento's answer
+Rules: requests hold at most the operation's maximum of rows and MAX_REQUEST_BYTES of body. A 400 on more
+than HALVE_ABOVE rows applied nothing, so the request is halved and sent again; a smaller one refused as
+invalid is recorded as rejected (never looped on). A 413 (body too large) is split down to single rows, so
+only a row Bento refuses on its own is rejected, as `row_too_large`. Bento's answer
 counts `failed` rows without saying which: for subscribers (upserts, safe to send again) halves of the
 request are sent again until exactly those rows are found (`_Bisection`, O(k log n) requests for k bad
 rows); events and commands are not sent again, the count is recorded with the request's rows.
-Emails are never sent twice: each emails request is marked in dlt's load package state before and
-after it is sent, so a resumed load skips requests already sent and does not repeat one whose
-outcome is unknown (those rows are rejected as `email_send_uncertain` for a person to review).
+Emails are never sent twice: each email's key is claimed in the sync ledger before its request
+leaves and its outcome recorded after (email_ledger.py), so a retried batch, a resumed load or a
+later run skips emails already sent and never repeats one whose outcome is unknown (those rows are
+rejected as `email_send_uncertain` until a person releases them).
 """
 
 from __future__ import annotations
@@ -16,25 +19,45 @@ import hashlib
 import json
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from bento_api import (
     NEVER_AFTER_SEND,
+    BentoAttemptsSpentError,
+    BentoCancelledError,
     BentoClient,
+    BentoConfigError,
     BentoError,
     BentoInvalidRequestError,
     BentoRateLimitedError,
+    EncodedBody,
+    RequestGate,
     RequestStats,
 )
 
-from .settings import ENDPOINTS, HALVE_ABOVE, REQUEST_MAXIMA
+from .email_ledger import (
+    ALREADY_SENT,
+    CLAIMED,
+    REFUSED,
+    SEND_UNCERTAIN,
+    SENT,
+    UNCERTAIN,
+    WITHDRAWN,
+    EmailRecord,
+    EmailStates,
+    EmailToSend,
+)
+from .settings import ENDPOINTS, HALVE_ABOVE, MAX_REQUEST_BYTES, REQUEST_MAXIMA
+from .values import encode_payload
 
 #: operations whose `failed` rows are found exactly by re-sending halves of the request: subscriber
 #: imports are upserts by email, so sending a row again changes nothing. Events are not re-sent (each
 #: send triggers automations), commands neither (`change_email` fails the second time it is applied).
 BISECTABLE: Final = frozenset({"subscribers"})
+#: errors that stop the run's sending: never a verdict on the rows
+STOPPED: Final = (BentoCancelledError, BentoAttemptsSpentError)
 
 
 def _failed_count(body: Any, size: int) -> int:
@@ -47,6 +70,13 @@ def _failed_count(body: Any, size: int) -> int:
         return 0
 
 
+def _stops_the_load(error: BentoError) -> bool:
+    """Errors no row is to blame for: raised to dlt (retried, or a person must fix them), never rejects."""
+    return (
+        error.transient or error.status in (401, 403, 404, 405) or isinstance(error, (BentoConfigError, *STOPPED))
+    )
+
+
 @dataclass
 class Item:
     """One payload to send and the source row it came from (already redacted, for the reject file)."""
@@ -55,6 +85,45 @@ class Item:
     row: dict[str, Any]
     #: False for a command derived from a row whose own payload is counted already
     counts_row: bool = True
+    #: emails: the email's key in the sync ledger (email_identity.py), numbered within the load
+    key: str | None = None
+
+
+def request_body(wrapper: str, items: list[Item]) -> EncodedBody:
+    """`{"<wrapper>":[payload,...]}`, encoded in one go (compact UTF-8, as the row sizes are measured)."""
+    return EncodedBody(b'{"' + wrapper.encode() + b'":' + encode_payload([i.payload for i in items]) + b"}")
+
+
+def pack(
+    wrapper: str, items: list[Item], maximum: int, max_bytes: int = MAX_REQUEST_BYTES
+) -> Iterator[tuple[list[Item], EncodedBody]]:
+    """Consecutive requests of at most `maximum` items and `max_bytes` of body (a larger item goes alone).
+
+    A request of `maximum` items is encoded once and sent as is when it fits, the common case; only one over
+    `max_bytes` is cut by its rows' sizes, which costs a second encoding of its rows.
+    """
+    for start in range(0, len(items), maximum):
+        chunk = items[start : start + maximum]
+        body = request_body(wrapper, chunk)
+        if len(body.content) <= max_bytes or len(chunk) == 1:
+            yield chunk, body
+        else:
+            yield from _pack_by_bytes(wrapper, chunk, max_bytes)
+
+
+def _pack_by_bytes(wrapper: str, items: list[Item], max_bytes: int) -> Iterator[tuple[list[Item], EncodedBody]]:
+    envelope = len(wrapper) + 6  # {"<wrapper>":[ and ]}
+    chunk: list[Item] = []
+    size = envelope
+    for item in items:
+        cost = len(encode_payload(item.payload)) + 1  # and its comma
+        if chunk and size + cost > max_bytes:
+            yield chunk, request_body(wrapper, chunk)
+            chunk, size = [], envelope
+        chunk.append(item)
+        size += cost
+    if chunk:
+        yield chunk, request_body(wrapper, chunk)
 
 
 @dataclass
@@ -84,6 +153,8 @@ class BatchOutcome:
     #: sync ledger counts (new, changed, unchanged, tags_not_owned), see changes.py
     ledger: Counter[str] = field(default_factory=Counter)
     started: float = field(default_factory=time.monotonic)
+    #: False for rows counted outside a sink batch (rejected before extract, non_finite.py)
+    sink_batch: bool = True
 
     @property
     def rejected(self) -> int:
@@ -94,26 +165,6 @@ class BatchOutcome:
         self.rejects.append(RejectRecord(reason, detail, row))
 
 
-class EmailLedger:
-    """Per-request send marks for emails, kept in dlt's load package state (survives a crash or retry)."""
-
-    STATE_KEY = "bento_emails"
-
-    def __init__(self, state: dict[str, Any], commit: Callable[[], None]) -> None:
-        self._marks: dict[str, dict[str, str]] = state.setdefault(self.STATE_KEY, {})
-        self._commit = commit
-
-    def get(self, key: str) -> dict[str, str] | None:
-        return self._marks.get(key)
-
-    def mark(self, key: str, status: str | None, detail: str = "") -> None:
-        if status is None:
-            self._marks.pop(key, None)
-        else:
-            self._marks[key] = {"status": status, "detail": detail}
-        self._commit()
-
-
 def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
     """Stable across retries: dlt re-sends a failed sink batch with the same rows in the same order."""
     text = json.dumps([table, payloads], sort_keys=True, default=str, ensure_ascii=True)
@@ -121,31 +172,59 @@ def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
 
 
 class Sender:
-    """Sends the items of one sink batch for one table and records the outcome."""
+    """Sends the items of one sink batch for one table and records the outcome.
 
-    def __init__(self, client: BentoClient, outcome: BatchOutcome, ledger: EmailLedger | None = None) -> None:
+    `gates` gives each request its gate (the run's cancel flags and retry budget, keyed by the request's
+    stable id); a request that spent its budget raises BentoAttemptsSpentError, a stopped run
+    BentoCancelledError (its rows are then neither sent nor rejected: the package stays pending).
+    """
+
+    def __init__(
+        self,
+        client: BentoClient,
+        outcome: BatchOutcome,
+        emails: EmailStates | None = None,
+        gates: Callable[[str], RequestGate] | None = None,
+    ) -> None:
         self.client = client
         self.outcome = outcome
-        self.ledger = ledger
+        self.emails = emails
+        self.gates = gates
+
+    def gate(self, key: str) -> RequestGate | None:
+        return None if self.gates is None else self.gates(key)
+
+    def post(self, key: str, path: str, body: Any, **kwargs: Any) -> Any:
+        """One request through its gate; a transient failure with no attempt left becomes final."""
+        gate = self.gate(key)
+        try:
+            return self.client.post(path, body, stats=self.outcome.stats, gate=gate, **kwargs)
+        except BentoError as error:
+            if error.transient and gate is not None and gate.attempts_left() <= 0:
+                spent = BentoAttemptsSpentError(error.message, status=error.status, path=error.path)
+                spent.may_have_arrived = error.may_have_arrived
+                raise spent from None
+            raise
 
     def send(self, operation: str, items: list[Item], *, batch_id: str, derived: bool = False) -> None:
-        """Send in requests of at most the operation's maximum; `derived`: commands made from other rows."""
-        maximum = REQUEST_MAXIMA[operation]
-        for index, start in enumerate(range(0, len(items), maximum)):
-            chunk = items[start : start + maximum]
+        """Send in requests packed by the operation's maximum and by bytes; `derived`: commands made from rows."""
+        wrapper = ENDPOINTS[operation][1]
+        for index, (chunk, body) in enumerate(pack(wrapper, items, REQUEST_MAXIMA[operation])):
             if operation == "emails":
-                self._send_emails(chunk, f"{batch_id}:{index}")
+                self._send_emails(chunk, f"{batch_id}:{index}", body)
             else:
-                self._send(operation, chunk, f"{batch_id}:{index}", derived)
+                self._send(operation, chunk, f"{batch_id}:{index}", derived, body)
 
     # -- idempotent operations ----------------------------------------------------------------
 
-    def _send(self, operation: str, chunk: list[Item], batch: str, derived: bool = False) -> None:
+    def _send(
+        self, operation: str, chunk: list[Item], batch: str, derived: bool = False, body: EncodedBody | None = None
+    ) -> None:
         path, wrapper = ENDPOINTS[operation]
         try:
-            body = self.client.post(path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats)
+            answer = self.post(batch, path, body or request_body(wrapper, chunk))
         except BentoInvalidRequestError as error:
-            if error.status in (400, 413) and len(chunk) > HALVE_ABOVE:
+            if _split(error, chunk):
                 middle = len(chunk) // 2
                 self._send(operation, chunk[:middle], f"{batch}a", derived)
                 self._send(operation, chunk[middle:], f"{batch}b", derived)
@@ -153,16 +232,22 @@ class Sender:
             self._refused(chunk, error)
             return
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 raise
             self._refused(chunk, error)  # e.g. an error inside a 200: Bento did not take the batch
             return
-        self._accepted(operation, chunk, body, batch, derived)
+        self._accepted(operation, chunk, answer, batch, derived)
 
     def _refused(self, chunk: list[Item], error: BentoError) -> None:
-        detail = f"Bento refused the request holding this row: {error.message}"
+        if error.status == 413 and len(chunk) == 1:  # _split stops at one row
+            reason, detail = "row_too_large", (
+                f"Bento refused a request holding only this row as too large (413); the row takes "
+                f"{len(encode_payload(chunk[0].payload)):,} bytes as JSON. Send smaller fields or details"
+            )
+        else:
+            reason, detail = "refused_by_bento", f"Bento refused the request holding this row: {error.message}"
         for item in chunk:
-            self.outcome.reject("refused_by_bento", detail, item.row)
+            self.outcome.reject(reason, detail, item.row)
 
     def _accepted(self, operation: str, chunk: list[Item], body: Any, batch: str, derived: bool = False) -> None:
         failed = _failed_count(body, len(chunk))
@@ -187,49 +272,94 @@ class Sender:
 
     # -- emails: at most once -----------------------------------------------------------------
 
-    def _send_emails(self, chunk: list[Item], key: str) -> None:
-        if self.ledger is None:
-            raise RuntimeError("emails need an EmailLedger (the load package state)")
-        mark = self.ledger.get(key)
-        status = mark["status"] if mark else None
-        if status == "sent":
-            self.outcome.already_sent += len(chunk)
+    def _send_emails(self, chunk: list[Item], batch: str, body: EncodedBody | None = None) -> None:
+        """Claim the chunk's email keys in the ledger, send only the claimed ones, then record the outcome."""
+        if self.emails is None:
+            raise RuntimeError("emails need the sync ledger's email states (EmailStates)")
+        self.client.wait_for_emails(len(chunk), self.outcome.stats, self.gate(batch))  # before the claim: holds no key
+        verdicts = self.emails.claim(
+            [EmailToSend(str(i.key), str(i.payload.get("to", "")), str(i.payload.get("subject", ""))) for i in chunk]
+        )
+        going: list[Item] = []
+        claimed: set[str] = set()
+        for item in chunk:
+            key = str(item.key)
+            verdict, record = verdicts[key]
+            if verdict == CLAIMED and key not in claimed:
+                claimed.add(key)
+                going.append(item)
+            elif verdict in (CLAIMED, ALREADY_SENT):  # CLAIMED twice: one explicit key on two rows, one email
+                self.outcome.already_sent += 1
+            elif verdict == SEND_UNCERTAIN:
+                self.outcome.reject("email_send_uncertain", uncertain_detail(record), item.row)
+            else:
+                detail = record.detail if record is not None else ""
+                self.outcome.reject(
+                    "refused_by_bento",
+                    f"{detail} (refused in run {record.run if record else '?'}; a changed row, or a new "
+                    "unique_key, is a new email and will be sent)",
+                    item.row,
+                )
+        if not going:
             return
-        if status in ("sending", "uncertain"):
-            self.ledger.mark(key, "uncertain")
-            detail = (
-                "an earlier attempt to send this email may have reached Bento (no answer was received); "
-                "not sent again so nobody gets it twice. Check in Bento and send it yourself if needed."
-            )
-            for item in chunk:
-                self.outcome.reject("email_send_uncertain", detail, item.row)
-            return
-        if status == "refused":
-            for item in chunk:
-                self.outcome.reject("refused_by_bento", mark["detail"] if mark else "", item.row)
-            return
+        keys = [str(i.key) for i in going]
         path, wrapper = ENDPOINTS["emails"]
-        self.ledger.mark(key, "sending")
         try:
-            body = self.client.post(
-                path, {wrapper: [i.payload for i in chunk]}, stats=self.outcome.stats, retry=NEVER_AFTER_SEND
+            answer = self.post(
+                batch, path, body if body is not None and len(going) == len(chunk) else request_body(wrapper, going),
+                retry=NEVER_AFTER_SEND, pace_emails=False,
             )
-        except BentoRateLimitedError:
-            self.ledger.mark(key, None)  # a 429 applied nothing: safe to send on the next attempt
+        except (BentoRateLimitedError, BentoCancelledError):
+            # a 429 applied nothing, and a stopped run sends nothing (only a retry of a request that surely
+            # did not reach Bento can be stopped): a later attempt may send them
+            self.emails.settle(keys, WITHDRAWN, "not taken by Bento (429, or the run was stopped)")
             raise
         except BentoError as error:
-            if error.transient:
-                raise  # outcome unknown: the mark stays "sending", so a retry will not send it again
-            if error.status in (401, 403, 404, 405):
-                self.ledger.mark(key, None)
+            if (error.transient or isinstance(error, BentoAttemptsSpentError)) and error.may_have_arrived:
+                # outcome unknown: never sent again until a person releases them (the retry rejects them)
+                self.emails.settle(keys, UNCERTAIN, error.message)
                 raise
-            detail = f"Bento refused the request holding this email: {error.message}"
-            self.ledger.mark(key, "refused", detail)
-            for item in chunk:
-                self.outcome.reject("refused_by_bento", detail, item.row)
+            if _stops_the_load(error):
+                self.emails.settle(keys, WITHDRAWN, error.message)
+                raise
+            if error.status == 413 and len(going) > 1:  # too large a body applied nothing: send the halves
+                self.emails.settle(keys, WITHDRAWN, "413: Bento took nothing; sent again in halves")
+                middle = len(going) // 2
+                self._send_emails(going[:middle], f"{batch}a")
+                self._send_emails(going[middle:], f"{batch}b")
+                return
+            if error.status == 413:
+                reason = "row_too_large"
+                detail = f"Bento refused a request holding only this email as too large (413): {error.message}"
+            else:
+                reason = "refused_by_bento"
+                detail = f"Bento refused the request holding this email: {error.message}"
+            self.emails.settle(keys, REFUSED, detail)
+            for item in going:
+                self.outcome.reject(reason, detail, item.row)
             return
-        self.ledger.mark(key, "sent")
-        self._accepted("emails", chunk, body, key)
+        self.emails.settle(keys, SENT)
+        self._accepted("emails", going, answer, batch)
+
+
+def uncertain_detail(record: EmailRecord | None) -> str:
+    """Why an email is not sent: an earlier attempt may have reached Bento, and how a person releases it."""
+    run = record.run if record is not None and record.run else "?"
+    when = f" at {record.at}" if record is not None and record.at else ""
+    return (
+        f"an earlier attempt to send this email (run {run}{when}) may have reached Bento: no answer was received, "
+        "so it is not sent again and nobody gets it twice. Check Bento's logs; if it was not delivered, release it "
+        f"(bento-dlt emails release --run {run} --yes) and run again."
+    )
+
+
+def _split(error: BentoInvalidRequestError, chunk: list[Item]) -> bool:
+    """Whether a refused request applied nothing and is sent again in halves: a 413 down to single rows (only
+    the row too large for Bento is then rejected), a 400 or 422 down to HALVE_ABOVE rows (Bento may answer an
+    over-limit batch either way: docs/bento-api.md, "Batch writes")."""
+    if error.status == 413:
+        return len(chunk) > 1
+    return error.status in (400, 422) and len(chunk) > HALVE_ABOVE
 
 
 class _Bisection:
@@ -281,11 +411,10 @@ class _Bisection:
         """Send `group` again; its `failed` count, or None if Bento refused the whole request (rows recorded)."""
         path, wrapper = ENDPOINTS[self.operation]
         try:
-            body = self.sender.client.post(
-                path, {wrapper: [i.payload for i in group]}, stats=self.sender.outcome.stats
-            )
+            body = self.sender.post(f"{self.batch}:bisect:{len(group)}:{id(group[0])}", path,
+                                    request_body(wrapper, group))
         except BentoError as error:
-            if error.transient or error.status in (401, 403, 404, 405):
+            if _stops_the_load(error):
                 raise  # dlt retries the whole sink batch: re-sending upserts is harmless
             self.sender._refused(group, error)
             return None

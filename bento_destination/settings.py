@@ -25,10 +25,22 @@ REQUEST_MAXIMA: Final[dict[str, int]] = {op: e.maximum for op, e in WRITE_ENDPOI
 #: subscribers/events request; emails and commands are split inside the sink
 SINK_BATCH_SIZE: Final = max(REQUEST_MAXIMA.values())
 
-#: a 400/413 on a batch larger than this applied nothing: halve and retry (docs/bento-api.md, "Batch writes")
+#: a 400 or 422 on a request of more rows than this applied nothing: it is halved and sent again; a smaller one is
+#: rejected as refused. A 413 (body too large) is split further, down to single rows (docs/destination.md).
 HALVE_ABOVE: Final = 100
 
+#: bytes a row may take as JSON, as sent. Bento documents no limit, so this is a guess that keeps one row
+#: from filling a request; a larger row is rejected `row_too_large` before anything is sent
+MAX_ROW_BYTES: Final = 1024 * 1024
+#: bytes a request body may take: rows are packed into requests by this as well as by REQUEST_MAXIMA, so a
+#: table of wide rows does not meet a server's body limit (413) on every request. Four rows of the largest
+#: size fit in one.
+MAX_REQUEST_BYTES: Final = 4 * MAX_ROW_BYTES
+
 DEFAULT_REJECT_THRESHOLD: Final = 0.1
+
+#: reject reason of email rows when the sync ledger is off: without it nothing stops a rerun sending them twice
+EMAIL_NEEDS_LEDGER: Final = "email_needs_ledger"
 
 #: a name looks like a secret when one of its words (the parts of its lowercase_underscored form) is one of these
 SECRET_WORDS: Final = frozenset({

@@ -8,10 +8,14 @@ Error policy (dlt 1.31 keeps a package pending after a terminal error and loads 
   raises after the load if a table passed the reject threshold;
 - 401/403/404 and bad configuration -> DestinationTerminalException (a person must fix them; the
   package stays pending and loads once they are fixed);
-- 429/5xx/deadlines/connection errors that outlived the client's retries -> DestinationTransientException;
+- 429/5xx/deadlines/connection errors that outlived the client's retries -> DestinationTransientException,
+  unless the request spent the run's retry budget (runcontext.py): then the run's breaker trips;
+- a stopping run (a cancel or signal, the breaker, another run holding the lock) ->
+  DestinationTerminalException, so dlt does not retry the job; the package stays pending for the next run;
 - anything else is a bug -> DestinationTerminalException, never five silent retries.
 """
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +24,15 @@ from dlt.common.storages.load_package import commit_load_package_state, destinat
 from dlt.common.typing import TDataItems, TSecretStrValue
 from dlt.destinations.exceptions import DestinationTerminalException, DestinationTransientException
 
-from bento_api import BentoClient, BentoConfigError, BentoError, resolve_budgets
+from bento_api import (
+    BentoAttemptsSpentError,
+    BentoCancelledError,
+    BentoClient,
+    BentoConfigError,
+    BentoError,
+    RequestGate,
+    resolve_budgets,
+)
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
 from .changes import (
@@ -30,16 +42,22 @@ from .changes import (
     LedgerOptions,
     batch_changes,
     blast_radius_verdict,
+    ledger_for,
 )
 from .clients import destination_settings, ensure_checked, shared_client
+from .email_identity import base_key
+from .email_ledger import EmailStates, KeyNumbering
 from .ledger import DEFAULT_MAX_SHARE
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
 from .rows import iter_rows
-from .send import BatchOutcome, EmailLedger, Item, Sender, batch_digest
+from .runcontext import MAX_ATTEMPTS, current_run
+from .runlock import BentoBusyError
+from .send import STOPPED, BatchOutcome, Item, Sender, batch_digest
 from .settings import (
     DEFAULT_REJECT_THRESHOLD,
     DESTINATION_NAME,
+    EMAIL_NEEDS_LEDGER,
     OPERATIONS,
     REJECTS_DIRNAME,
     SINK_BATCH_SIZE,
@@ -66,7 +84,9 @@ def validate_options(table_operations: dict[str, str] | None = None, reject_thre
         raise BentoConfigError(f"reject_threshold is a share of rows between 0 and 1, got {reject_threshold!r}")
 
 
-def _batch_refusal(table_name: str, operation: str | None, allow_email_sends: bool) -> tuple[str, str] | None:
+def _batch_refusal(
+    table_name: str, operation: str | None, allow_email_sends: bool, sync_ledger: bool = True
+) -> tuple[str, str] | None:
     """(reason, detail) if no row of this table may be sent, whatever the rows hold; None to map and send them."""
     if operation is None:
         return "unknown_table", (
@@ -75,6 +95,11 @@ def _batch_refusal(table_name: str, operation: str | None, allow_email_sends: bo
         )
     if operation == "emails" and not allow_email_sends:
         return "email_sends_not_allowed", "emails are sent only with bento(allow_email_sends=True); nothing was sent"
+    if operation == "emails" and not sync_ledger:
+        return EMAIL_NEEDS_LEDGER, (
+            "emails are sent only with the sync ledger, which remembers every email sent so that no rerun sends "
+            "it twice; run without --no-ledger (sync_ledger=True). Nothing was sent"
+        )
     return None
 
 
@@ -86,6 +111,8 @@ def _process(
     outcome: BatchOutcome,
     options: MappingOptions,
     changes: BatchChanges | None = None,
+    emails: EmailStates | None = None,
+    gates: Callable[[str], RequestGate] | None = None,
 ) -> None:
     rows = iter_rows(items)
     main: list[Item] = []
@@ -107,17 +134,26 @@ def _process(
     if changes is not None:  # sync ledger: drop unchanged rows, reject consent violations (changes.py)
         main, derived = changes.filter(main, derived)
     batch_id = batch_digest(table_name, [item.payload for item in main + derived])
-    ledger = EmailLedger(destination_state(), commit_load_package_state) if operation == "emails" else None
-    sender = Sender(client, outcome, ledger)
+    numbering = KeyNumbering(destination_state(), commit_load_package_state) if emails is not None else None
+    if numbering is not None:  # each email's key, numbered across the load (email_identity.py)
+        keys = numbering.assign(table_name, batch_id, [base_key(item.row, item.payload) for item in main])
+        for item, key in zip(main, keys, strict=True):
+            item.key = key
+    sender = Sender(client, outcome, emails, gates)
     if main:
         sender.send(operation, main, batch_id=batch_id)
     if derived:
         sender.send("commands", derived, batch_id=f"{batch_id}:commands", derived=True)
     if changes is not None:
         changes.acknowledge()  # only now, after Bento answered; only rows it did not refuse
+    if numbering is not None:
+        numbering.finished(table_name, batch_id)
 
 
 def _as_dlt_error(error: BaseException) -> Exception:
+    if isinstance(error, BentoCancelledError | BentoAttemptsSpentError | BentoBusyError):
+        # the run stops: terminal, so that dlt does not retry the job; the package stays pending (dlt 1.31)
+        return DestinationTerminalException(error.message)
     if isinstance(error, BentoError):
         if error.transient:
             return DestinationTransientException(f"{error.message} (dlt will retry this batch)")
@@ -147,6 +183,7 @@ def bento(
     secret_key: TSecretStrValue | None = dlt.secrets.value,
     base_url: str | None = dlt.config.value,
     requests_per_minute: float | None = None,
+    emails_per_minute: float | None = None,
     table_operations: dict[str, str] | None = None,
     allow_email_sends: bool = False,
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD,
@@ -171,7 +208,8 @@ def bento(
     folder = Path(pipeline.working_dir) / REJECTS_DIRNAME
     try:
         settings = destination_settings(site_uuid, publishable_key, secret_key, base_url)
-        client = shared_client(settings, resolve_budgets(requests_per_minute), user_agent)
+        budgets = resolve_budgets(requests_per_minute, emails_per_minute=emails_per_minute)
+        client = shared_client(settings, budgets, user_agent)
         validate_options(table_operations, reject_threshold)
         operation = resolve_operation(table_name, table_operations)
         ledger_options = LedgerOptions(
@@ -182,11 +220,18 @@ def bento(
     except BentoError as error:
         raise _as_dlt_error(error) from None
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
+    context = current_run(pipeline.working_dir)
     outcome = BatchOutcome()
+    context.begin_load(load_id)
     try:
+        context.check()
+        if context.implicit:  # a plain pipeline.run: lock the folder from its first batch on
+            context.hold_pipeline()
+        if operation in (*LEDGER_OPERATIONS, "emails") and ledger_options.sync_ledger:  # emails: one sender
+            context.hold_ledger(ledger_options.location(pipeline.working_dir), settings.site_uuid, operation)
         if ensure_checked(load_id, client):
             run.credentials_checked()
-        refusal = _batch_refusal(table_name, operation, allow_email_sends)
+        refusal = _batch_refusal(table_name, operation, allow_email_sends, sync_ledger)
         if refusal is None and operation in LEDGER_OPERATIONS:
             stopped = blast_radius_verdict(
                 pipeline, load_id, settings, ledger_options, table_operations, allow_secret_columns
@@ -201,9 +246,20 @@ def bento(
             changes = batch_changes(
                 ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, operation, outcome
             )
-            _process(items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes)
+            emails = None
+            if operation == "emails":  # each email's intent and outcome go to the sync ledger (email_ledger.py)
+                ledger = ledger_for(ledger_options.location(pipeline.working_dir), settings.site_uuid, load_id)
+                emails = EmailStates(ledger, load_id, pipeline.pipeline_name)
+            _process(
+                items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes, emails,
+                lambda key: context.gate(load_id, key),
+            )
     except Exception as error:
+        if isinstance(error, BentoAttemptsSpentError):
+            context.trip(f"a request of `{table_name}` failed {MAX_ATTEMPTS} times in this run: {error.message}")
         dlt_error = _as_dlt_error(error)
         run.record_error(table_name, operation, str(dlt_error), outcome.stats)
-        raise dlt_error from (None if isinstance(error, BentoError) else error)
+        keep = isinstance(error, (*STOPPED, BentoBusyError)) or not isinstance(error, BentoError)
+        raise dlt_error from (error if keep else None)
     run.merge(table_name, operation, outcome)
+    context.add_batch(outcome.received, outcome.sent)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,10 +20,15 @@ import dlt
 from bento_api import BentoError, BentoSettings
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import LedgerOptions, PackagePlan, close_ledgers, prepare_package
+from .changes import DLT_PREFIX, LEDGER_OPERATIONS, LedgerOptions, PackagePlan, close_ledgers, prepare_package
+from .changes import _file_rows as file_rows
 from .clients import check_credentials
 from .loadrun import load_run
+from .non_finite import reject_non_finite
+from .rejects import bento_dir
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
+from .runcontext import BentoRunCancelled, BentoRunStopped, RunCancel, RunContext, bento_run
+from .runlock import BentoBusyError
 from .send import BatchOutcome
 from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME, SINK_BATCH_SIZE
 from .sink import bento, resolve_operation, validate_options
@@ -36,8 +42,9 @@ MAX_FILE_BATCHES = 100
 DLT_WRITE_BUFFER_ROWS = 5_000
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 
-#: exit codes (README, "The command line"): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the threshold
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS = 0, 1, 2, 3
+#: exit codes (README, "The command line"): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the
+#: threshold, 75 busy (another run holds the lock; sysexits' EX_TEMPFAIL); a signal exits 128 + its number (130, 143)
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REJECTS, EXIT_BUSY = 0, 1, 2, 3, 75
 
 
 def sync(
@@ -48,42 +55,126 @@ def sync(
     table_name: str | None = None,
     file_max_items: int | None = None,
     out: Callable[[str], None] = print,
+    wait: float | None = None,
+    cancel: RunCancel | None = None,
     **destination_kwargs: Any,
 ) -> list[LoadReport]:
     """Load `data` into Bento with `bento(**destination_kwargs)`; print each load's report; raise if rejected.
 
-    Raises a BentoError for wrong credentials (before anything is extracted), dlt's PipelineStepFailed
-    when a load fails, and BentoRejectsExceeded when rows were rejected past the threshold (the loads
+    One run at a time: the pipeline's folder is locked from extract to load (and the ledger per
+    operation); if another run holds it, this one waits `wait` seconds (None: not at all) and then
+    raises BentoBusyError before sending anything. `cancel.cancel()` from another thread, or a signal dlt
+    intercepts while it loads, stops the run between two requests: BentoRunCancelled is raised, the
+    package stays pending and the next run resumes it. No signal handler is installed here.
+
+    Raises a BentoError for wrong credentials (before anything is extracted), BentoRunStopped when a
+    request failed on all its attempts (the run stops; the next resumes), dlt's PipelineStepFailed when
+    a load fails otherwise, and BentoRejectsExceeded when rows were rejected past the threshold (the loads
     themselves finished, so no package is left pending).
     """
     validate_options(destination_kwargs.get("table_operations"), destination_kwargs.get("reject_threshold"))
-    LedgerOptions.from_kwargs(destination_kwargs)
-    settings = check_credentials(
-        **{k: destination_kwargs.get(k) for k in CREDENTIAL_KEYS},
-        requests_per_minute=destination_kwargs.get("requests_per_minute"),
-        user_agent=destination_kwargs.get("user_agent"),
-    )
-    options: dict[str, Any] = {"pipelines_dir": str(pipelines_dir)} if pipelines_dir is not None else {}
-    pipeline = dlt.pipeline(
-        pipeline_name=pipeline_name,
-        destination=bento(**{k: v for k, v in destination_kwargs.items() if v is not None}),
-        **options,
-    )
-    infos = []
-    if pipeline.has_pending_data:
-        out(f"{pipeline_name}: loading the package left pending by an earlier run first")
-        infos.append(pipeline.load())
-    try:
-        with file_rotation(file_max_items):
-            infos.append(load_new_data(pipeline, data, table_name, settings, destination_kwargs, out))
-    finally:
-        close_ledgers()
+    options = LedgerOptions.from_kwargs(destination_kwargs)
+    working_dir = bento_dir(pipeline_name, pipelines_dir).parent
+    with bento_run(working_dir, wait=wait, cancel=cancel) as run:
+        settings = check_credentials(
+            **{k: destination_kwargs.get(k) for k in CREDENTIAL_KEYS},
+            requests_per_minute=destination_kwargs.get("requests_per_minute"),
+            user_agent=destination_kwargs.get("user_agent"),
+        )
+        pipeline_options: dict[str, Any] = {"pipelines_dir": str(pipelines_dir)} if pipelines_dir is not None else {}
+        pipeline = dlt.pipeline(
+            pipeline_name=pipeline_name,
+            destination=bento(**{k: v for k, v in destination_kwargs.items() if v is not None}),
+            **pipeline_options,
+        )
+        if options.sync_ledger:  # lock the ledger before extracting when the operations are known (and after
+            # dlt.pipeline, which wipes a new pipeline's folder, where the default ledger and its lock live)
+            for operation in _operations(table_name, destination_kwargs.get("table_operations")):
+                run.hold_ledger(options.location(working_dir), settings.site_uuid, operation)
+        infos = []
+        try:
+            if pipeline.has_pending_data:
+                out(f"{pipeline_name}: loading the package left pending by an earlier run first")
+                run.plan(pending_rows(pipeline))
+                infos.append(pipeline.load())
+            _stop_if_cancelled(pipeline, run)
+            with file_rotation(file_max_items):
+                infos.append(load_new_data(pipeline, data, table_name, settings, destination_kwargs, out, run))
+            _stop_if_cancelled(pipeline, run)
+        except Exception as error:
+            stopped = run_stopped_error(pipeline, run, error)
+            if stopped is None or stopped is error:
+                raise
+            raise stopped from None
+        finally:
+            close_ledgers()
     reports = [report for info in infos for report in reports_for(pipeline, info)]
     for report in reports:
         out(report.format())
     for info in infos:
         check_run(pipeline, info)
     return reports
+
+
+def _operations(table_name: str | None, table_operations: dict[str, str] | None) -> list[str]:
+    """The ledger operations a run will send, where they are known before extracting."""
+    named = set((table_operations or {}).values())
+    if table_name:
+        named.add(resolve_operation(table_name, table_operations) or "")
+    return sorted(op for op in named if op in LEDGER_OPERATIONS)
+
+
+def _signal_in(error: BaseException) -> int | None:
+    """The signal of a SignalReceivedException dlt raised when its step ended on a signal (flag cleared by then)."""
+    from dlt.common.exceptions import SignalReceivedException
+
+    seen: BaseException | None = error
+    while seen is not None:
+        if isinstance(seen, SignalReceivedException):
+            return int(seen.signal_code)
+        nested = getattr(seen, "exception", None)
+        seen = nested if isinstance(nested, BaseException) else (seen.__cause__ or seen.__context__)
+    return None
+
+
+def pending_rows(pipeline: Any) -> int:
+    """Rows of the pipeline's pending load packages not sent yet (dlt's per-file offsets subtracted)."""
+    total = 0
+    for load_id in pipeline.list_normalized_load_packages():
+        offsets = pipeline.get_load_package_state(load_id).get("destination_state", {}) or {}
+        info = pipeline.get_load_package_info(load_id)
+        for state in ("new_jobs", "started_jobs", "failed_jobs"):
+            for job in info.jobs.get(state, []):
+                file = job.job_file_info
+                if file.table_name.startswith(DLT_PREFIX):
+                    continue
+                done = int(offsets.get(f"{file.table_name}.{file.file_id}", 0) or 0)
+                total += max(0, file_rows(str(job.file_path)) - done)
+    return total
+
+
+def run_stopped_error(pipeline: Any, run: RunContext, error: BaseException | None = None) -> BentoError | None:
+    """The one-line error for a run that was cancelled or stopped by its breaker, else None."""
+    signal_number = run.signal_number or (None if error is None else _signal_in(error))
+    if not (run.cancelled or signal_number is not None or run.breaker is not None):
+        return None
+    not_sent = pending_rows(pipeline)
+    resume = (
+        f"{not_sent} rows not sent yet: the load package stays pending and the next run resumes it"
+        if not_sent else "nothing left pending"
+    )
+    if run.breaker is not None and signal_number is None and not run.cancelled:
+        return BentoRunStopped(f"stopped: {run.breaker}; {run.sent} rows sent in this run, {resume}",
+                               sent=run.sent, not_sent=not_sent)
+    name = signal.Signals(signal_number).name if signal_number else "a cancel"
+    return BentoRunCancelled(f"stopped by {name}: {run.sent} rows sent in this run, {resume}",
+                             signal_number=signal_number, sent=run.sent, not_sent=not_sent)
+
+
+def _stop_if_cancelled(pipeline: Any, run: RunContext) -> None:
+    stopped = run_stopped_error(pipeline, run)
+    if stopped is not None:
+        raise stopped
 
 
 def load_new_data(
@@ -93,6 +184,7 @@ def load_new_data(
     settings: BentoSettings,
     destination_kwargs: dict[str, Any],
     out: Callable[[str], None] = print,
+    run: RunContext | None = None,
 ) -> Any:
     """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
 
@@ -100,8 +192,15 @@ def load_new_data(
     is sent and drops rows the ledger says Bento already has. If the guard stops the run, the package is
     dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
     """
+    threshold = destination_kwargs.get("reject_threshold")
+    data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
+        data, table_name, table_operations=destination_kwargs.get("table_operations"),
+        reject_threshold=threshold, redact=settings.redact, section=pipeline.pipeline_name,
+    )
     pipeline.extract(data, **({"table_name": table_name} if table_name else {}))
+    _drop_if_cancelled(pipeline, run)
     pipeline.normalize()
+    _drop_if_cancelled(pipeline, run)
     options = LedgerOptions.from_kwargs(destination_kwargs)
     for load_id in pipeline.list_normalized_load_packages():
         try:
@@ -115,7 +214,18 @@ def load_new_data(
         record_plan(pipeline, plan, settings, destination_kwargs)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
+    _drop_if_cancelled(pipeline, run)
+    if run is not None:
+        run.plan(pending_rows(pipeline))
     return pipeline.load()
+
+
+def _drop_if_cancelled(pipeline: Any, run: RunContext | None) -> None:
+    """Before the load step: a cancelled run drops its new package (nothing of it was sent) and stops."""
+    if run is None or not run.cancelled:
+        return
+    pipeline.drop_pending_packages()  # only this run's: pending packages were loaded before extracting
+    _stop_if_cancelled(pipeline, run)
 
 
 def record_plan(
@@ -186,6 +296,10 @@ def exit_code(error: BaseException) -> int:
     """The command-line exit code for an error raised by `sync` or by reading the input."""
     if isinstance(error, BentoRejectsExceeded):
         return EXIT_REJECTS
+    if isinstance(error, BentoBusyError):
+        return EXIT_BUSY
+    if isinstance(error, BentoRunCancelled):
+        return 128 + (error.signal_number or signal.SIGINT)
     if isinstance(error, BentoError):
         return EXIT_FAILED  # credentials, Bento unreachable, server
     if isinstance(error, OSError | ValueError):

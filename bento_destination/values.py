@@ -20,7 +20,7 @@ from typing import Any, Final
 from bento_api.facts import MAX_EMAIL_LENGTH, is_valid_email, normalise_email
 from bento_api.timestamps import InvalidTimestamp, format_as_given
 
-from .settings import SECRET_EXEMPT_NAMES, SECRET_LAST_WORDS, SECRET_WORDS
+from .settings import MAX_ROW_BYTES, SECRET_EXEMPT_NAMES, SECRET_LAST_WORDS, SECRET_WORDS
 
 _NON_ALNUM: Final = re.compile(r"[^a-z0-9]+")
 _CAMEL: Final = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
@@ -29,8 +29,8 @@ Scalar = str | int | float | bool
 #: how many distinct names the name rules remember: a table has a few dozen columns, JSON objects a few
 #: hundred keys; the bound only keeps a stream of ever-new keys from growing memory
 NAME_CACHE_SIZE: Final = 8192
-#: the payload encoding as sent (json.dumps would build a new encoder for every call)
-_PAYLOAD_ENCODER: Final = json.JSONEncoder(allow_nan=False, ensure_ascii=False)
+#: the payload encoding as sent, compact (json.dumps would build a new encoder for every call)
+_PAYLOAD_ENCODER: Final = json.JSONEncoder(allow_nan=False, ensure_ascii=False, separators=(",", ":"))
 
 
 class RowError(Exception):
@@ -187,12 +187,29 @@ def to_bool(value: Any, column: str) -> bool:
     raise RowError("invalid_value", f"`{column}` must be true or false, got {shorten(repr(value))}")
 
 
-def encoded_size(payload: Any, column: str = "row") -> int:
-    """Bytes of the payload as sent; RowError if it holds NaN, infinity or text that is not Unicode."""
+def encode_payload(payload: Any, column: str = "row") -> bytes:
+    """The payload as sent (compact UTF-8 JSON); RowError if it holds NaN, infinity or text that is not Unicode."""
     try:
-        return len(_PAYLOAD_ENCODER.encode(payload).encode("utf-8"))
+        return _PAYLOAD_ENCODER.encode(payload).encode("utf-8")
     except (ValueError, TypeError, UnicodeEncodeError) as exc:
         raise RowError("unencodable", f"{column} cannot be encoded as JSON ({type(exc).__name__})") from None
+
+
+def encoded_size(payload: Any, column: str = "row") -> int:
+    """Bytes of the payload as sent; RowError if it cannot be encoded."""
+    return len(encode_payload(payload, column))
+
+
+def check_row_size(payload: Any) -> int:
+    """Bytes of a row's payload as sent; RowError `row_too_large` past MAX_ROW_BYTES (or if it cannot be encoded)."""
+    size = encoded_size(payload)
+    if size > MAX_ROW_BYTES:
+        raise RowError(
+            "row_too_large",
+            f"the row takes {size:,} bytes as JSON, more than the {MAX_ROW_BYTES:,} a row may take; "
+            "send smaller fields or details",
+        )
+    return size
 
 
 def safe_for_file(value: Any) -> Any:

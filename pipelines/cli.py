@@ -2,11 +2,13 @@
 
     bento-dlt demo                      both directions against a local emulator (never a real account)
     bento-dlt extract [--to duckdb|parquet|<dlt destination>] ...       Bento -> warehouse (read-only)
-    bento-dlt sync --from INPUT --as subscribers|events|commands ...    warehouse -> Bento
+    bento-dlt sync --from INPUT --as subscribers|events|commands|emails ...    warehouse -> Bento
+    bento-dlt emails uncertain | release --run ID --yes     emails whose send may have reached Bento
     bento-dlt rejects | report | doctor | emulator
 
 Exit codes (README, "The command line"): 0 done; 1 failed (Bento unreachable, credentials, server);
-2 usage or unreadable input; 3 done, but rows were rejected past the threshold.
+2 usage or unreadable input; 3 done, but rows were rejected past the threshold; 75 busy (another run holds
+the lock); 130 / 143 stopped by SIGINT / SIGTERM (the next run resumes).
 """
 
 from __future__ import annotations
@@ -33,13 +35,14 @@ from .telemetry import turn_off_dlt_telemetry
 Handler = Callable[[argparse.Namespace, Console], Result]
 
 EPILOG = "exit codes: 0 done; 1 failed (Bento unreachable, credentials, server); 2 usage or unreadable input; " \
-         "3 done, but rows were rejected past the threshold"
+         "3 done, but rows were rejected past the threshold; 75 busy (another run holds the lock); " \
+         "130 / 143 stopped by SIGINT / SIGTERM (the next run resumes)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     from bento_api.emulator import cli as emulator_cli
 
-    from . import cli_extract, cli_inspect, cli_sync, demo
+    from . import cli_emails, cli_extract, cli_inspect, cli_sync, demo
 
     parser = argparse.ArgumentParser(prog="bento-dlt", description="Bento <-> data pipelines on dlt", epilog=EPILOG)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -53,8 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_arguments(add("demo", "push a sample CRM into a local Bento emulator and read it all back", demo.run))
     cli_extract.add_arguments(add("extract", "read Bento into DuckDB, Parquet or any dlt destination (read-only)",
                                   cli_extract.run, account, pipes))
-    cli_sync.add_arguments(add("sync", "send a table, query or file to Bento as subscribers, events or commands",
-                               cli_sync.run, account, pipes))
+    cli_sync.add_arguments(add("sync", "send a table, query or file to Bento as subscribers, events, commands or "
+                                       "emails", cli_sync.run, account, pipes))
+    cli_emails.add_arguments(add("emails", "list the emails whose send may have reached Bento (uncertain), or release "
+                                           "them after checking Bento's logs", cli_emails.run, pipes))
     cli_inspect.add_rejects_arguments(add("rejects", "list rows a sync rejected, with reasons",
                                           cli_inspect.run_rejects, pipes))
     cli_inspect.add_report_arguments(add("report", "show the reports of the last syncs", cli_inspect.run_report, pipes))
@@ -67,9 +72,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configure_logging(console: Console) -> None:
-    """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only."""
-    level = logging.ERROR if console.quiet else getattr(logging, os.environ.get("LOG_LEVEL", "WARNING").upper(), 30)
+    """Library warnings (retries, slow-downs) go to stderr; --quiet keeps errors only.
+
+    dlt's own log stays silent unless LOG_LEVEL asks for detail: it logs a failed load job with its
+    traceback, and the command already says what failed, in one line.
+    """
+    chosen = os.environ.get("LOG_LEVEL")
+    level = logging.ERROR if console.quiet else getattr(logging, (chosen or "WARNING").upper(), 30)
     logging.basicConfig(level=level, stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("RUNTIME__LOG_LEVEL", chosen.upper() if chosen else "CRITICAL")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +29,11 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 #: done, but rows were rejected past the threshold
 EXIT_REJECTS = 3
+#: busy: another run holds the lock (sysexits' EX_TEMPFAIL); nothing was sent
+EXIT_BUSY = 75
+#: stopped by SIGINT / SIGTERM (128 + the signal's number); the next run resumes
+EXIT_SIGINT = 130
+EXIT_SIGTERM = 143
 
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 SECRET_KEYS = ("site_uuid", "publishable_key", "secret_key")
@@ -150,11 +156,15 @@ def credential_options() -> argparse.ArgumentParser:
     group.add_argument("--site-uuid", help="site UUID")
     group.add_argument("--publishable-key", help="publishable key (prefer the environment: flags show in `ps`)")
     group.add_argument("--secret-key", help="secret key (prefer the environment: flags show in `ps`)")
-    budget = parent.add_argument_group("budgets (defaults: Bento's 60 requests/min per family, stats 30/hour)")
+    budget = parent.add_argument_group("budgets (defaults: Bento's 60 requests/min per family, stats 30/hour, "
+                                       "60 emails/min)")
     budget.add_argument("--requests-per-minute", type=positive_float, metavar="N",
                         help="fetch, batch and experimental requests per minute (or BENTO_REQUESTS_PER_MINUTE)")
     budget.add_argument("--stats-requests-per-hour", type=positive_float, metavar="N",
                         help="stats requests per hour (or BENTO_STATS_REQUESTS_PER_HOUR)")
+    budget.add_argument("--emails-per-minute", type=positive_float, metavar="N",
+                        help="emails sent per minute on /batch/emails, Bento's send pace (default 60; or "
+                             "BENTO_EMAILS_PER_MINUTE)")
     return parent
 
 
@@ -199,7 +209,8 @@ def resolve_credentials(args: argparse.Namespace, side: str) -> BentoSettings:
 
 
 def resolve_cli_budgets(args: argparse.Namespace) -> Budgets:
-    return resolve_budgets(getattr(args, "requests_per_minute", None), getattr(args, "stats_requests_per_hour", None))
+    return resolve_budgets(getattr(args, "requests_per_minute", None), getattr(args, "stats_requests_per_hour", None),
+                           emails_per_minute=getattr(args, "emails_per_minute", None))
 
 
 def flag_credentials(args: argparse.Namespace) -> dict[str, Any]:
@@ -237,6 +248,14 @@ def classify(error: BaseException) -> tuple[int, str]:
     for item in chain:
         if isinstance(item, CliError):
             return item.code, item.message
+    from bento_destination.runcontext import BentoRunCancelled
+    from bento_destination.runlock import BentoBusyError
+
+    for item in chain:
+        if isinstance(item, BentoBusyError):
+            return EXIT_BUSY, str(item)
+        if isinstance(item, BentoRunCancelled):
+            return (EXIT_SIGTERM if item.signal_number == signal.SIGTERM else EXIT_SIGINT), str(item)
     for item in chain:
         if isinstance(item, BentoConfigError):
             return EXIT_FAILED, f"configuration: {item}"

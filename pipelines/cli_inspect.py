@@ -26,7 +26,7 @@ from bento_api import (
     RetryPolicy,
 )
 from bento_api.facts import CREDENTIALS_CHECK_PATH, SEARCH_PATH, data_list
-from bento_api.limits import ENV_REQUESTS_PER_MINUTE, ENV_STATS_REQUESTS_PER_HOUR
+from bento_api.limits import ENV_EMAILS_PER_MINUTE, ENV_REQUESTS_PER_MINUTE, ENV_STATS_REQUESTS_PER_HOUR
 from bento_destination import LoadReport, list_rejects, list_reports, load_ids
 from bento_destination.settings import REJECTS_DIRNAME
 
@@ -144,6 +144,8 @@ def _limits(args: argparse.Namespace, budgets: Budgets) -> dict[str, Any]:
         "requests_per_minute_from": _origin(args.requests_per_minute, ENV_REQUESTS_PER_MINUTE),
         "stats_requests_per_hour": budgets.stats_requests_per_hour,
         "stats_requests_per_hour_from": _origin(args.stats_requests_per_hour, ENV_STATS_REQUESTS_PER_HOUR),
+        "emails_per_minute": budgets.emails_per_minute,
+        "emails_per_minute_from": _origin(getattr(args, "emails_per_minute", None), ENV_EMAILS_PER_MINUTE),
         "max_in_flight": budgets.max_in_flight,
         "batch_maxima": dict(BATCH_MAXIMA),
     }
@@ -226,7 +228,8 @@ def _format_doctor(summary: dict[str, Any]) -> str:
     lines.append(
         f"limits: {limits['requests_per_minute']:g} requests/min for fetch, batch and experimental each "
         f"({limits['requests_per_minute_from']}); stats {limits['stats_requests_per_hour']:,.0f}/hour "
-        f"({limits['stats_requests_per_hour_from']}); at most {limits['max_in_flight']} requests in flight"
+        f"({limits['stats_requests_per_hour_from']}); emails {limits['emails_per_minute']:g}/min "
+        f"({limits['emails_per_minute_from']}); at most {limits['max_in_flight']} requests in flight"
     )
     lines.append("batch maxima: " + ", ".join(f"{op} {n}" for op, n in limits["batch_maxima"].items()))
     lines.append("all checks passed" if summary["ok"] else "some checks failed (exit 1)")

@@ -27,6 +27,7 @@ AUTOMATIONS = {
                    "from `unsubscribed` rows",
     "events": "every event sent starts the automations and flows listening for its type",
     "commands": "only `add_tag_via_event` commands start automations",
+    "emails": "emails start no automations, but every email sent reaches a person: it is never sent twice",
 }
 
 

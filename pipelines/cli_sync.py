@@ -1,4 +1,4 @@
-"""`bento-dlt sync`: one table, query or file into Bento as subscribers, events or commands.
+"""`bento-dlt sync`: one table, query or file into Bento as subscribers, events, commands or emails.
 
 Order of work, so that nothing is sent by mistake: read the input (exit 2 if it cannot be read), prove
 the credentials with one GET (exit 1), plan or confirm, then send through the `bento` destination.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import math
 import sys
 import threading
 import time
@@ -32,6 +33,9 @@ from bento_destination import (
     read_report,
 )
 from bento_destination.rows import iter_rows
+from bento_destination.runcontext import RunCancel, active_run
+from bento_destination.runlock import FOREVER
+from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA
 
 from .cli_common import (
     EXIT_OK,
@@ -47,10 +51,12 @@ from .cli_common import (
     resolve_credentials,
     share,
 )
+from .cli_emails import email_plan
 from .cli_input import SyncInput, open_input
 from .cli_plan import build_plan
+from .cli_signals import SignalGuard
 
-OPERATIONS = ("subscribers", "events", "commands")
+OPERATIONS = ("subscribers", "events", "commands", "emails")
 #: rejected rows printed after a sync (all of them stay listed by `bento-dlt rejects`)
 REJECTS_SHOWN = 10
 PROGRESS_PERIOD = 2.0
@@ -65,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--query", metavar="SQL", help="SELECT whose rows are sent")
     parser.add_argument("--as", dest="operation", required=True, choices=OPERATIONS,
                         help="what each row becomes in Bento (see the row contract in README.md)")
+    parser.add_argument("--allow-email-sends", action="store_true",
+                        help="needed with --as emails: each row is an email sent to a person (never twice; "
+                             "see `bento-dlt emails`)")
     parser.add_argument("--dry-run", action="store_true",
                         help="validate every row and print the plan; send nothing")
     parser.add_argument("--yes", "-y", action="store_true",
@@ -92,6 +101,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-secret-columns", action="store_true",
                         help="send columns that look like secrets (password, token, api_key, secret)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name (default bento_sync_<operation>)")
+    parser.add_argument("--wait", nargs="?", const=FOREVER, type=seconds, metavar="SECONDS",
+                        help="if another run of this pipeline (or of its ledger) is going on, wait for it up to "
+                             "SECONDS (no value: as long as it runs); without --wait, stop at once with exit 75")
 
 
 @dataclass
@@ -105,8 +117,11 @@ class SyncSettings:
     pipelines_dir: str | None = None
     reject_threshold: float = DEFAULT_REJECT_THRESHOLD
     allow_secret_columns: bool = False
+    allow_email_sends: bool = False
     #: sync-ledger keywords the user set (see LEDGER_FLAGS); None = the destination's default
     ledger: dict[str, Any] = field(default_factory=dict)
+    #: seconds to wait for another run holding the lock (None: exit 75 at once)
+    wait: float | None = None
 
 
 class ReportProgress:
@@ -203,8 +218,10 @@ def push(
     total = source.count() if total is None else total
     notes: list[str] = []
     started = time.monotonic()
+    cancel = RunCancel()
+    guard = SignalGuard(console, cancel, lambda: _run_progress(working_dir))
     # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
-    with ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
+    with guard, ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
         sync(
             source.batches(),
             pipeline_name=cfg.pipeline_name,
@@ -214,9 +231,13 @@ def push(
             out=notes.append,
             **_keywords(cfg.settings),
             requests_per_minute=cfg.budgets.requests_per_minute,
+            **({"allow_email_sends": True, "emails_per_minute": cfg.budgets.emails_per_minute}
+               if cfg.allow_email_sends else {}),
             table_operations={source.table_name: cfg.operation},
             reject_threshold=cfg.reject_threshold,
             allow_secret_columns=cfg.allow_secret_columns,
+            wait=cfg.wait,
+            cancel=cancel,
             **options,
         )
     elapsed = time.monotonic() - started
@@ -246,7 +267,28 @@ def push(
     if rejects:
         where = f" --pipelines-dir {summary['pipelines_dir']}" if cfg.pipelines_dir else ""
         lines.append(f"  list them all: {PROG} rejects --pipeline-name {cfg.pipeline_name}{where}")
+    uncertain = sum(t.rejected_by_reason.get("email_send_uncertain", 0) for r in reports for t in r.tables.values())
+    if uncertain:
+        where = f" --pipelines-dir {summary['pipelines_dir']}" if cfg.pipelines_dir else ""
+        lines.append(f"  {uncertain} emails may or may not have reached Bento and are not sent again: "
+                     f"{PROG} emails uncertain --pipeline-name {cfg.pipeline_name}{where}")
     return (EXIT_REJECTS if problems else EXIT_OK), summary, "\n".join(lines)
+
+
+def _run_progress(working_dir: Path) -> tuple[int, int]:
+    """(rows sent, rows not sent yet) of the run going on in this pipeline folder."""
+    run = active_run(working_dir)
+    return (run.sent, run.not_sent) if run is not None else (0, 0)
+
+
+def seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
+    return value
 
 
 def _sum_totals(reports: list[LoadReport]) -> dict[str, float]:
@@ -274,13 +316,23 @@ def run(args: argparse.Namespace, console: Console) -> Result:
 def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Result:
     operation: str = args.operation
     budgets = resolve_cli_budgets(args)
+    if operation == "emails":
+        refuse_unsafe_emails(args)
     if args.dry_run:
         plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns)
+        settings, credentials, note = _dry_run_credentials(args, console)
+        emails = None
+        if operation == "emails":  # only emails the ledger does not hold would go out, in these requests
+            emails = email_plan(source, settings.site_uuid if settings else None, args, budgets)
+            plan.requests_by_path[ENDPOINTS["emails"][0]] = math.ceil(emails.would_send / REQUEST_MAXIMA["emails"])
         summary: dict[str, Any] = {"command": "sync", "dry_run": True, **plan.to_dict(budgets, args.reject_threshold)}
+        summary["credentials"] = credentials
         text = plan.format(budgets, args.reject_threshold)
-        settings, summary["credentials"], note = _dry_run_credentials(args, console)
         text += f"\n  credentials: {note}"
-        if settings is not None and not args.no_ledger and not args.full_resync:
+        if emails is not None:
+            summary["emails"] = emails.to_dict(budgets)
+            text += "\n" + emails.format(budgets)
+        if settings is not None and not args.no_ledger and not args.full_resync and operation != "emails":
             counts = ledger_preview(source, operation, settings, args)
             if counts is not None:
                 summary["ledger"] = counts
@@ -298,6 +350,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         f"About to send {total} rows of {source.label} as {operation} to the Bento site "
         f"{mask(settings.site_uuid)} at {settings.base_url}."
         + (" Each event starts the automations listening for its type." if operation == "events" else "")
+        + (" Each row is an email to a person." if operation == "emails" else "")
     )
     if ask and not sys.stdin.isatty():  # refuse before any request: a scheduler must say --yes
         raise CliError(f"{message}\nRefusing to send without confirmation: stdin is not a terminal. "
@@ -314,6 +367,8 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         pipelines_dir=args.pipelines_dir,
         reject_threshold=args.reject_threshold,
         allow_secret_columns=args.allow_secret_columns,
+        allow_email_sends=operation == "emails",
+        wait=args.wait,
         ledger={
             "sync_ledger": False if args.no_ledger else None,
             "ledger_url": args.ledger_url,
@@ -328,6 +383,16 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
     code, summary, text = push(source, cfg, console, total)
     summary.update(command="sync", dry_run=False, exit_code=code, ok=code == EXIT_OK)
     return Result(code, summary, text)
+
+
+def refuse_unsafe_emails(args: argparse.Namespace) -> None:
+    """`--as emails` needs `--allow-email-sends`, and the sync ledger (it is what keeps a rerun from resending)."""
+    if not args.allow_email_sends:
+        raise CliError("--as emails sends an email to a person for every row: add --allow-email-sends to confirm "
+                       "this is what you want (try --dry-run first)", EXIT_USAGE)
+    if args.no_ledger:
+        raise CliError("--as emails needs the sync ledger: it records every email sent so that no rerun sends it "
+                       "twice; drop --no-ledger", EXIT_USAGE)
 
 
 def _keywords(settings: BentoSettings) -> dict[str, Any]:

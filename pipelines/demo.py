@@ -7,6 +7,8 @@
 
 BENTO_* and dlt config are ignored for the target: the demo passes the emulator's credentials itself.
 Budgets are raised for the emulator only (and the output says so); the defaults stay Bento's.
+BENTO_EMULATOR_MODE=bento_like runs it against the Bento-like emulator, which queues writes: the demo
+then waits for them to be applied before reading back, as a pipeline against Bento has to.
 """
 
 from __future__ import annotations
@@ -36,6 +38,11 @@ DEMO_BUDGETS = Budgets(requests_per_minute=60_000.0, stats_requests_per_hour=1_0
 #: what the demo creates inside the output folder (and removes again before a rerun)
 ARTIFACTS = ("crm.duckdb", "bento_data.duckdb", "parquet", "pipelines")
 SYNCS = (("crm_contacts", "subscribers"), ("product_events", "events"))
+#: subscribers the demo's emulator starts with (the pushed contacts come on top)
+SEEDED_SUBSCRIBERS = 500
+#: bento_like mode: seconds the emulator holds a write before applying it (Bento: up to 5 minutes), short
+#: so the demo stays quick; the default mode applies writes at once and ignores it
+DEMO_WRITE_DELAY = 0.5
 
 CONTACTS_SQL = """
 CREATE TABLE crm_contacts AS
@@ -126,8 +133,9 @@ def run(args: argparse.Namespace, console: Console) -> Result:
     crm = output / "crm.duckdb"
     crm_rows = write_crm(crm, args.contacts, args.events)
     pipelines_dir = str(output / "pipelines")
-    config = EmulatorConfig(seed=args.seed, subscribers=500, broadcasts=120, requests_per_minute=6_000_000.0,
-                            stats_requests_per_hour=1e9, bucket_capacity=100_000.0, log_bodies=False)
+    config = EmulatorConfig(seed=args.seed, subscribers=SEEDED_SUBSCRIBERS, broadcasts=120,
+                            requests_per_minute=6_000_000.0, stats_requests_per_hour=1e9, bucket_capacity=100_000.0,
+                            log_bodies=False, write_delay_seconds=DEMO_WRITE_DELAY)
     with BentoEmulator(config) as emulator:
         settings = resolve_settings(**emulator.credentials, env={})
         console.note(f"Local Bento emulator on {emulator.base_url} (seeded; no real Bento account is touched). "
@@ -143,6 +151,11 @@ def run(args: argparse.Namespace, console: Console) -> Result:
                 _, summary, text = push(source, cfg, console)
             pushed.append(summary)
             texts.append(text)
+        if config.queues_writes:
+            console.note(f"bento_like emulator: waiting for {emulator.queued} queued write requests to be applied "
+                         f"(its delay: {DEMO_WRITE_DELAY:g}s; Bento's: up to 5 minutes) ...")
+            if not emulator.wait_for_writes(timeout=DEMO_WRITE_DELAY + 60.0):
+                console.note("some writes were still queued; the extract may not show them all")
         source_kwargs = {**emulator.credentials, "requests_per_minute": DEMO_BUDGETS.requests_per_minute,
                          "stats_requests_per_hour": DEMO_BUDGETS.stats_requests_per_hour}
         extracted = {}
@@ -158,7 +171,7 @@ def run(args: argparse.Namespace, console: Console) -> Result:
     summary = {
         "command": "demo", "exit_code": code, "ok": code == EXIT_OK, "output": str(output),
         "crm": {"file": str(crm), "rows": crm_rows}, "pushed": pushed, "extracted": extracted,
-        "emulator_requests": emulator_requests, "empty_resources": sorted(set(empty)),
+        "emulator_requests": emulator_requests, "emulator_mode": config.mode, "empty_resources": sorted(set(empty)),
         "budgets": {"requests_per_minute": DEMO_BUDGETS.requests_per_minute,
                     "stats_requests_per_hour": DEMO_BUDGETS.stats_requests_per_hour, "raised_for_emulator": True},
         "elapsed_seconds": round(time.monotonic() - started, 2),
@@ -170,8 +183,9 @@ def format_demo(summary: dict[str, Any], push_texts: list[str]) -> str:
     output = Path(summary["output"])
     crm, budgets = summary["crm"], summary["budgets"]
     bad = len(BAD_CONTACTS) + len(BAD_EVENTS)
+    mode = "" if summary["emulator_mode"] == "default" else f", mode {summary['emulator_mode']}"
     lines = [
-        "bento-dlt demo: both directions against a local Bento emulator (no real account was touched)",
+        f"bento-dlt demo: both directions against a local Bento emulator{mode} (no real account was touched)",
         f"budgets raised for the emulator: {budgets['requests_per_minute']:,.0f} requests/min, "
         f"stats {budgets['stats_requests_per_hour']:,.0f}/hour (defaults for the real Bento: 60/min, 30/hour)",
         "",

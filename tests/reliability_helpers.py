@@ -23,7 +23,7 @@ from typing import Any, Final
 
 from bento_api.emulator import EmulatorConfig, RequestRecord
 
-from .destination_support import ENV_PREFIXES
+from .destination_support import must_isolate
 
 # -- sentinel credentials ---------------------------------------------------------------------------
 
@@ -76,7 +76,7 @@ def count_files(root: Path) -> int:
 
 
 def clean_environ(environ: Mapping[str, str]) -> dict[str, str]:
-    return {k: v for k, v in environ.items() if not k.startswith(ENV_PREFIXES)}
+    return {k: v for k, v in environ.items() if not must_isolate(k)}
 
 
 def assert_no_secrets(*texts: str | bytes, root: Path | None = None) -> int:

@@ -23,8 +23,9 @@ from typing import Any
 import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
+from bento_api.emulator.config import MODE_ENV, mode_from_env
 from bento_destination import bento
-from pipelines.demo import BAD_CONTACTS, BAD_EVENTS, write_crm
+from pipelines.demo import BAD_CONTACTS, BAD_EVENTS, SEEDED_SUBSCRIBERS, write_crm
 
 REPO = Path(__file__).resolve().parents[1]
 NETWORK_GUARD = Path(__file__).resolve().parent / "network_guard"  # its sitecustomize logs and refuses lookups
@@ -35,9 +36,9 @@ EVENTS = 300
 
 
 def base_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any Bento or dlt settings, plus `extra`."""
+    """This process's environment without any Bento or dlt settings (but the emulator's mode), plus `extra`."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("BENTO_", "SOURCES__", "DESTINATION__", "RUNTIME__"))}
+           if not k.startswith(("BENTO_", "SOURCES__", "DESTINATION__", "RUNTIME__")) or k == MODE_ENV}
     env.update(PYTHONPATH=str(REPO), RUNTIME__DLTHUB_TELEMETRY="false", **extra)
     return env
 
@@ -91,6 +92,7 @@ def test_demo_pushes_and_extracts_every_resource_ignoring_bento_env(tmp_path: Pa
     assert not lookups.exists(), f"the demo looked up {lookups.read_text().split()}"
     summary = as_json(result)
     assert summary["ok"] and summary["budgets"]["raised_for_emulator"]
+    assert summary["emulator_mode"] == mode_from_env()  # BENTO_EMULATOR_MODE reaches the demo's emulator
     assert "Budgets raised" in result.stderr
     pushed = {p["operation"]: p for p in summary["pushed"]}
     assert pushed["subscribers"]["totals"]["sent"] == 400
@@ -102,7 +104,7 @@ def test_demo_pushes_and_extracts_every_resource_ignoring_bento_env(tmp_path: Pa
     for to in ("duckdb", "parquet"):
         tables = summary["extracted"][to]["tables"]
         assert all(tables.get(resource, 0) > 0 for resource in RESOURCES), (to, tables)
-        assert tables["subscribers"] >= 400  # the pushed contacts came back
+        assert tables["subscribers"] >= SEEDED_SUBSCRIBERS + 400  # the pushed contacts came back
     assert (tmp_path / "out" / "bento_data.duckdb").is_file()
     assert list((tmp_path / "out" / "parquet" / "bento" / "subscribers").glob("*.parquet"))
     assert "sk_real_account_key" not in result.stdout + result.stderr
@@ -201,7 +203,10 @@ def test_wrong_credentials_exit_1_without_sending_or_printing_the_key(
         (["--from", "{crm}", "--query", "SELEC email FROM crm_contacts", "--as", "subscribers"], "Parser Error"),
         (["--from", "{crm}", "--table", "no_such_table", "--as", "subscribers"], "no_such_table"),
         (["--from", "{crm}", "--as", "subscribers"], "name one with --table"),
-        (["--from", "{crm}", "--table", "crm_contacts", "--as", "emails"], "invalid choice"),
+        (["--from", "{crm}", "--table", "crm_contacts", "--as", "broadcasts"], "invalid choice"),
+        (["--from", "{crm}", "--table", "crm_contacts", "--as", "emails"], "add --allow-email-sends"),
+        (["--from", "{crm}", "--table", "crm_contacts", "--as", "emails", "--allow-email-sends", "--no-ledger"],
+         "needs the sync ledger"),
     ],
 )
 def test_unreadable_input_or_usage_exit_2(emulator: BentoEmulator, env: dict[str, str], crm: Path, tmp_path: Path,

@@ -81,6 +81,7 @@ def test_unsubscribed_becomes_a_command_and_nothing_resubscribes(emu: BentoEmula
 
     # a later row with unsubscribed=False (or missing) does not resubscribe anyone
     pipeline.run([{"email": "gone@example.com", "unsubscribed": False, "plan": "team"}], table_name="subscribers")
+    store = emu.store  # again: reading emu.store applies what Bento queued (bento_like mode)
     assert store.subscribers["gone@example.com"].unsubscribed_at is not None
     assert store.subscribers["gone@example.com"].fields.get("plan") == "team"
     report = last_report(pipeline)
@@ -104,7 +105,7 @@ def test_emails_are_sent_at_most_once_when_an_answer_is_lost(emu: BentoEmulator,
     emu.add_fault(Fault(kind="drop_after_apply", count=1, path_prefix="/batch/emails"))
     emails = [{"to": f"r{i}@example.com", "from": "author@example.com", "subject": "Hi", "html_body": "<p>x</p>",
                "personalizations": {"n": i}} for i in range(150)]
-    pipeline = pipeline_for(tmp_path, allow_email_sends=True, **emu.credentials)
+    pipeline = pipeline_for(tmp_path, allow_email_sends=True, emails_per_minute=FAST, **emu.credentials)
     info = pipeline.run(emails, table_name="emails")  # dlt retries the batch after the lost answer
     requests = emu.requests(path="/batch/emails")
     assert [r.rows for r in requests] == [60, 60, 30]  # the first request (applied, answer lost) was not repeated

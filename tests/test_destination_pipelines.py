@@ -20,7 +20,7 @@ from bento_api.emulator import BentoEmulator, EmulatorConfig
 from bento_destination import bento, last_report
 from pipelines import dataframe_to_bento, warehouse_to_bento
 
-from .destination_support import FAST
+from .destination_support import FAST, must_isolate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,7 +50,7 @@ def test_dataframe_demo_runs_as_a_module(tmp_path: Path) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "pipelines.dataframe_to_bento", "--emulator", "--pipelines-dir", str(tmp_path)],
         cwd=ROOT, capture_output=True, text=True, timeout=120,
-        env={k: v for k, v in os.environ.items() if not k.startswith("BENTO_")},
+        env={k: v for k, v in os.environ.items() if not must_isolate(k)},
     )
     assert done.returncode == 0, done.stderr
     assert "subscribers -> subscribers: received 500, sent 495, rejected 5 (invalid_email: 5)" in done.stdout

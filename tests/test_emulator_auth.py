@@ -55,22 +55,42 @@ def test_site_uuid_in_post_body_is_accepted(emulator: BentoEmulator) -> None:
     assert r.json() == {"results": 1, "failed": 0}
 
 
-@pytest.mark.parametrize("agent", ["", "python-httpx/0.28.1", "python-requests/2.32", "dlt/1.31.0",
-                                   "curl/8.5.0", "Python-urllib/3.11"])
-def test_blocked_user_agents_answer_403(emulator: BentoEmulator, agent: str) -> None:
-    with client(emulator, **{"User-Agent": agent}) as c:
+LIBRARY_AGENTS = ["python-httpx/0.28.1", "python-requests/2.32", "dlt/1.31.0", "curl/8.5.0", "Python-urllib/3.11"]
+
+
+@pytest.mark.parametrize("mode", ["default", "bento_like"])
+def test_empty_user_agent_answers_403_in_both_modes(mode: str) -> None:
+    with BentoEmulator(mode=mode) as emu, client(emu, **{"User-Agent": ""}) as c:
         r = c.get("/fetch/tags")
     assert r.status_code == 403
     assert "User-Agent" in r.json()["error"]
 
 
-def test_missing_user_agent_answers_403(emulator: BentoEmulator) -> None:
-    with client(emulator) as c:
+@pytest.mark.parametrize("mode", ["default", "bento_like"])
+def test_missing_user_agent_answers_403_in_both_modes(mode: str) -> None:
+    with BentoEmulator(mode=mode) as emu, client(emu) as c:
         c.headers.pop("User-Agent")
         r = c.get("/fetch/tags")
     assert "user-agent" not in r.request.headers
     assert r.status_code == 403
     assert r.json()["error"].startswith("Forbidden")
+
+
+@pytest.mark.parametrize("agent", LIBRARY_AGENTS)
+def test_library_user_agents_are_blocked_in_the_bento_like_mode(agent: str) -> None:
+    """The strict list catches an HTTP library's default leaking from our client."""
+    with BentoEmulator(mode="bento_like") as emu, client(emu, **{"User-Agent": agent}) as c:
+        r = c.get("/fetch/tags")
+    assert r.status_code == 403
+    assert "library-default User-Agent" in r.json()["error"]
+
+
+@pytest.mark.parametrize("agent", [*LIBRARY_AGENTS, "bento-node-emulator-site", "bento-php-x"])
+def test_default_mode_blocks_only_a_missing_or_empty_user_agent(agent: str) -> None:
+    """Bento documents only a missing User-Agent as blocked: its Python SDK (python-requests' default) works."""
+    with BentoEmulator(mode="default") as emu, client(emu, **{"User-Agent": agent}) as c:
+        r = c.get("/fetch/tags")
+    assert r.status_code == 200
 
 
 def test_blocked_user_agents_are_configurable() -> None:

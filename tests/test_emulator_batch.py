@@ -10,6 +10,9 @@ import pytest
 from bento_api.emulator import BentoEmulator
 
 UA = "bento-dlt-tests/1.0"
+
+#: the default mode's behaviour (writes applied at once, real `failed` counts); test_emulator_modes.py: bento_like
+pytestmark = pytest.mark.emulator_mode("default")
 SEEDED = 250  # EmulatorConfig().subscribers
 
 

@@ -14,6 +14,7 @@ import pytest
 
 from bento_api.emulator import Fault
 from bento_api.emulator.cli import add_arguments, config_from_args, run
+from bento_api.emulator.config import MODE_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -74,7 +75,29 @@ def test_options_map_to_config() -> None:
     assert not config_from_args(parse("--no-rate-limit")).rate_limits_enabled
 
 
-@pytest.mark.parametrize("argv", [("--host", "0.0.0.0"), ("--fault", "meteor:x=1"), ("--page-size", "0")])
+@pytest.mark.parametrize("spelling", ["bento-like", "bento_like"])
+def test_mode_and_write_delay_options(spelling: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = config_from_args(parse("--mode", spelling, "--write-delay", "2.5"))
+    assert cfg.mode == "bento_like" and cfg.write_delay_seconds == 2.5
+    assert cfg.effective_retry_after is None and "curl/" in cfg.user_agent_blocklist
+    monkeypatch.setenv(MODE_ENV, "bento_like")
+    assert config_from_args(parse()).mode == "bento_like"  # without --mode, the environment decides
+    default = config_from_args(parse("--mode", "default"))
+    assert default.mode == "default" and default.effective_retry_after == "seconds"
+    assert default.user_agent_blocklist == ()
+    with pytest.raises(SystemExit):
+        parse("--mode", "strict")
+
+
+@pytest.mark.parametrize("argv", [("--host", "0.0.0.0"), ("--fault", "meteor:x=1"), ("--page-size", "0"),
+                                  ("--write-delay", "-1")])
 def test_bad_options_exit_2(argv: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
     assert run(parse(*argv)) == 2
     assert "bento emulator:" in capsys.readouterr().err
+
+
+def test_a_bad_mode_in_the_environment_exits_2(monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv(MODE_ENV, "strict")
+    assert run(parse()) == 2
+    assert "BENTO_EMULATOR_MODE='strict'" in capsys.readouterr().err

@@ -14,6 +14,9 @@ from bento_api.emulator.ratelimit import RateLimit, RateLimiter, retry_after_hea
 
 UA = "bento-dlt-tests/1.0"
 
+#: the default mode's behaviour (a Retry-After on every 429); test_emulator_modes.py covers bento_like
+pytestmark = pytest.mark.emulator_mode("default")
+
 
 def client(emu: BentoEmulator) -> httpx.Client:
     return httpx.Client(base_url=emu.base_url, auth=(emu.publishable_key, emu.secret_key),
@@ -88,7 +91,7 @@ def test_retry_after_header_values() -> None:
 
 # ------------------------------------------------------------------ over HTTP
 def test_default_config_has_bentos_real_budget() -> None:
-    with BentoEmulator() as emu, client(emu) as c:
+    with BentoEmulator(mode="default") as emu, client(emu) as c:
         codes = [c.get("/fetch/tags").status_code for _ in range(3)]
         r = c.get("/fetch/tags")
         assert codes == [200, 200, 429]

@@ -95,3 +95,15 @@ def test_a_late_waker_does_not_bunch_with_the_next_slot() -> None:
     pacer.acquire()  # its slot is 102.0: only 0.4 s after the late start, so it waits on
     assert round(late_start, 6) == 101.6
     assert round(clock.now - late_start, 6) >= 1.0
+
+
+def test_email_budget_weighs_each_request_by_its_emails() -> None:
+    budgets = resolve_budgets(env={})
+    assert budgets.emails_per_minute == 60.0 and budgets.interval("emails") == 1.0
+    assert resolve_budgets(env={"BENTO_EMAILS_PER_MINUTE": "120"}).interval("emails") == 0.5
+    assert resolve_budgets(emails_per_minute=30, env={"BENTO_EMAILS_PER_MINUTE": "120"}).interval("emails") == 2.0
+    clock = FakeClock()
+    pacer = Pacer(budgets.interval("emails") / SAFETY_MARGIN, clock=clock, sleep=clock.sleep)
+    # 60 emails go at once, the next request waits until they have had their minute, then 10 more seconds
+    assert [round(pacer.acquire(w), 9) for w in (60, 10, 1)] == [0.0, 60.0, 10.0]
+    assert round(clock.now - 100.0, 9) == 70.0

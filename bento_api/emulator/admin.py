@@ -1,7 +1,9 @@
 """Admin endpoints under /_emulator/ (no auth): inspect and steer an emulator running in another process.
 
 Routes: GET log, GET summary, GET/POST/DELETE faults, POST rate_limit, POST reset_log,
-GET subscribers, GET events, GET emails, GET config.
+GET subscribers, GET events, GET emails, GET config, GET queue, POST drain.
+The data routes (summary, subscribers, events, emails) show the eventual state: they apply every
+queued write first, as BentoEmulator.store does. GET queue shows the queue without applying it.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Any
 from . import codec, limits
 from .api import Response, error
 from .app import App
+from .config import AUTO
 from .faults import Fault
 from .ratelimit import RateLimit
 from .timeutil import iso
@@ -44,6 +47,8 @@ class AdminAPI:
             ("GET", "/events"): self._events,
             ("GET", "/emails"): self._emails,
             ("GET", "/config"): self._config,
+            ("GET", "/queue"): self._queue,
+            ("POST", "/drain"): self._drain,
         }.get((method, sub.rstrip("/")))
         if route is None:
             return error(404, f"Unknown admin endpoint {method} {limits.ADMIN_PREFIX}{sub}")
@@ -57,7 +62,15 @@ class AdminAPI:
         records = self.app.log.filter(query.get("path") or None, query.get("method") or None)
         return Response(200, [r.to_dict(bodies) for r in records])
 
+    def _queue(self, query: dict[str, str], body: Any) -> Response:
+        writes = self.app.writes
+        return Response(200, {"mode": self.app.cfg.mode, "queued": writes.pending(), "delay_seconds": writes.delay})
+
+    def _drain(self, query: dict[str, str], body: Any) -> Response:
+        return Response(200, {"applied": self.app.writes.drain()})
+
     def _summary(self, query: dict[str, str], body: Any) -> Response:
+        self.app.writes.drain()
         limits_now = {}
         for fam in limits.FAMILIES:
             lim = self.app.limiter.get(fam)
@@ -97,7 +110,7 @@ class AdminAPI:
                 raise ValueError(f"unknown rate_limit parameter(s): {sorted(unknown)}")
             parsed.append((str(item.get("family", "*")), RateLimit.of(
                 item.get("per_minute"), item.get("per_hour"), float(item.get("capacity", limits.BUCKET_CAPACITY)),
-                item.get("retry_after", "seconds"))))
+                self.app.cfg.resolve_retry_after(item.get("retry_after", AUTO)))))
         for family, lim in parsed:
             self.app.limiter.set(family, lim)
         return Response(200, {"updated": [f for f, _ in parsed]})
@@ -107,6 +120,7 @@ class AdminAPI:
         return Response(200, {"reset": True})
 
     def _subscribers(self, query: dict[str, str], body: Any) -> Response:
+        self.app.writes.drain()
         store = self.app.store
         with store.lock:
             out = [{
@@ -117,6 +131,7 @@ class AdminAPI:
         return Response(200, out)
 
     def _events(self, query: dict[str, str], body: Any) -> Response:
+        self.app.writes.drain()
         store = self.app.store
         with store.lock:
             out = [{"id": e.id, "email": e.email, "type": e.type, "fields": e.fields, "details": e.details,
@@ -124,6 +139,7 @@ class AdminAPI:
         return Response(200, out)
 
     def _emails(self, query: dict[str, str], body: Any) -> Response:
+        self.app.writes.drain()
         store = self.app.store
         with store.lock:
             out = [{"to": m.to, "from": m.from_, "subject": m.subject, "html_body": m.html_body,
@@ -135,6 +151,6 @@ class AdminAPI:
         cfg = self.app.cfg
         return Response(200, {
             "base_url": self.base_url, "site_uuid": cfg.site_uuid, "publishable_key": cfg.publishable_key,
-            "secret_key": cfg.secret_key, "seed": cfg.seed, "page_size": cfg.page_size,
+            "secret_key": cfg.secret_key, "mode": cfg.mode, "seed": cfg.seed, "page_size": cfg.page_size,
             "search_page_size": cfg.search_page_size, "enterprise": cfg.enterprise, "authors": list(cfg.authors),
         })

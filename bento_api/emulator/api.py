@@ -2,7 +2,8 @@
 
 Each handler takes a Call (already authenticated, rate-limited and parsed) and returns a Response.
 Batch bodies are validated as a whole first (wrapper, 1..max rows) so that an over-limit batch
-applies nothing; then each row is checked and applied or counted as failed, as Bento does.
+applies nothing; then each row is checked and counted as failed or handed to `call.submit`, which
+applies it at once (default mode) or queues it, as Bento does (bento_like mode, writequeue.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .faults import FaultPlan
 from .store import SentEmail, Store, Subscriber
 from .timeutil import parse_iso
 from .validation import is_flat, is_flat_dict, normalize_email, split_tags
+from .writequeue import Apply
 
 JSON_TYPE = "application/json; charset=utf-8"
 
@@ -45,6 +47,8 @@ class Call:
     body: Any
     store: Store
     cfg: EmulatorConfig
+    #: applies a write now or queues it (bento_like); handlers never change the store for a write otherwise
+    submit: Callable[[Apply], None]
     plan: FaultPlan = field(default_factory=FaultPlan)
 
 
@@ -61,8 +65,12 @@ def field_errors(status: int, *pairs: tuple[str, str]) -> Response:
 
 
 # ---------------------------------------------------------------- batch helpers
-def _batch_rows(body: Any, wrapper: str, maximum: int, label: str | None = None) -> list[Any] | Response:
-    """The list under `wrapper`, or a 400 saying why (missing, not a list, empty, over the maximum)."""
+def _batch_rows(call: Call, wrapper: str, maximum: int, label: str | None = None) -> list[Any] | Response:
+    """The list under `wrapper`, or a 400 saying why (missing, not a list, empty, over the maximum).
+
+    Which status Bento gives an over-limit batch is unknown: the default mode answers 400, bento_like 422.
+    """
+    body = call.body
     label = label or wrapper
     if not isinstance(body, dict) or wrapper not in body:
         return error(400, f"Missing '{wrapper}': send {{\"{wrapper}\": [...]}} with 1 to {maximum} {label}")
@@ -72,7 +80,8 @@ def _batch_rows(body: Any, wrapper: str, maximum: int, label: str | None = None)
     if not rows:
         return error(400, f"'{wrapper}' is empty: send 1 to {maximum} {label}")
     if len(rows) > maximum:
-        return error(400, f"Too many {label}: {len(rows)} in one request, at most {maximum}; nothing was applied")
+        return error(422 if call.cfg.bento_like else 400,
+                     f"Too many {label}: {len(rows)} in one request, at most {maximum}; nothing was applied")
     return rows
 
 
@@ -104,28 +113,29 @@ def _parse_subscriber_row(row: Any) -> tuple[str, dict[str, Any], list[str], lis
 
 
 def batch_subscribers(call: Call) -> Response:
-    rows = _batch_rows(call.body, "subscribers", limits.MAX_SUBSCRIBERS_PER_BATCH)
+    rows = _batch_rows(call, "subscribers", limits.MAX_SUBSCRIBERS_PER_BATCH)
     if isinstance(rows, Response):
         return rows
-    store, applied, failed = call.store, 0, 0
-    with store.lock:
+    accepted = []
+    for row in rows:
+        parsed = _parse_subscriber_row(row)
+        if parsed is not None and not call.plan.refuses(parsed[0]):
+            accepted.append((*parsed, row.get("command")))
+    store = call.store
+
+    def apply() -> None:
         now = store.now()
-        for row in rows:
-            parsed = _parse_subscriber_row(row)
-            if parsed is None or call.plan.refuses(parsed[0]):
-                failed += 1
-                continue
-            email, fields, add, remove = parsed
+        for email, fields, add, remove, command in accepted:
             sub, _ = store.get_or_create(email)
             store.apply_fields(sub, fields)
             store.add_tags(sub, add)
             store.remove_tags(sub, remove)
             store.bump(sub, now)
-            command = row.get("command")
             if command in _IMPORT_COMMANDS:
                 sub.unsubscribed_at = None if command == "subscribe" else (sub.unsubscribed_at or now)
-            applied += 1
-    return Response(200, {"results": applied, "failed": failed})
+
+    call.submit(apply)
+    return Response(200, {"results": len(accepted), "failed": len(rows) - len(accepted)})
 
 
 def _parse_event_row(row: Any) -> tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, str | None] | None:
@@ -165,30 +175,32 @@ def _event_effects(store: Store, sub: Subscriber, type_: str, details: dict[str,
 
 
 def batch_events(call: Call) -> Response:
-    rows = _batch_rows(call.body, "events", limits.MAX_EVENTS_PER_BATCH)
+    rows = _batch_rows(call, "events", limits.MAX_EVENTS_PER_BATCH)
     if isinstance(rows, Response):
         return rows
-    store, accepted, failed = call.store, 0, 0
-    with store.lock:
+    accepted = []
+    for row in rows:
+        parsed = _parse_event_row(row)
+        if parsed is not None and not call.plan.refuses(parsed[0]):
+            accepted.append(parsed)
+    store = call.store
+
+    def apply() -> None:
         now = store.now()
-        for row in rows:
-            parsed = _parse_event_row(row)
-            if parsed is None or call.plan.refuses(parsed[0]):
-                failed += 1
-                continue
-            email, type_, fields, details, date = parsed
+        for email, type_, fields, details, date in accepted:
             sub, _ = store.get_or_create(email)
             if fields:
                 store.apply_fields(sub, fields)
             _event_effects(store, sub, type_, details, now)
             store.bump(sub, now)
             store.add_event(email, type_, fields, details, date, now)  # a repeated unique key is accepted, not stored
-            accepted += 1
-    return Response(200, {"results": accepted, "failed": failed})
+
+    call.submit(apply)
+    return Response(200, {"results": len(accepted), "failed": len(rows) - len(accepted)})
 
 
 def batch_emails(call: Call) -> Response:
-    rows = _batch_rows(call.body, "emails", limits.MAX_EMAILS_PER_BATCH)
+    rows = _batch_rows(call, "emails", limits.MAX_EMAILS_PER_BATCH)
     if isinstance(rows, Response):
         return rows
     problems: list[tuple[str, str]] = []
@@ -208,7 +220,8 @@ def batch_emails(call: Call) -> Response:
     if bad_to:
         return field_errors(422, *bad_to)
     store = call.store
-    with store.lock:
+
+    def apply() -> None:
         for row in rows:
             to = normalize_email(row["to"]) or ""
             store.get_or_create(to)  # Bento creates unknown recipients
@@ -216,6 +229,8 @@ def batch_emails(call: Call) -> Response:
             store.emails_sent.append(SentEmail(
                 to, row["from"].strip().lower(), row["subject"], row["html_body"],
                 bool(row.get("transactional", False)), pers if isinstance(pers, dict) else None, store.now()))
+
+    call.submit(apply)
     return Response(200, {"results": len(rows)})
 
 
@@ -270,17 +285,25 @@ def fetch_commands(call: Call) -> Response:
     if isinstance(body, dict) and isinstance(body.get("command"), dict):
         cmds: list[Any] = [body["command"]]  # the Node and PHP SDKs send one object
     else:
-        rows = _batch_rows(body, "command", limits.MAX_COMMANDS_PER_CALL, "commands")
+        rows = _batch_rows(call, "command", limits.MAX_COMMANDS_PER_CALL, "commands")
         if isinstance(rows, Response):
             return rows
         cmds = rows
-    ok = 0
-    with call.store.lock:
+    store, plan = call.store, call.plan
+    succeeded: list[int] = []
+
+    def apply() -> None:
         for cmd in cmds:
             email = normalize_email(cmd.get("email")) if isinstance(cmd, dict) else None
-            if email is not None and call.plan.refuses(email):
+            if email is not None and plan.refuses(email):
                 continue
-            ok += _run_command(call.store, cmd)
+            succeeded.append(int(_run_command(store, cmd)))
+
+    call.submit(apply)
+    if call.cfg.queues_writes:
+        # Bento answers with a count of queued commands: one that later fails does so silently.
+        return Response(200, {"results": len(cmds), "failed": 0})
+    ok = sum(succeeded)
     return Response(200, {"results": ok, "failed": len(cmds) - ok})
 
 

@@ -2,6 +2,8 @@
 
 It knows nothing about sockets: it turns a parsed request into an Outcome (an answer, a dropped
 connection, or an answer to trickle), and logs one RequestRecord per API request. server.py does the I/O.
+Before answering, it applies the queued writes that are due (bento_like mode), so a read sees exactly
+the writes whose delay has passed.
 """
 
 from __future__ import annotations
@@ -21,12 +23,19 @@ from .faults import BEFORE_APPLY_KINDS, Fault, FaultInjector
 from .ratelimit import RateLimiter, retry_after_header
 from .records import RequestLog, RequestRecord
 from .store import Store
+from .writequeue import WriteQueue
 
 _CLOUDFLARE_PAGE = (
     "<!DOCTYPE html>\n<html><head><title>502 Bad Gateway | app.bentonow.com | Cloudflare</title></head>\n"
     "<body><div id=\"cf-error-details\"><h1>Bad gateway</h1><span>Error code 502</span>\n"
     "<p>The web server reported a bad gateway error.</p><p>Cloudflare Ray ID: 8f0e0e0e0e0e0e0e</p>"
     "</div></body></html>\n"
+)
+#: what a reverse proxy sends for a body over its limit (bento_like mode: Bento's own answer is unknown)
+_PROXY_413_PAGE = (
+    "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+    "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n"
+    "</body>\r\n</html>\r\n"
 )
 _STATUS_TEXT = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable",
                 504: "Gateway Timeout"}
@@ -45,9 +54,10 @@ class App:
     """Everything one emulated Bento site needs to answer requests."""
 
     def __init__(self, cfg: EmulatorConfig, store: Store, limiter: RateLimiter, faults: FaultInjector,
-                 log: RequestLog) -> None:
+                 log: RequestLog, writes: WriteQueue) -> None:
         self.cfg = cfg
         self.store = store
+        self.writes = writes
         self.limiter = limiter
         self.faults = faults
         self.log = log
@@ -60,7 +70,7 @@ class App:
         if ua is None or not ua.strip():
             return True
         low = ua.strip().lower()
-        return any(low.startswith(p) for p in self.cfg.blocked_user_agents)
+        return any(low.startswith(p) for p in self.cfg.user_agent_blocklist)
 
     def _authorized(self, authorization: str | None) -> bool:
         if not authorization or not authorization.startswith("Basic "):
@@ -81,6 +91,7 @@ class App:
     def process(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], raw: bytes,
                 arrived: float) -> Outcome:
         """Answer one request under /api/v1 (path relative to it) and log it."""
+        self.writes.apply_due()
         body: Any = None
         bad_json = False
         if raw.strip():
@@ -106,11 +117,19 @@ class App:
         self.log.append(record)
         return outcome
 
+    def log_unread(self, method: str, path: str, query: dict[str, str], user_agent: str | None, status: int,
+                   arrived: float) -> None:
+        """Log a request answered before its body was read (413: larger than max_body_bytes): no body, 0 rows."""
+        self.log.append(RequestRecord(
+            method=method, path=path, query=query, body=None, status=status, family=api.family_of(path), rows=0,
+            emails=[], user_agent=user_agent, t=arrived, duration=time.monotonic() - arrived))
+
     def _answer(self, method: str, path: str, query: dict[str, str], headers: dict[str, str], body: Any,
                 bad_json: bool, record: RequestRecord) -> Outcome:
         if self._user_agent_blocked(headers.get("user-agent")):
+            blocked = "a missing, empty or library-default" if self.cfg.user_agent_blocklist else "a missing or empty"
             return Outcome(error(403, "Forbidden: set a User-Agent naming your application (e.g. my-app/1.0); "
-                                      "a missing, empty or library-default User-Agent is blocked"))
+                                      f"{blocked} User-Agent is blocked"))
         if not self._authorized(headers.get("authorization")) or not self._site_ok(query, body):
             return Outcome(error(401, "Unauthorized"))
         handler = api.resolve(method, path)
@@ -129,7 +148,7 @@ class App:
                 self.limiter.refund(record.family)
         if bad_json:
             return Outcome(error(400, "Invalid JSON body"))
-        call = Call(method, path, query, body, self.store, self.cfg, plan)
+        call = Call(method, path, query, body, self.store, self.cfg, self.writes.submit, plan)
         if fault is not None and fault.kind in ("server_error", "html_error") and fault.apply:
             handler(call)  # applied, but the answer is lost to a gateway error
         if fault is not None and fault.kind in BEFORE_APPLY_KINDS:
@@ -138,6 +157,12 @@ class App:
         if fault is not None:
             return _fault_outcome(fault, answer)
         return Outcome(answer)
+
+    def body_too_large(self) -> Response:
+        """413 for a body over max_body_bytes: JSON, or in bento_like a proxy's HTML page."""
+        if self.cfg.bento_like:
+            return Response(413, raw=_PROXY_413_PAGE.encode(), content_type="text/html")
+        return error(413, "Request body too large")
 
     def _too_many(self, wait: float, mode: str | None) -> Response:
         resp = error(429, "Too many requests")
@@ -164,6 +189,11 @@ def _fault_outcome(fault: Fault, answer: Response | None) -> Outcome:
         return Outcome(resp)
     if kind in ("drop_before_apply", "drop_after_apply"):
         return Outcome(None)
+    if kind == "redirect":
+        assert fault.location is not None  # Fault checks it
+        page = f'<html><body>You are being <a href="{fault.location}">redirected</a>.</body></html>'
+        return Outcome(Response(fault.status, raw=page.encode(), content_type="text/html; charset=utf-8",
+                                headers={"Location": fault.location}))
     if kind == "huge_body":
         size = int(fault.megabytes * 1024 * 1024)
         raw = b'{"data":[],"padding":"' + b"x" * size + b'"}'

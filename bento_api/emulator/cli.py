@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .config import EmulatorConfig
+from .config import MODE_ENV, EmulatorConfig
 from .emulator import BentoEmulator
 from .faults import KINDS, parse_fault_spec
 
@@ -21,6 +21,14 @@ _SIZES = ("tags", "fields", "segments", "broadcasts", "sequences", "workflows", 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the emulator's options; every default lives in EmulatorConfig, not here."""
+    m = parser.add_argument_group("mode")
+    m.add_argument("--mode", choices=("default", "bento-like", "bento_like"),
+                   help=f"default: writes applied at once, only a missing User-Agent blocked; bento-like: imports "
+                        f"and commands queued, 429 without Retry-After, 413/422 on oversized requests, library "
+                        f"User-Agents blocked (default: ${MODE_ENV}, else default)")
+    m.add_argument("--write-delay", type=float, metavar="SECONDS",
+                   help="bento-like mode: seconds before a queued write is applied (default 60; "
+                        "POST /_emulator/drain applies them at once)")
     g = parser.add_argument_group("server")
     g.add_argument("--host", help="loopback address to bind (default 127.0.0.1; others are refused)")
     g.add_argument("--port", type=int, help="port (default 0 = a free port, printed at start)")
@@ -45,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     r.add_argument("--stats-per-hour", type=float, metavar="H", help="stats budget")
     r.add_argument("--capacity", type=float, metavar="C", help="token bucket capacity (burst)")
     r.add_argument("--retry-after", choices=("seconds", "http-date", "none"),
-                   help="Retry-After on 429: integer seconds (default), an HTTP-date, or no header")
+                   help="Retry-After on 429: integer seconds, an HTTP-date, or no header "
+                        "(default: seconds; none in the bento-like mode)")
     f = parser.add_argument_group("faults")
     f.add_argument("--fault", action="append", default=[], metavar="KIND:KEY=VALUE,...",
                    help=f"inject a fault (repeatable), e.g. server_error:probability=0.2 or latency:seconds=0.3; "
@@ -55,6 +64,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
     """EmulatorConfig from parsed options; options left out keep EmulatorConfig's defaults."""
     kw: dict[str, Any] = {}
+    if args.mode is not None:
+        kw["mode"] = args.mode
+    if args.write_delay is not None:
+        kw["write_delay_seconds"] = args.write_delay
     for name in ("host", "port", "seed", "site_uuid", "publishable_key", "secret_key", "page_size",
                  "search_page_size", *_SIZES):
         value = getattr(args, name, None)
@@ -82,7 +95,11 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
 
 def _print_banner(emu: BentoEmulator, out: TextIO) -> None:
     print(f"Bento emulator listening on {emu.base_url}", file=out)
-    print(f"Admin endpoints: {emu.admin_url}/ (log, summary, faults, rate_limit, subscribers, events)", file=out)
+    if emu.config.bento_like:
+        print(f"Mode bento_like: imports, commands and email sends are queued for {emu.config.write_delay_seconds:g}s "
+              f"(POST {emu.admin_url}/drain applies them now)", file=out)
+    print(f"Admin endpoints: {emu.admin_url}/ (log, summary, faults, rate_limit, subscribers, events, queue, drain)",
+          file=out)
     print("# test credentials, for your shell:", file=out)
     for key, value in emu.env().items():
         print(f"export {key}={value}", file=out)

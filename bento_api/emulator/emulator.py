@@ -4,38 +4,45 @@ from __future__ import annotations
 
 import dataclasses
 import threading
+import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from . import limits
 from .admin import AdminAPI
 from .app import App
-from .config import EmulatorConfig
+from .config import AUTO, EmulatorConfig
 from .faults import Fault, FaultInjector
 from .ratelimit import RateLimit, RateLimiter
 from .records import RequestLog, RequestRecord
 from .seed import seed_store
 from .server import EmulatorHTTPServer
 from .store import Store
+from .writequeue import WriteQueue
 
 
 class BentoEmulator:
     """A local Bento: real HTTP on 127.0.0.1, seeded data, Bento's checks, limits and optional faults.
 
     Use as a context manager (or call start()/stop()). Everything is in memory and thread-safe.
+    `queue_clock` is the clock of the bento_like write queue (tests inject one to make writes due).
     """
 
-    def __init__(self, config: EmulatorConfig | None = None, **overrides: Any) -> None:
+    def __init__(self, config: EmulatorConfig | None = None, *,
+                 queue_clock: Callable[[], float] = time.monotonic, **overrides: Any) -> None:
         cfg = config if config is not None else EmulatorConfig()
         if overrides:
             cfg = dataclasses.replace(cfg, **overrides)
         self.config = cfg
-        self.store = Store(cfg.seed)
-        seed_store(self.store, cfg)
+        self._store = Store(cfg.seed)
+        seed_store(self._store, cfg)
+        self.writes = WriteQueue(self._store.lock, cfg.write_delay_seconds if cfg.queues_writes else None,
+                                 queue_clock)
         self.limiter = RateLimiter(cfg.initial_rate_limits())
         self.faults = FaultInjector(cfg.seed, cfg.faults)
         self.log = RequestLog()
-        self.app = App(cfg, self.store, self.limiter, self.faults, self.log)
+        self.app = App(cfg, self._store, self.limiter, self.faults, self.log, self.writes)
         self._admin = AdminAPI(self.app, "")
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -121,6 +128,46 @@ class BentoEmulator:
         return {"BENTO_BASE_URL": self.base_url, "BENTO_SITE_UUID": self.site_uuid,
                 "BENTO_PUBLISHABLE_KEY": self.publishable_key, "BENTO_SECRET_KEY": self.secret_key}
 
+    # ------------------------------------------------------------------ data and the write queue
+    @property
+    def store(self) -> Store:
+        """The data, as it will be once every accepted write is applied: reading it drains the queue first.
+
+        Tests inspect the eventual state this way; a read through the HTTP API sees only applied writes.
+        """
+        self.writes.drain()
+        return self._store
+
+    @property
+    def mode(self) -> str:
+        return self.config.mode
+
+    def drain(self) -> int:
+        """Apply every queued write now, as if its delay had passed (same as POST /_emulator/drain).
+
+        Returns how many write requests were applied; always 0 in the default mode, which queues nothing.
+        """
+        return self.writes.drain()
+
+    @property
+    def queued(self) -> int:
+        """Write requests accepted but not applied yet (only the bento_like mode queues)."""
+        return self.writes.pending()
+
+    def wait_for_writes(self, timeout: float) -> bool:
+        """Wait (really) until every queued write is due, at most `timeout` seconds, and apply them.
+
+        For demos that show the delay instead of skipping it; True if nothing is left queued.
+        """
+        deadline = time.monotonic() + timeout
+        while (wait := self.writes.next_due_in()) is not None:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            time.sleep(min(wait, left))
+            self.writes.apply_due()
+        return self.writes.pending() == 0
+
     # ------------------------------------------------------------------ log, faults, limits
     @property
     def request_log(self) -> list[RequestRecord]:
@@ -135,7 +182,7 @@ class BentoEmulator:
         self.log.clear()
 
     def summary(self) -> dict[str, Any]:
-        """Same as GET /_emulator/summary."""
+        """Same as GET /_emulator/summary: counts once every queued write is applied (it drains)."""
         return {"objects": self.store.counts(), "requests": self.log.summary()}
 
     def add_fault(self, fault: Fault) -> None:
@@ -145,6 +192,10 @@ class BentoEmulator:
         self.faults.clear()
 
     def set_rate_limit(self, family: str, per_minute: float | None = None, per_hour: float | None = None,
-                       capacity: float = limits.BUCKET_CAPACITY, retry_after: str | None = "seconds") -> None:
-        """Change one family's budget ('*' = all); both rates None removes the limit. The bucket starts full."""
-        self.limiter.set(family, RateLimit.of(per_minute, per_hour, capacity, retry_after))
+                       capacity: float = limits.BUCKET_CAPACITY, retry_after: str | None = AUTO) -> None:
+        """Change one family's budget ('*' = all); both rates None removes the limit. The bucket starts full.
+
+        retry_after "auto": seconds in the default mode, no header in bento_like.
+        """
+        resolved = self.config.resolve_retry_after(retry_after)
+        self.limiter.set(family, RateLimit.of(per_minute, per_hour, capacity, resolved))

@@ -19,7 +19,7 @@ from typing import Any, Final
 LATENCY: Final = "latency"  # adds delay, then the request proceeds
 REFUSE_ROWS: Final = "refuse_rows"  # modifies batch handling: matching rows count as failed
 BEFORE_APPLY_KINDS: Final = frozenset(
-    {"server_error", "html_error", "error_200", "rate_limit", "drop_before_apply", "huge_body"}
+    {"server_error", "html_error", "error_200", "rate_limit", "drop_before_apply", "huge_body", "redirect"}
 )
 AFTER_APPLY_KINDS: Final = frozenset({"drop_after_apply", "truncated_json", "trickle"})
 KINDS: Final = frozenset({LATENCY, REFUSE_ROWS}) | BEFORE_APPLY_KINDS | AFTER_APPLY_KINDS
@@ -32,7 +32,7 @@ class Fault:
     """One injected fault. Only the parameters of its own kind matter; see docs/emulator.md.
 
     kind: latency, server_error, html_error, error_200, rate_limit, drop_before_apply,
-      drop_after_apply, truncated_json, trickle, huge_body, refuse_rows.
+      drop_after_apply, truncated_json, trickle, huge_body, refuse_rows, redirect.
     probability: chance that a matching request is hit (seeded RNG, so runs repeat).
     count: how many times the fault fires at most (None = unlimited).
     path_prefix: only paths under /api/v1 starting with this ("/batch", "/fetch/search"); None = all.
@@ -44,7 +44,7 @@ class Fault:
     count: int | None = None
     path_prefix: str | None = None
     method: str | None = None
-    # server_error: status to answer (5xx); server_error/html_error: apply the batch first if True.
+    # server_error: status to answer (5xx), redirect: 3xx; server_error/html_error: apply the batch first if True.
     status: int = 503
     apply: bool = False
     # latency: delay; rate_limit: Retry-After value; trickle: minimum total duration of the body.
@@ -61,6 +61,8 @@ class Fault:
     # refuse_rows: these emails (normalised) and/or emails matching this regex count as failed.
     emails: frozenset[str] = field(default_factory=frozenset)
     pattern: str | None = None
+    # redirect: the Location header (a moved host or an http -> https hop, as a proxy would answer)
+    location: str | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -71,6 +73,8 @@ class Fault:
             raise ValueError("count must be >= 0 or None")
         if self.kind == "server_error" and not 500 <= self.status <= 599:
             raise ValueError("server_error status must be 5xx")
+        if self.kind == "redirect" and not (300 <= self.status <= 399 and self.location):
+            raise ValueError("redirect needs a 3xx status and a location")
         if self.retry_after not in _RETRY_AFTER_MODES:
             raise ValueError("retry_after must be 'seconds', 'http-date' or None")
         if self.chunk < 1 or self.interval < 0 or self.megabytes < 0:

@@ -38,7 +38,8 @@ BROADCAST_STATUSES: Final = ("sent", "draft", "sending", "scheduled", "paused", 
 BROADCAST_STATUS_ALIASES: Final = {"cancelled": "canceled"}
 DEFAULT_BROADCAST_STATUS: Final = "sent"
 
-# User-Agents Bento's edge may block (library defaults); empty or missing is blocked too.
+# User-Agents Bento's edge may block (library defaults), blocked in the bento_like mode only: Bento
+# documents only a missing User-Agent as blocked (which both modes refuse, as an empty one).
 BLOCKED_USER_AGENT_PREFIXES: Final = ("python-httpx/", "python-requests/", "dlt/", "python-urllib", "curl/")
 
 AUTHOR_NOT_AUTHORIZED: Final = "Author not authorized to send on this account"

@@ -66,6 +66,10 @@ class _BodyTooLarge(Exception):
     pass
 
 
+#: bytes read at a time from a body refused as too large (read and dropped, never kept)
+_DISCARD_CHUNK = 1 << 16
+
+
 class EmulatorRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     disable_nagle_algorithm = True
@@ -100,22 +104,39 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             return self._read_chunked()
         length = int(self.headers.get("Content-Length") or 0)
         if length > self.server.app.cfg.max_body_bytes:
+            self._discard(length)
             raise _BodyTooLarge
         return self.rfile.read(length) if length > 0 else b""
+
+    def _discard(self, length: int) -> None:
+        """Read a refused body without keeping it: a client still writing it would otherwise see a reset
+        connection instead of the 413 (a real server answers it too)."""
+        while length > 0:
+            chunk = self.rfile.read(min(length, _DISCARD_CHUNK))
+            if not chunk:
+                return
+            length -= len(chunk)
 
     def _read_chunked(self) -> bytes:
         parts: list[bytes] = []
         total = 0
+        too_large = False
         while True:
             size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
             if size == 0:
                 while self.rfile.readline() not in (b"\r\n", b"\n", b""):
                     pass  # trailers
+                if too_large:
+                    raise _BodyTooLarge
                 return b"".join(parts)
             total += size
             if total > self.server.app.cfg.max_body_bytes:
-                raise _BodyTooLarge
-            parts.append(self.rfile.read(size))
+                too_large = True
+                parts.clear()
+            if too_large:
+                self._discard(size)
+            else:
+                parts.append(self.rfile.read(size))
             self.rfile.readline()
 
     def _handle(self) -> None:
@@ -128,7 +149,11 @@ class EmulatorRequestHandler(BaseHTTPRequestHandler):
             raw = self._read_body()
         except (_BodyTooLarge, ValueError):
             self.close_connection = True
-            self._send(error(413, "Request body too large"))
+            answer = app.body_too_large()
+            rel = api_path(path)
+            if rel is not None:  # logged like any API request, so a test sees every 413 a client got
+                app.log_unread(self.command, rel, query, self.headers.get("User-Agent"), answer.status, arrived)
+            self._send(answer)
             return
         if path == limits.ADMIN_PREFIX or path.startswith(limits.ADMIN_PREFIX + "/"):
             self._send(self.server.admin_api.handle(self.command, path[len(limits.ADMIN_PREFIX):], query, raw))
