@@ -154,7 +154,7 @@ def test_a_sync_killed_mid_load_reruns_to_every_subscriber_once(
     source = tmp_path / "crm.duckdb"
     write_contacts(source, n)
     runner = Runner(emu, s3_server, tmp_path / "runner", f"s3://{bucket}/ledger")
-    slow = dict(runner.env, BENTO_REQUESTS_PER_MINUTE="120")  # a batch every half second: time to kill it
+    slow = dict(runner.env, BENTO_REQUESTS_PER_MINUTE="60")  # a batch a second: time to kill it mid-load
     child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *runner.argv(source)], env=slow,
                              cwd=runner.folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
