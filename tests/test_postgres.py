@@ -164,6 +164,8 @@ def test_unreadable_postgres_inputs_exit_2_and_send_nothing(
                   "--pipelines-dir", "p", env=env, cwd=tmp_path)
     assert missing.returncode == EXIT_USAGE, missing.stderr
     assert "no_such_table" in missing.stderr
+    assert "postgres:***@127.0.0.1" in missing.stderr  # the URL is shown, its password never
+    assert sa.make_url(warehouse).password not in missing.stdout + missing.stderr
 
     bad_sql = cli("sync", "--from", warehouse, "--query", "SELECT email FROM crm_contacts WHERE", "--as",
                   "subscribers", "--yes", "--pipelines-dir", "p", env=env, cwd=tmp_path)
