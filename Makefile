@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck check bench sdk-check clean orchestrators orchestrator-dagster orchestrator-airflow \
-	orchestrator-prefect
+	orchestrator-prefect \
+	postgres-server test-postgres test-s3
 
 # The venv keeps its own pip, not upgraded: the install must work with Python 3.11's bundled pip (23.2).
 $(STAMP): pyproject.toml
@@ -35,6 +36,27 @@ $(SDK_NODE)/node_modules/.package-lock.json: $(SDK_NODE)/package-lock.json
 
 sdk-check: $(STAMP) $(SDK_NODE)/node_modules/.package-lock.json
 	$(BIN)/python -m sdk_check.run $(SDK_MODES)
+
+# Postgres both ways and the S3 ledger run against real servers their tests start; `make test` leaves them out.
+# Debian's postgresql package brings the server binaries (the tests make their own cluster, on a free port).
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+postgres-server:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then echo "postgres: $$(ls -d /usr/lib/postgresql/*/bin | tail -1)"; \
+	else $(SUDO) apt-get update && $(SUDO) apt-get install -y postgresql; fi
+
+$(VENV)/.installed-postgres: pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,postgres]'
+	touch $@
+
+$(VENV)/.installed-s3: pyproject.toml $(STAMP)
+	$(BIN)/pip install --quiet -e '.[dev,s3,s3-test]'
+	touch $@
+
+test-postgres: postgres-server $(VENV)/.installed-postgres
+	$(BIN)/pytest -q -m postgres tests/test_postgres.py
+
+test-s3: $(VENV)/.installed-s3
+	$(BIN)/pytest -q -m s3 tests/test_s3_ledger.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

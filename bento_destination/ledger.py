@@ -363,7 +363,14 @@ class SegmentStore:
         try:
             names = self.fs.ls(self.root, detail=False, refresh=True)
         except FileNotFoundError:
-            return []
+            bucket = self.root.split("/", 1)[0]
+            if self.object_store and not self.fs.exists(bucket):
+                # else the run would send every row and only then fail to record any of them
+                raise LedgerError(
+                    f"the ledger's bucket {bucket!r} does not exist (the ledger never creates one): create it, or "
+                    "check the URL and the endpoint"
+                ) from None
+            return []  # a new ledger: nothing published yet
         found = [
             str(name)
             for name in names

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from typing import NoReturn
 
 import pytest
 
@@ -11,6 +12,8 @@ from bento_api.emulator import BentoEmulator, EmulatorConfig
 from pipelines.telemetry import TELEMETRY_ENV
 
 from .destination_support import must_isolate
+from .postgres_server import PostgresServer, PostgresUnavailable
+from .s3_server import S3Server
 
 
 def pinned_mode(request: pytest.FixtureRequest) -> dict[str, str]:
@@ -67,3 +70,54 @@ def emu(request: pytest.FixtureRequest) -> Iterator[BentoEmulator]:
                             **pinned_mode(request))
     with BentoEmulator(config) as emulator:
         yield emulator
+
+
+# -- real servers the tests start: Postgres (Debian's package) and an S3 API (moto) ---------------------
+
+
+def unavailable(reason: str) -> NoReturn:
+    """A server a test needs cannot run here: in CI (CI=true) that fails the test, elsewhere it is skipped."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(reason, pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A Postgres cluster on a free port of 127.0.0.1 for the whole session, stopped and deleted after."""
+    try:  # the [postgres] extra: dlt's postgres destination uses psycopg2, SQLAlchemy 2.1's postgresql:// psycopg
+        import psycopg  # noqa: F401
+        import psycopg2  # noqa: F401
+    except ImportError as exc:
+        unavailable(f"{exc.name} is not installed: pip install -e '.[postgres]'")
+    try:
+        server = PostgresServer.start()
+    except PostgresUnavailable as exc:
+        unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
+    """A SQLAlchemy URL (superuser and password) of a new empty database, dropped after the test."""
+    name = postgres_server.create_database()
+    yield postgres_server.url(name)
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """moto's S3 API on a free port of 127.0.0.1 for the whole session, in its own process."""
+    try:  # the [s3] extra (s3fs) and the [s3-test] extra (moto's server)
+        import moto.server  # noqa: F401
+        import s3fs  # type: ignore[import-untyped]  # noqa: F401
+    except ImportError as exc:
+        unavailable(f"{exc.name} is not installed: pip install -e '.[s3,s3-test]'")
+    server = S3Server(tmp_path_factory.mktemp("moto") / "moto.log").start()
+    try:
+        yield server
+    finally:
+        server.stop()
