@@ -122,6 +122,17 @@ def assert_events_once(emu: BentoEmulator, n: int = EVENTS) -> None:
         assert event.fields == {"tier": ("free", "pro")[index % 2]}
 
 
+def figures(name: str, **values: Any) -> None:
+    """One line of measured figures for RELIABILITY.md (shown with `pytest -s ... | grep FIGURES`)."""
+    print(f"RUN CONTROL FIGURES {name} {json.dumps(values, sort_keys=True)}")
+
+
+def stored_counts(emu: BentoEmulator, n: int = EVENTS) -> dict[str, int]:
+    """Lost and kept-twice input events in the store (assert_events_once requires both to be 0)."""
+    stored = Counter(str((e.details or {}).get("unique", {}).get("key")) for e in emu.store.events)
+    return {"lost": n - len(stored), "kept_twice": sum(1 for c in stored.values() if c > 1)}
+
+
 def one_line(stderr: str) -> str:
     """The command's stderr must say what happened in one line: no traceback, nothing but the client's notes
     of the retries it made (`WARNING bento_api: ... retrying in ...`) and its progress lines."""
@@ -184,6 +195,7 @@ def test_an_overlapping_run_stops_with_75_and_sends_nothing(emu: BentoEmulator, 
     assert max(sent_keys(emu).values()) == 1  # no event left the second run
     assert sum(sent_keys(emu).values()) == EVENTS
     assert_events_once(emu)
+    figures(f"overlap ledger={ledger}", second_exit=second.returncode, **stored_counts(emu))
 
 
 def test_a_run_sharing_the_folder_ledger_from_another_pipeline_folder_stops_with_75(
@@ -267,7 +279,8 @@ def test_a_signal_mid_batch_stops_within_the_grace_and_the_next_run_resumes_exac
     first.send_signal(signum)
     signalled = time.monotonic()
     _, err = first.communicate(timeout=RUN_TIMEOUT)
-    assert time.monotonic() - signalled < 15.0
+    exit_seconds = time.monotonic() - signalled
+    assert exit_seconds < 15.0
     assert first.returncode == 128 + signum
     line = one_line(err)
     assert signal.Signals(signum).name in line and "the next run resumes it" in line
@@ -283,6 +296,8 @@ def test_a_signal_mid_batch_stops_within_the_grace_and_the_next_run_resumes_exac
     assert_reports_match_log(emu, pipes, [0, boundary])
     received = sorted(sum(t.received for t in r.tables.values()) for r in reports(pipes))
     assert received == [n, n]  # the resumed package's rows exactly once, and the new data's (all unchanged)
+    figures(f"signal mid-batch {signal.Signals(signum).name}", exit_seconds=round(exit_seconds, 2),
+            sent_before_signal=before, **stored_counts(emu, n))
 
 
 def test_sigterm_during_a_back_off_wait_stops_at_once(emu: BentoEmulator, tmp_path: Path) -> None:
@@ -294,7 +309,9 @@ def test_sigterm_during_a_back_off_wait_stops_at_once(emu: BentoEmulator, tmp_pa
     wait_for(lambda: any(r.status == 503 for r in event_posts(emu)))
     time.sleep(0.2)  # every job is in its first back-off wait (30 to 60 s)
     first.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
     _, err = first.communicate(timeout=RUN_TIMEOUT)
+    exit_seconds = time.monotonic() - signalled
     assert first.returncode == 143
     assert "SIGTERM" in one_line(err)
     assert "abandoned" not in err  # the run ended by itself, not through the watchdog
@@ -304,6 +321,7 @@ def test_sigterm_during_a_back_off_wait_stops_at_once(emu: BentoEmulator, tmp_pa
     assert second.returncode == 0, second.stderr
     assert_events_once(emu)
     assert_reports_match_log(emu, pipes, [0, boundary])
+    figures("SIGTERM in back-off", exit_seconds=round(exit_seconds, 2), **stored_counts(emu))
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
@@ -319,7 +337,8 @@ def test_a_signal_against_a_hanging_server_ends_the_run_after_the_grace(
     first.send_signal(signum)
     signalled = time.monotonic()
     _, err = first.communicate(timeout=RUN_TIMEOUT)
-    assert time.monotonic() - signalled < 15.0
+    exit_seconds = time.monotonic() - signalled
+    assert exit_seconds < 15.0
     assert first.returncode == 128 + signum
     line = one_line(err)
     assert "abandoned" in line and f": 0 rows sent in this run, about {EVENTS} not sent yet" in line
@@ -328,6 +347,8 @@ def test_a_signal_against_a_hanging_server_ends_the_run_after_the_grace(
     assert second.returncode == 0, second.stderr
     assert "Traceback" not in second.stderr
     assert_events_once(emu)
+    figures(f"{signal.Signals(signum).name} against a hanging server", exit_seconds=round(exit_seconds, 2),
+            **stored_counts(emu))
 
 
 def test_a_second_sigint_exits_at_once(emu: BentoEmulator, tmp_path: Path) -> None:
@@ -340,13 +361,16 @@ def test_a_second_sigint_exits_at_once(emu: BentoEmulator, tmp_path: Path) -> No
     first.send_signal(signal.SIGINT)
     time.sleep(0.3)
     first.send_signal(signal.SIGINT)
+    signalled = time.monotonic()
     _, err = first.communicate(timeout=RUN_TIMEOUT)  # the grace (60 s) is not waited for
+    exit_seconds = time.monotonic() - signalled
     assert first.returncode == 130
     assert "second SIGINT" in one_line(err)
     emu.clear_faults()
     second = run(sync_args(source, pipes), cli_env(emu), tmp_path)
     assert second.returncode == 0, second.stderr
     assert_events_once(emu)
+    figures("second SIGINT", exit_seconds_after_second=round(exit_seconds, 2), **stored_counts(emu))
 
 
 # -- lost answers ------------------------------------------------------------------------------------
@@ -372,3 +396,5 @@ def test_lost_answers_send_a_batch_at_most_six_times_then_the_run_stops_and_the_
     assert resumed and all(r.status == 200 for r in resumed)  # resumed on its first try
     assert_events_once(emu)
     assert_reports_match_log(emu, pipes, [0, first_run])
+    figures("every answer lost", max_sends_per_batch=max(sends.values()), batches=len(sends),
+            first_run_requests=first_run, rerun_requests=len(resumed), **stored_counts(emu))
