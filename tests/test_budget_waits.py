@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,24 +23,10 @@ from bento_api.facts import SEGMENT_STATS_PATH, SITE_STATS_PATH, TAGS_PATH
 from bento_api.pacing import LONG_WAIT_SECONDS, SAFETY_MARGIN, Pacer, PacerRegistry, format_wait
 
 from .test_cli import base_env
+from .test_pacing import FakeClock
 
 REPO = Path(__file__).resolve().parents[1]
 PACING_LOGGER = "bento_api.pacing"
-
-
-class FakeClock:
-    """Monotonic time that only moves when someone sleeps on it."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.now += seconds
 
 
 def announcements(caplog: pytest.LogCaptureFixture) -> list[str]:
