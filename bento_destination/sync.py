@@ -24,6 +24,7 @@ from .changes import DLT_PREFIX, LEDGER_OPERATIONS, LedgerOptions, PackagePlan, 
 from .changes import _file_rows as file_rows
 from .clients import check_credentials
 from .duplicates import prepare_duplicates, record_duplicates
+from .ledger import LedgerBusyError
 from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
 from .rejects import bento_dir
@@ -118,11 +119,11 @@ def sync(
 
 
 def _operations(table_name: str | None, table_operations: dict[str, str] | None) -> list[str]:
-    """The ledger operations a run will send, where they are known before extracting."""
+    """The operations a run will send that keep state in the ledger (emails too), where known before extracting."""
     named = set((table_operations or {}).values())
     if table_name:
         named.add(resolve_operation(table_name, table_operations) or "")
-    return sorted(op for op in named if op in LEDGER_OPERATIONS)
+    return sorted(op for op in named if op in (*LEDGER_OPERATIONS, "emails"))
 
 
 def _signal_in(error: BaseException) -> int | None:
@@ -219,7 +220,7 @@ def load_new_data(
                 bool(destination_kwargs.get("allow_secret_columns")),
             )
         except BentoError:
-            pipeline.drop_pending_packages()
+            pipeline.abort_packages()
             raise
         record_duplicates(duplicates, _report_run(pipeline, load_id, settings, destination_kwargs), operation_of)
         record_plan(pipeline, plan, settings, destination_kwargs)
@@ -235,7 +236,7 @@ def _drop_if_cancelled(pipeline: Any, run: RunContext | None) -> None:
     """Before the load step: a cancelled run drops its new package (nothing of it was sent) and stops."""
     if run is None or not run.cancelled:
         return
-    pipeline.drop_pending_packages()  # only this run's: pending packages were loaded before extracting
+    pipeline.abort_packages()  # only this run's: pending packages were loaded before extracting
     _stop_if_cancelled(pipeline, run)
 
 
@@ -315,7 +316,7 @@ def exit_code(error: BaseException) -> int:
     """The command-line exit code for an error raised by `sync` or by reading the input."""
     if isinstance(error, BentoRejectsExceeded):
         return EXIT_REJECTS
-    if isinstance(error, BentoBusyError):
+    if isinstance(error, BentoBusyError | LedgerBusyError):
         return EXIT_BUSY
     if isinstance(error, BentoRunCancelled):
         return 128 + (error.signal_number or signal.SIGINT)

@@ -248,11 +248,12 @@ def classify(error: BaseException) -> tuple[int, str]:
     for item in chain:
         if isinstance(item, CliError):
             return item.code, item.message
+    from bento_destination.ledger import LedgerBusyError
     from bento_destination.runcontext import BentoRunCancelled
     from bento_destination.runlock import BentoBusyError
 
     for item in chain:
-        if isinstance(item, BentoBusyError):
+        if isinstance(item, BentoBusyError | LedgerBusyError):  # another run holds the lock or the ledger file
             return EXIT_BUSY, str(item)
         if isinstance(item, BentoRunCancelled):
             return (EXIT_SIGTERM if item.signal_number == signal.SIGTERM else EXIT_SIGINT), str(item)

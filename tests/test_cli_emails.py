@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -173,7 +174,9 @@ def _overlapping_runs(emu: BentoEmulator, env: dict[str, str], tmp_path: Path, f
 def test_two_overlapping_runs_on_two_runners_send_each_email_once(
     emu: BentoEmulator, env: dict[str, str], tmp_path: Path, ledger: str
 ) -> None:
-    """Two runners (their own pipeline folders) share one ledger: a folder (claims) or a DuckDB file (locked)."""
+    """Two runners (their own pipeline folders) share one ledger, a folder or a DuckDB file: the run lock on the
+    ledger's (site, emails) stops the second before it sends anything (exit 75, naming the holder). The folder
+    ledger's claims (test_destination_emails.py) stay as a second line of defence."""
     table = write_emails(tmp_path / "mail.duckdb", OVERLAP_ROWS)
     url = str(tmp_path / ("ledger" if ledger == "folder" else "ledger.duckdb"))
     first = sync_args(table, "--ledger-url", url)
@@ -182,13 +185,11 @@ def test_two_overlapping_runs_on_two_runners_send_each_email_once(
     assert results[0].returncode in (0, 3), results[0].stderr
     assert stored(emu) == Counter({f"r{i}@example.com": 1 for i in range(OVERLAP_ROWS)}), [
         r.stderr[-400:] for r in results]
-    if ledger == "duckdb":  # the second run could not open the ledger: it stopped before sending anything
-        assert results[1].returncode != 0 and "in use by another run" in results[1].stderr
-    else:  # the second run sent what the first had not claimed yet; the first then found them held
-        sent = [sum(t["sent"] for load in json.loads(r.stdout)["loads"] for t in load["tables"].values())
-                for r in results]
-        print(f"OVERLAP sent by each run: {sent}")  # for RELIABILITY.md
-        assert sum(sent) == OVERLAP_ROWS and min(sent) > 0
+    assert results[1].returncode == 75, results[1].stderr
+    assert re.search(r"pid \d+", results[1].stderr) and "nothing was sent" in results[1].stderr
+    sent = [sum(t["sent"] for load in json.loads(results[0].stdout)["loads"] for t in load["tables"].values())]
+    print(f"OVERLAP sent by each run: {[*sent, 0]}")  # for RELIABILITY.md
+    assert sent == [OVERLAP_ROWS]
 
 
 def test_two_overlapping_runs_of_one_pipeline_send_each_email_once(
@@ -196,13 +197,13 @@ def test_two_overlapping_runs_of_one_pipeline_send_each_email_once(
 ) -> None:
     """The same scheduled sync started twice (one pipeline folder, its default DuckDB ledger file).
 
-    At most once here rests on the ledger alone: the second run cannot open the DuckDB file the first
-    holds, so it sends nothing. Without a run lock the two dlt pipelines still share one folder (the
-    second may pick up the first's package and both may fail); with one, the second stops at the start.
+    The run lock on the pipeline folder stops the second at the start (exit 75), so it neither opens the
+    ledger nor picks up the first's dlt package.
     """
     table = write_emails(tmp_path / "mail.duckdb", OVERLAP_ROWS)
     results = _overlapping_runs(emu, env, tmp_path, sync_args(table), sync_args(table))
     assert stored(emu) == Counter({f"r{i}@example.com": 1 for i in range(OVERLAP_ROWS)}), [
         r.stderr[-400:] for r in results]
-    assert results[1].returncode != 0  # busy: the ledger (or the run lock) stopped it before sending
+    assert results[1].returncode == 75, results[1].stderr  # busy: the run lock stopped it before sending
+    assert "nothing was sent" in results[1].stderr
 
