@@ -80,7 +80,7 @@ class ResultsTarget:
 
     def describe(self) -> str:
         if self.duckdb_path is not None:
-            return str(self.duckdb_path)
+            return str(self.duckdb_path.resolve())
         name = getattr(self.destination, "destination_name", None) or str(self.destination)
         return f"{name} (dataset {self.dataset_name})"
 
