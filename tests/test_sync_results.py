@@ -184,14 +184,13 @@ def test_any_dlt_destination_is_written_by_a_results_pipeline(emu: BentoEmulator
 
 @pytest.mark.postgres
 def test_a_postgres_schema_as_the_results_target(emu: BentoEmulator, tmp_path: Path, postgres_url: str) -> None:
-    import psycopg2
+    import sqlalchemy as sa
 
     run_sync(emu, tmp_path, GOOD + BAD, results=postgres_url, results_dataset="bento_results", reject_threshold=0.5)
-    with psycopg2.connect(postgres_url) as con, con.cursor() as cursor:
-        cursor.execute(f"SELECT sent, rejected FROM bento_results.{RUNS_TABLE}")
-        assert cursor.fetchall() == [(6, 2)]
-        cursor.execute(f"SELECT count(*) FROM bento_results.{ROWS_TABLE} WHERE status = 'sent'")
-        assert cursor.fetchall() == [(6,)]
+    with sa.create_engine(postgres_url).connect() as con:
+        assert con.execute(sa.text(f"SELECT sent, rejected FROM bento_results.{RUNS_TABLE}")).all() == [(6, 2)]
+        assert con.execute(sa.text(f"SELECT status, count(*) FROM bento_results.{ROWS_TABLE} GROUP BY status "
+                                   "ORDER BY status")).all() == [("rejected", 2), ("sent", 6)]
 
 
 # --------------------------------------------------------------------------- the command line
