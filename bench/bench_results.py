@@ -46,7 +46,7 @@ def _timing_record_results() -> None:
     sync_module.record_results = timed
 
 
-def timed_sync(credentials: dict[str, str], folder: Path, run: int, count: int, results: bool) -> float:
+def timed_sync(credentials: dict[str, Any], folder: Path, run: int, count: int, results: bool) -> float:
     from bento_destination.sync import balanced_file_rows, sync
 
     data = rows(run, count)
