@@ -115,6 +115,20 @@ def test_event_keys_join_the_sync_ledger(emu: BentoEmulator, tmp_path: Path) -> 
     assert joined == (6,)
 
 
+def test_each_sent_email_is_recorded_with_its_email_key(emu: BentoEmulator, tmp_path: Path) -> None:
+    emails = [{"to": f"r{i}@example.com", "from": "author@example.com", "subject": "Receipt",
+               "html_body": f"<p>{i}</p>"} for i in range(3)]
+    run_sync(emu, tmp_path, emails, table="emails", name="mail", allow_email_sends=True, emails_per_minute=FAST)
+    results = tmp_path / "mail" / RESULTS_FILENAME
+    assert sorted(email for (email,) in query(results, f"SELECT email FROM {ROWS_TABLE} WHERE status = 'sent'")) == [
+        e.to for e in sorted(emu.store.emails_sent, key=lambda e: e.to)]
+    with duckdb.connect(str(results), read_only=True) as con:
+        con.execute(f"ATTACH '{tmp_path / 'mail' / LEDGER_FILENAME}' AS ledger (READ_ONLY)")
+        joined = con.execute(f"SELECT count(DISTINCT r.key) FROM {ROWS_TABLE} r JOIN ledger.ledger_entries l "
+                             "ON l.ns = '_emails' AND l.key = r.key").fetchone()
+    assert joined == (3,)
+
+
 def test_a_stopped_run_records_its_part_and_the_resuming_run_the_rest(emu: BentoEmulator, tmp_path: Path) -> None:
     events = [{"email": f"p{i % 40}@example.com", "type": "$visit", "unique_key": f"k{i}"} for i in range(3000)]
     emu.add_fault(Fault("latency", seconds=0.5, path_prefix="/batch"))
