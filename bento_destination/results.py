@@ -21,6 +21,7 @@ import datetime as dt
 import json
 import logging
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,8 @@ COUNTS: Final = (
     "received", "sent", "unchanged", "new", "changed", "rejected", "already_sent", "commands_sent",
     "requests", "retries", "rate_limited", "server_errors",
 )
+#: seconds a run waits for another process writing the same results DuckDB file before it warns
+LOCK_WAIT_SECONDS: Final = 10.0
 #: URL schemes that name a dlt destination other than their own name
 SCHEME_DESTINATIONS: Final = {"postgresql": "postgres", "postgres": "postgres", "mssql": "mssql"}
 
@@ -131,14 +134,13 @@ def record_results(
     """Write this run's part of its loads into the results tables; warn (never raise) if that fails."""
     try:
         collected = _collect(pipeline_name, folder, run_id, started_at, error)
-        if not collected.runs and not collected.rows:
-            return True
-        runs = pa.Table.from_pylist(collected.runs, schema=RUNS_SCHEMA)
-        rows = pa.concat_tables(collected.rows) if collected.rows else ROWS_SCHEMA.empty_table()
-        if target.duckdb_path is not None:
-            _write_duckdb(target.duckdb_path, runs, rows)
-        else:
-            _write_dlt(target, pipeline_name, folder.parent.parent, runs, rows)
+        if collected.runs or collected.rows:
+            runs = pa.Table.from_pylist(collected.runs, schema=RUNS_SCHEMA)
+            rows = pa.concat_tables(collected.rows) if collected.rows else ROWS_SCHEMA.empty_table()
+            if target.duckdb_path is not None:
+                _write_duckdb(target.duckdb_path, runs, rows)
+            else:
+                _write_dlt(target, pipeline_name, folder.parent.parent, runs, rows)
     except Exception as failure:  # a results database must never fail the sync it describes
         message = (
             f"{pipeline_name}: sync results not written to {target.describe()} ({type(failure).__name__}: "
@@ -270,10 +272,8 @@ def _ddl(table: str, schema: pa.Schema) -> str:
 
 def _write_duckdb(path: Path, runs: pa.Table, rows: pa.Table) -> None:
     """Both tables in one transaction: a reader never sees a run without its rows."""
-    import duckdb
-
     path.parent.mkdir(parents=True, exist_ok=True)
-    with duckdb.connect(str(path)) as con:
+    with _connect_waiting(path) as con:
         con.execute(_ddl(RUNS_TABLE, RUNS_SCHEMA))
         con.execute(_ddl(ROWS_TABLE, ROWS_SCHEMA))
         con.execute("BEGIN TRANSACTION")
@@ -282,6 +282,21 @@ def _write_duckdb(path: Path, runs: pa.Table, rows: pa.Table) -> None:
         con.execute(f"INSERT INTO {RUNS_TABLE} BY NAME SELECT * FROM new_runs")
         con.execute(f"INSERT INTO {ROWS_TABLE} BY NAME SELECT * FROM new_rows")
         con.execute("COMMIT")
+
+
+def _connect_waiting(path: Path, wait: float = LOCK_WAIT_SECONDS) -> Any:
+    """A DuckDB connection, waiting up to `wait` seconds while another process writes the same file (pipelines
+    of several tables may share one results file; each holds it for well under a second)."""
+    import duckdb
+
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            return duckdb.connect(str(path))
+        except duckdb.IOException as error:
+            if "lock" not in str(error).lower() or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.1)
 
 
 def _write_dlt(target: ResultsTarget, pipeline_name: str, pipelines_dir: Path, runs: pa.Table, rows: pa.Table) -> None:

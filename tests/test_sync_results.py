@@ -23,7 +23,7 @@ from bento_api.emulator import BentoEmulator, Fault
 from bento_destination import BentoRunCancelled, RunCancel
 from bento_destination.changes import LEDGER_FILENAME
 from bento_destination.report import BentoRejectsExceeded, LoadReport
-from bento_destination.results import RESULTS_FILENAME, ROWS_TABLE, RUNS_TABLE
+from bento_destination.results import RESULTS_FILENAME, ROWS_TABLE, RUNS_TABLE, _connect_waiting
 from bento_destination.sent_rows import SENT_SUFFIX
 from bento_destination.settings import REJECTS_DIRNAME
 from bento_destination.sync import sync
@@ -182,6 +182,31 @@ def test_a_results_write_failure_warns_and_the_next_run_catches_up(emu: BentoEmu
     assert query(results, f"SELECT status, count(*) FROM {ROWS_TABLE} GROUP BY status ORDER BY status") == [
         ("rejected", 2), ("sent", 7)]
     assert not spools(tmp_path, "people")
+
+
+HOLDER = """
+import duckdb, sys, time
+con = duckdb.connect(sys.argv[1])
+print("holding", flush=True)
+time.sleep(float(sys.argv[2]))
+con.close()
+print("released", flush=True)
+"""
+
+
+def test_a_results_file_held_by_another_process_is_waited_for(tmp_path: Path) -> None:
+    path = tmp_path / "shared.duckdb"
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(path), "3"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "holding"
+        with pytest.raises(duckdb.IOException):
+            _connect_waiting(path, wait=0)  # held: without waiting, DuckDB refuses the second writer
+        with _connect_waiting(path) as con:  # waits for the holder's 3 s, well inside LOCK_WAIT_SECONDS
+            assert con.execute("SELECT 1").fetchone() == (1,)
+        assert holder.stdout.readline().strip() == "released"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_any_dlt_destination_is_written_by_a_results_pipeline(emu: BentoEmulator, tmp_path: Path) -> None:
