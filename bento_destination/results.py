@@ -17,6 +17,7 @@ spool, and the next run writes what is still missing. The JSONL rejects stay eit
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -103,13 +104,22 @@ def results_target(
     if isinstance(results, str):
         if results.startswith("duckdb:///"):
             return ResultsTarget(duckdb_path=Path(results[len("duckdb:///"):]))
-        scheme, has_scheme, _ = results.partition("://")
+        scheme, has_scheme, rest = results.partition("://")
         if not has_scheme:
             return ResultsTarget(duckdb_path=Path(results))
         from dlt.common.destination import Destination
 
-        name = SCHEME_DESTINATIONS.get(scheme.lower().split("+")[0], scheme.lower())
-        return ResultsTarget(destination=Destination.from_reference(name, credentials=results), dataset_name=dataset)
+        base = scheme.lower().split("+")[0]  # SQLAlchemy's `postgresql+psycopg`: dlt picks its own driver
+        name = SCHEME_DESTINATIONS.get(base, base)
+        destination = None
+        with contextlib.suppress(Exception):  # dlt's error would show the URL, password included
+            destination = Destination.from_reference(name, credentials=f"{base}://{rest}")
+        if destination is None:
+            raise ValueError(
+                f"results: no dlt destination for URLs starting {scheme}://; give a DuckDB path, duckdb:///path, "
+                "postgresql://..., or a dlt destination object"
+            )
+        return ResultsTarget(destination=destination, dataset_name=dataset)
     return ResultsTarget(destination=results, dataset_name=dataset)
 
 

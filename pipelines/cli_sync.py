@@ -32,6 +32,7 @@ from bento_destination import (
     load_ids,
     read_report,
 )
+from bento_destination.results import results_target
 from bento_destination.rows import iter_rows
 from bento_destination.runcontext import RunCancel, active_run
 from bento_destination.runlock import FOREVER
@@ -226,7 +227,6 @@ def push(
 ) -> tuple[int, dict[str, Any], str]:
     """Send the input with the shared `bento_destination.sync.sync` routine (credentials first, pending packages
     first, the sync ledger's pre-pass); returns (exit code, JSON summary, text)."""
-    from bento_destination.results import results_target
     from bento_destination.sync import balanced_file_rows, sync
 
     options = ledger_options(cfg.ledger, console.note)
@@ -366,6 +366,11 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         summary.update(exit_code=code, ok=code == EXIT_OK)
         return Result(code, summary, text)
 
+    results = False if args.no_results else (args.results_url or True)
+    try:  # a results URL naming no dlt destination is a usage error, found before anything is sent
+        results_target(results, ".", args.results_dataset)
+    except ValueError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
     total = source.count()
     settings = resolve_credentials(args, "destination")
     console.secrets += list(settings.secrets)
@@ -393,7 +398,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         allow_secret_columns=args.allow_secret_columns,
         allow_email_sends=operation == "emails",
         wait=args.wait,
-        results=False if args.no_results else (args.results_url or True),
+        results=results,
         results_dataset=args.results_dataset,
         ledger={
             "sync_ledger": False if args.no_ledger else None,

@@ -270,6 +270,15 @@ def test_cli_sync_writes_results_beside_the_pipeline(emu: BentoEmulator, tmp_pat
     assert len(runs(results)) == 1
 
 
+def test_cli_refuses_a_results_url_no_destination_reads_before_sending(emu: BentoEmulator, tmp_path: Path) -> None:
+    source = write_csv(tmp_path / "people.csv", GOOD)
+    result = bento_dlt("sync", "--from", str(source), "--as", "subscribers", "--pipelines-dir", "p",
+                       "--results-url", "nosuch://user:hidden@host/db", emu=emu, cwd=tmp_path)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "no dlt destination for URLs starting nosuch://" in result.stderr and "hidden" not in result.stderr
+    assert not emu.requests("/batch/subscribers", "POST")
+
+
 def test_cli_no_results_writes_nothing(emu: BentoEmulator, tmp_path: Path) -> None:
     source = write_csv(tmp_path / "people.csv", GOOD)
     result = bento_dlt("sync", "--from", str(source), "--as", "subscribers", "--pipelines-dir", "p",
