@@ -89,6 +89,15 @@ def test_a_sync_writes_a_run_row_and_one_record_per_sent_or_rejected_row(emu: Be
     assert list((tmp_path / "people" / REJECTS_DIRNAME).glob("*.rejects.jsonl"))  # the JSONL rejects stay
 
 
+def test_a_table_rejected_past_the_threshold_has_that_outcome(emu: BentoEmulator, tmp_path: Path) -> None:
+    with pytest.raises(BentoRejectsExceeded):  # 2 of 8 rows past the default 10%: the sync raises after the load
+        sync(GOOD + BAD, pipeline_name="people", pipelines_dir=tmp_path, table_name="subscribers", out=lambda _: None,
+             **emu.credentials, requests_per_minute=FAST)
+    (run,) = runs(tmp_path / "people" / RESULTS_FILENAME)
+    assert (run["outcome"], run["sent"], run["rejected"], run["error"]) == ("rejected", 6, 2, None)
+    assert run["rejected_by_reason"] == '{"invalid_email": 1, "missing_email": 1}'
+
+
 def test_an_unchanged_resync_adds_a_run_row_with_counts_and_no_row_records(emu: BentoEmulator, tmp_path: Path) -> None:
     run_sync(emu, tmp_path, GOOD)
     emu.reset_log()
