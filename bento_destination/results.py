@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
+from urllib.parse import urlsplit
 
 import pyarrow as pa
 import pyarrow.json as pa_json
@@ -81,6 +82,11 @@ class ResultsTarget:
     duckdb_path: Path | None = None
     destination: Any = None
     dataset_name: str = DEFAULT_DATASET
+    #: the password of a results URL, hidden in every message about the target
+    secret: str | None = None
+
+    def hide(self, text: str) -> str:
+        return text.replace(self.secret, "***") if self.secret else text
 
     def describe(self) -> str:
         if self.duckdb_path is not None:
@@ -119,7 +125,7 @@ def results_target(
                 f"results: no dlt destination for URLs starting {scheme}://; give a DuckDB path, duckdb:///path, "
                 "postgresql://..., or a dlt destination object"
             )
-        return ResultsTarget(destination=destination, dataset_name=dataset)
+        return ResultsTarget(destination=destination, dataset_name=dataset, secret=urlsplit(results).password)
     return ResultsTarget(destination=results, dataset_name=dataset)
 
 
@@ -152,11 +158,12 @@ def record_results(
             else:
                 _write_dlt(target, pipeline_name, folder.parent.parent, runs, rows)
     except Exception as failure:  # a results database must never fail the sync it describes
-        message = (
+        reason = " ".join(str(failure).split())  # dlt's errors span lines; one line per warning
+        message = target.hide(
             f"{pipeline_name}: sync results not written to {target.describe()} ({type(failure).__name__}: "
-            f"{failure}); the next run writes them; rejects stay in {folder} (bento-dlt rejects)"
+            f"{reason}); the next run writes them; rejects stay in {folder} (bento-dlt rejects)"
         )
-        logger.warning(message)
+        logger.info(message)  # `out` shows it (the command line prints it once, not twice)
         out(f"warning: {message}")
         return False
     for path, mark in collected.marks.items():

@@ -9,6 +9,7 @@ later run that catches up) when the results database cannot be written.
 from __future__ import annotations
 
 import csv
+import socket
 import subprocess
 import sys
 import threading
@@ -216,6 +217,20 @@ def test_a_results_file_held_by_another_process_is_waited_for(tmp_path: Path) ->
     finally:
         holder.kill()
         holder.wait()
+
+
+def test_an_unreachable_database_warns_without_its_password(emu: BentoEmulator, tmp_path: Path) -> None:
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))  # a loopback port nobody listens on
+    port = closed.getsockname()[1]
+    closed.close()
+    url = f"postgresql://bento:pw-not-shown@127.0.0.1:{port}/warehouse"
+    reports, printed = run_sync(emu, tmp_path, GOOD, results=url, results_dataset="bento_results")
+    assert reports[0].tables["subscribers"].sent == len(GOOD)
+    (warning,) = [line for line in printed if line.startswith("warning:")]
+    assert "sync results not written to postgres (dataset bento_results)" in warning
+    assert "pw-not-shown" not in warning
+    assert spools(tmp_path, "people")
 
 
 def test_any_dlt_destination_is_written_by_a_results_pipeline(emu: BentoEmulator, tmp_path: Path) -> None:
