@@ -324,6 +324,8 @@ def _write_dlt(target: ResultsTarget, pipeline_name: str, pipelines_dir: Path, r
         pipeline_name=f"{pipeline_name}_results", destination=target.destination,
         dataset_name=target.dataset_name, pipelines_dir=str(pipelines_dir),
     )
+    if pipeline.has_pending_data:  # a failed earlier write: its rows are collected again (marks, spool), and
+        pipeline.drop_pending_packages()  # dlt would load only the pending package and ignore the new data
     resources = [dlt.resource([runs], name=RUNS_TABLE, write_disposition="append")]
     if rows.num_rows:
         resources.append(dlt.resource([rows], name=ROWS_TABLE, write_disposition="append"))
