@@ -20,6 +20,7 @@ from .mapping import redact_row
 from .rejects import RejectWriter
 from .report import LoadReport, TableReport, read_report
 from .send import BatchOutcome
+from .sent_rows import SentWriter
 from .values import safe_for_file
 
 MAX_ERRORS_KEPT = 20
@@ -41,6 +42,7 @@ class LoadRun:
         self._lock = threading.Lock()
         self._redact = redact
         self._writer = RejectWriter(folder, load_id, redact)
+        self._sent = SentWriter(folder, load_id)
         existing = read_report(folder.parent, load_id)
         self.report = existing or LoadReport(load_id=load_id, pipeline_name=pipeline_name, reject_threshold=threshold)
         self.report.reject_threshold = threshold
@@ -92,6 +94,8 @@ class LoadRun:
         ]
         with self._lock:
             self._writer.write(records)
+            if outcome.sent_rows:
+                self._sent.write(table, operation, outcome.sent_rows)
             t = self._table(table, operation)
             t.batches += int(outcome.sink_batch)
             t.received += outcome.received

@@ -49,6 +49,7 @@ from .email_ledger import (
     EmailStates,
     EmailToSend,
 )
+from .sent_rows import row_identity
 from .settings import ENDPOINTS, HALVE_ABOVE, MAX_REQUEST_BYTES, REQUEST_MAXIMA
 from .values import encode_payload
 
@@ -155,6 +156,8 @@ class BatchOutcome:
     started: float = field(default_factory=time.monotonic)
     #: False for rows counted outside a sink batch (rejected before extract, non_finite.py)
     sink_batch: bool = True
+    #: (email, key) of each sent row, for the sync results (sent_rows.py); None: not recorded
+    sent_rows: list[tuple[str | None, str | None]] | None = None
 
     @property
     def rejected(self) -> int:
@@ -163,6 +166,16 @@ class BatchOutcome:
     def reject(self, reason: str, detail: str, row: dict[str, Any]) -> None:
         self.rejected_by_reason[reason] += 1
         self.rejects.append(RejectRecord(reason, detail, row))
+
+    def record_sent(self, operation: str, items: list[Item], refused: set[int] | None = None) -> None:
+        """Keep the identity of the rows of `items` Bento took (a row's derived commands are not rows)."""
+        if self.sent_rows is None:
+            return
+        self.sent_rows.extend(
+            row_identity(operation, item.payload, item.key)
+            for item in items
+            if item.counts_row and (refused is None or id(item.row) not in refused)
+        )
 
 
 def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
@@ -255,9 +268,13 @@ class Sender:
             self.outcome.failed_by_bento += failed
             refused = _Bisection(self, operation, batch).isolate(chunk, failed)
             self.outcome.sent += sum(1 for i in chunk if i.counts_row) - refused
+            if self.outcome.sent_rows is not None:
+                self.outcome.record_sent(operation, chunk, {id(r.row) for r in self.outcome.rejects})
             return
         counting = sum(1 for i in chunk if i.counts_row)
         self.outcome.sent += max(0, counting - failed)
+        if not failed:  # with `failed` rows Bento does not say which: all of them are in the rejects file
+            self.outcome.record_sent(operation, chunk)
         if derived:
             self.outcome.commands_sent += len(chunk) - failed
         if failed:

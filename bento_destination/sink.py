@@ -208,6 +208,7 @@ def bento(
     force: bool = False,
     tag_ownership: bool = False,
     event_keys: str = DEFAULT_EVENT_KEYS,
+    record_sent_rows: bool = False,
 ) -> None:
     """Send a batch of rows of `table` to Bento (tables subscribers, events, commands, emails).
 
@@ -232,7 +233,7 @@ def bento(
         raise _as_dlt_error(error) from None
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
     context = current_run(pipeline.working_dir)
-    outcome = BatchOutcome()
+    outcome = BatchOutcome(sent_rows=[] if record_sent_rows else None)  # sync()'s results (sent_rows.py)
     context.begin_load(load_id)
     try:
         context.check()

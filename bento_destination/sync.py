@@ -8,9 +8,11 @@ pending package loads only that package and ignores the new data.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import math
 import os
 import signal
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
 from .rejects import bento_dir
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
+from .results import record_results, results_target
 from .runcontext import BentoRunCancelled, BentoRunStopped, RunCancel, RunContext, bento_run
 from .runlock import BentoBusyError
 from .send import BatchOutcome
@@ -59,6 +62,8 @@ def sync(
     out: Callable[[str], None] = print,
     wait: float | None = None,
     cancel: RunCancel | None = None,
+    results: Any = True,
+    results_dataset: str | None = None,
     **destination_kwargs: Any,
 ) -> list[LoadReport]:
     """Load `data` into Bento with `bento(**destination_kwargs)`; print each load's report; raise if rejected.
@@ -73,10 +78,18 @@ def sync(
     request failed on all its attempts (the run stops; the next resumes), dlt's PipelineStepFailed when
     a load fails otherwise, and BentoRejectsExceeded when rows were rejected past the threshold (the loads
     themselves finished, so no package is left pending).
+
+    `results`: where the run's outcome goes after the load (results.py): True the DuckDB file
+    `<working_dir>/bento_results.duckdb`, False nothing, a path, a URL or a dlt destination (dataset
+    `results_dataset`). Writing them never fails the run.
     """
     validate_options(destination_kwargs.get("table_operations"), destination_kwargs.get("reject_threshold"))
     options = LedgerOptions.from_kwargs(destination_kwargs)
     working_dir = bento_dir(pipeline_name, pipelines_dir).parent
+    results_to = results_target(results, working_dir, results_dataset)
+    if results_to is not None:
+        destination_kwargs["record_sent_rows"] = True
+    started_at = dt.datetime.now(dt.UTC)
     with bento_run(working_dir, wait=wait, cancel=cancel) as run:
         settings = check_credentials(
             **{k: destination_kwargs.get(k) for k in CREDENTIAL_KEYS},
@@ -94,6 +107,7 @@ def sync(
             for operation in _operations(table_name, destination_kwargs.get("table_operations")):
                 run.hold_ledger(options.location(working_dir), settings.site_uuid, operation)
         infos = []
+        failure: BaseException | None = None
         try:
             if pipeline.has_pending_data:
                 out(f"{pipeline_name}: loading the package left pending by an earlier run first")
@@ -105,11 +119,15 @@ def sync(
             _stop_if_cancelled(pipeline, run)
         except Exception as error:
             stopped = run_stopped_error(pipeline, run, error)
+            failure = error if stopped is None else stopped
             if stopped is None or stopped is error:
                 raise
             raise stopped from None
         finally:
             close_ledgers()
+            if results_to is not None:  # after the load step, still holding the pipeline's lock
+                record_results(results_to, pipeline_name, Path(pipeline.working_dir) / REJECTS_DIRNAME,
+                               run_id=uuid.uuid4().hex, started_at=started_at, error=failure, out=out)
     reports = [report for info in infos for report in reports_for(pipeline, info)]
     for report in reports:
         out(report.format())

@@ -32,6 +32,7 @@ from bento_destination import (
     load_ids,
     read_report,
 )
+from bento_destination.results import results_target
 from bento_destination.rows import iter_rows
 from bento_destination.runcontext import RunCancel, active_run
 from bento_destination.runlock import FOREVER
@@ -104,6 +105,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-secret-columns", action="store_true",
                         help="send columns that look like secrets (password, token, api_key, secret)")
     parser.add_argument("--pipeline-name", help="dlt pipeline name (default bento_sync_<operation>)")
+    results = parser.add_argument_group("sync results (each run's outcome in tables you can query; "
+                                        "docs/destination.md)")
+    where = results.add_mutually_exclusive_group()
+    where.add_argument("--results-url", metavar="URL",
+                       help="write them to a DuckDB file (a path or duckdb:///path) or another database "
+                            "(postgresql://..., via a dlt pipeline <pipeline>_results); default "
+                            "<pipelines-dir>/<pipeline>/bento_results.duckdb")
+    where.add_argument("--no-results", action="store_true", help="write no results tables (the rejects files stay)")
+    results.add_argument("--results-dataset", metavar="NAME",
+                         help="schema (dataset) for --results-url of a database (default bento_sync_results)")
     parser.add_argument("--wait", nargs="?", const=FOREVER, type=seconds, metavar="SECONDS",
                         help="if another run of this pipeline (or of its ledger) is going on, wait for it up to "
                              "SECONDS (no value: as long as it runs); without --wait, stop at once with exit 75")
@@ -125,6 +136,9 @@ class SyncSettings:
     ledger: dict[str, Any] = field(default_factory=dict)
     #: seconds to wait for another run holding the lock (None: exit 75 at once)
     wait: float | None = None
+    #: sync results: True the local DuckDB file, False none, else a URL or path (bento_destination/results.py)
+    results: Any = True
+    results_dataset: str | None = None
 
 
 class ReportProgress:
@@ -241,6 +255,8 @@ def push(
             allow_secret_columns=cfg.allow_secret_columns,
             wait=cfg.wait,
             cancel=cancel,
+            results=cfg.results,
+            results_dataset=cfg.results_dataset,
             **options,
         )
     elapsed = time.monotonic() - started
@@ -261,6 +277,8 @@ def push(
         "reject_examples": rejects[:REJECTS_SHOWN],
         "problems": problems,
     }
+    results_to = results_target(cfg.results, working_dir, cfg.results_dataset)
+    summary["results"] = None if results_to is None else results_to.describe()  # where bento_sync_runs is
     lines = [note for note in notes if not note.startswith("Bento load ")]
     lines += [report.format() for report in reports] or [f"{source.label}: no rows to send"]
     for record in rejects[:REJECTS_SHOWN]:
@@ -348,6 +366,11 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         summary.update(exit_code=code, ok=code == EXIT_OK)
         return Result(code, summary, text)
 
+    results = False if args.no_results else (args.results_url or True)
+    try:  # a results URL naming no dlt destination is a usage error, found before anything is sent
+        results_target(results, ".", args.results_dataset)
+    except ValueError as error:
+        raise CliError(str(error), EXIT_USAGE) from None
     total = source.count()
     settings = resolve_credentials(args, "destination")
     console.secrets += list(settings.secrets)
@@ -375,6 +398,8 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         allow_secret_columns=args.allow_secret_columns,
         allow_email_sends=operation == "emails",
         wait=args.wait,
+        results=results,
+        results_dataset=args.results_dataset,
         ledger={
             "sync_ledger": False if args.no_ledger else None,
             "ledger_url": args.ledger_url,
