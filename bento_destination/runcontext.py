@@ -160,9 +160,10 @@ class RunContext:
         # of the same file from this process would be refused as if another run held it
         with self._acquiring:
             with self._lock:
-                if key in self._locks:
+                held = self._locks.get(key)
+                if held is not None and held.held:
                     return
-            lock.acquire(self.wait)
+            lock.acquire(self.wait)  # a lease lost to another run (S3) is taken again, or refused, here
             with self._lock:
                 self._locks[key] = lock
 
@@ -171,8 +172,8 @@ class RunContext:
         self._hold("pipeline", pipeline_lock(self.working_dir))
 
     def hold_ledger(self, location: str, site: str, operation: str) -> None:
-        """Lock (ledger, site, operation); object-store ledgers have no lock yet (see runlock.py)."""
-        lock = lock_for_ledger(location, site, operation)
+        """Lock (ledger, site, operation): a lock file, or a lease on S3 whose loss trips the breaker."""
+        lock = lock_for_ledger(location, site, operation, on_lost=self.trip)
         if lock is not None:
             self._hold(f"ledger:{lock.path}", lock)
 
