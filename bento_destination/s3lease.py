@@ -39,6 +39,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from .ledger import LedgerError
 from .runlock import POLL_SECONDS, BentoBusyError, holder_text
 
 #: the term of a lease; the holder renews it every third of that
@@ -127,7 +128,11 @@ class S3LeaseLock:
             raise ValueError(f"lease_seconds must be positive, got {lease_seconds!r}")
         self.on_lost = on_lost
         self.fs: Any
-        self.fs, key_path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        try:
+            self.fs, key_path = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+        except (ImportError, ValueError) as exc:
+            raise LedgerError(f"cannot use the {description}: {exc}. An s3:// ledger needs s3fs "
+                              "(pip install 'bento-dlt[s3]')") from exc
         self.bucket, self.key, _ = self.fs.split_path(key_path)
         self._token = uuid.uuid4().hex
         self._started_at = ""
@@ -249,12 +254,27 @@ class S3LeaseLock:
                 return current  # another run took it over first
             # deleted or expired again in between: start over
 
+    def _try_or_explain(self) -> LeaseSnapshot | None:
+        """`_try`, with the store's refusals (no bucket, no permission, unreachable) as one clear LedgerError."""
+        try:
+            return self._try()
+        except OSError as exc:
+            if s3_error_code(exc) == "NoSuchBucket":
+                raise LedgerError(
+                    f"the ledger's bucket {self.bucket!r} does not exist (the ledger never creates one): create "
+                    "it, or check the URL and the endpoint"
+                ) from None
+            raise LedgerError(
+                f"cannot take the lease {self.path} on the {self.description}: {exc}. The run needs to read, "
+                "write and delete objects under the ledger's .bento-locks/ prefix"
+            ) from exc
+
     def acquire(self, wait: float | None = None) -> None:
         if self.held:
             return
         deadline = time.monotonic() + (wait or 0.0)
         poll = min(MAX_POLL_SECONDS, max(POLL_SECONDS, self.lease_seconds / 10))
-        while (current := self._try()) is not None:
+        while (current := self._try_or_explain()) is not None:
             if time.monotonic() >= deadline:
                 waited = f" after waiting {wait:g}s" if wait else ""
                 raise BentoBusyError(

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
-from bento_destination.runlock import BentoBusyError
+from bento_destination.runlock import BentoBusyError, lock_for_ledger
 from bento_destination.s3lease import ENV_LEASE_SECONDS, LeaseSnapshot, S3LeaseLock
 from bento_destination.sync import EXIT_BUSY, EXIT_OK
 
@@ -163,6 +163,14 @@ def test_a_killed_holders_lease_is_taken_over_after_it_expires(
 
 
 # -- the lease object ------------------------------------------------------------------------------
+
+
+def test_an_s3_ledger_is_locked_by_a_lease_beside_its_segments(s3_env: None) -> None:
+    lock = lock_for_ledger("s3://bucket/ledger/", "site", "events")
+    assert isinstance(lock, S3LeaseLock)
+    assert lock.path == "s3://bucket/ledger/.bento-locks/site.events.lease"  # outside the site's segment folder
+    assert (lock.bucket, lock.key) == ("bucket", "ledger/.bento-locks/site.events.lease")
+    assert lock.description == "sync ledger s3://bucket/ledger/ (site site, events)"
 
 
 def write_dead_lease(s3: S3Server, url: str, lease_seconds: float) -> None:
