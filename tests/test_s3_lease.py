@@ -249,6 +249,18 @@ def test_a_wait_ends_when_the_holder_releases(s3_server: S3Server, bucket: str, 
     waiter.release()
 
 
+def test_release_leaves_a_lease_another_run_took_over(s3_server: S3Server, bucket: str, s3_env: None) -> None:
+    url = lease_url(bucket, SITE, "events")
+    holder = S3LeaseLock(url, "holder", lease_seconds=30)
+    holder.acquire()
+    write_dead_lease(s3_server, url, 30)  # another run's write replaced it (its ETag is not the holder's)
+    replaced = holder.read()
+    holder.release()  # DELETE If-Match on the holder's ETag: 412, so the other run's lease stays
+    after = holder.read()
+    assert replaced is not None and after is not None and after.etag == replaced.etag
+    assert after.holder["host"] == "gone-host"
+
+
 STALLED_HOLDER = textwrap.dedent(
     """
     import sys, time
