@@ -161,9 +161,11 @@ class RunContext:
         with self._acquiring:
             with self._lock:
                 held = self._locks.get(key)
-                if held is not None and held.held:
+            if held is not None:
+                if held.held:
                     return
-            lock.acquire(self.wait)  # a lease lost to another run (S3) is taken again, or refused, here
+                held.release()  # a lease this run gave up (S3): deleted if still ours, then taken again or refused
+            lock.acquire(self.wait)
             with self._lock:
                 self._locks[key] = lock
 
@@ -237,7 +239,11 @@ class RunContext:
             return self._cancelled
 
     def check(self) -> None:
-        """Raise BentoCancelledError if the run was cancelled or its breaker tripped."""
+        """Raise BentoCancelledError if the run was cancelled or its breaker tripped (or a lease lapsed)."""
+        with self._lock:
+            locks = list(self._locks.values())
+        for lock in locks:
+            lock.verify()  # a lease overdue for renewal trips the breaker here, before the request starts
         if self.cancelled:
             raise BentoCancelledError("not sent: the run is stopping (cancelled); the next run resumes it")
         if self.breaker is not None:

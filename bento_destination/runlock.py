@@ -70,6 +70,9 @@ class RunLock(Protocol):
     def release(self) -> None:
         """Give the lock up (idempotent)."""
 
+    def verify(self) -> None:
+        """Before a request: a lock that can lapse (a lease) reports itself lost if it may have (see s3lease.py)."""
+
 
 def holder_text(holder: dict[str, Any]) -> str:
     """`pid 123 on host h since 2026-01-01T00:00:00+00:00` from a holder record (what is known of it)."""
@@ -141,6 +144,9 @@ class FileRunLock:
                     path=str(self.path),
                 )
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+
+    def verify(self) -> None:
+        """A flock cannot lapse while its process lives: nothing to check."""
 
     def release(self) -> None:
         fd, self._fd = self._fd, None

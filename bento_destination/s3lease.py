@@ -14,9 +14,11 @@ that expires unless the holder renews it.
   so the clocks of the runners do not matter.
 - **renewal**: a daemon thread rewrites the lease every `lease_seconds / 3` with `If-Match` on the ETag of
   its own last write. If that PUT gets 412, another run took the lease over (this one stalled past its
-  expiry): `on_lost` is told (the run context trips its breaker, so no request starts after that). If
-  renewals fail for other reasons (the store unreachable) until only a third of the term is left,
-  `on_lost` is told too: the run stops before its lease can expire under it.
+  expiry): `on_lost` is told (the run context trips its breaker, so no request starts after that).
+- **self-check**: before each request the run calls `verify()`: a lease not renewed for two thirds of its
+  term (the process was paused, the store is out of reach) is given up at once, by this host's monotonic
+  clock, before another run could take it over, and `on_lost` is told. So a holder that wakes up from a
+  stall starts no request, whichever of its threads runs first.
 - **release**: DELETE with `If-Match` on its ETag, so a lease another run has taken over is left alone.
 
 The duration is DEFAULT_LEASE_SECONDS, or BENTO_LEASE_SECONDS, or the `lease_seconds` keyword (tests of a
@@ -137,6 +139,7 @@ class S3LeaseLock:
         self._token = uuid.uuid4().hex
         self._started_at = ""
         self._etag: str | None = None
+        self._renewed_at = 0.0  # monotonic start of the last write that succeeded: the lease runs from then
         self._state = threading.Lock()
         self._stop = threading.Event()
         self._renewer: threading.Thread | None = None
@@ -207,29 +210,31 @@ class S3LeaseLock:
 
     def create(self) -> bool:
         """Create the lease if there is none (If-None-Match: *); False if one exists."""
+        started = time.monotonic()
         try:
             etag = self._put(IfNoneMatch="*")
-        except (FileExistsError, OSError) as exc:
+        except OSError as exc:
             if isinstance(exc, FileExistsError) or s3_error_code(exc) in _LOST_RACE:
                 return False
             raise
-        self._won(etag)
+        self._won(etag, started)
         return True
 
     def take_over(self, expired: LeaseSnapshot) -> bool:
         """Replace an expired lease, only if it is still the one read (If-Match: its ETag); False if not."""
+        started = time.monotonic()
         try:
             etag = self._put(IfMatch=expired.etag)
         except OSError as exc:
             if s3_error_code(exc) in _LOST_RACE | _MISSING:
                 return False
             raise
-        self._won(etag)
+        self._won(etag, started)
         return True
 
-    def _won(self, etag: str) -> None:
+    def _won(self, etag: str, started: float) -> None:
         with self._state:
-            self._etag = etag
+            self._etag, self._renewed_at = etag, started
             self.lost = None
         self._stop.clear()
         self._renewer = threading.Thread(target=self._renew_loop, name=f"bento-lease-{self.key}", daemon=True)
@@ -258,7 +263,7 @@ class S3LeaseLock:
         """`_try`, with the store's refusals (no bucket, no permission, unreachable) as one clear LedgerError."""
         try:
             return self._try()
-        except OSError as exc:
+        except Exception as exc:  # botocore's connection errors are not OSErrors
             if s3_error_code(exc) == "NoSuchBucket":
                 raise LedgerError(
                     f"the ledger's bucket {self.bucket!r} does not exist (the ledger never creates one): create "
@@ -288,40 +293,59 @@ class S3LeaseLock:
 
     # -- keeping it ----------------------------------------------------------------------------
 
+    @property
+    def _overdue_after(self) -> float:
+        """Seconds without a renewal after which the holder stops trusting its lease (two thirds of the term)."""
+        return self.lease_seconds * 2 / 3
+
+    def verify(self) -> None:
+        """Before a request: if the lease went unrenewed too long (the process stalled, the store is out of
+        reach), give it up now, by this host's monotonic clock, before another run can take it over."""
+        with self._state:
+            if self._etag is None or self.lost is not None:
+                return
+            silent = time.monotonic() - self._renewed_at
+        if silent >= self._overdue_after:
+            self._lose(f"the lease on the {self.description} went {silent:.0f}s without a renewal (the run stalled "
+                       "or the store is out of reach), so another run may take it over", taken=False)
+
     def _renew_loop(self) -> None:
         interval = self.lease_seconds / 3
-        last_renewed = time.monotonic()  # the start of the last write that succeeded: the lease runs from then
         pause = interval
         while not self._stop.wait(pause):
             with self._state:
-                etag = self._etag
+                etag = self._etag if self.lost is None else None
             if etag is None:
                 return
             started = time.monotonic()
             try:
                 new_etag = self._put(IfMatch=etag)
-            except OSError as exc:
+            except Exception as exc:  # botocore's connection errors are not OSErrors
                 if s3_error_code(exc) in _LOST_RACE | _MISSING:
-                    taker = self.read()
-                    by = holder_text(taker.holder) if taker is not None else "nobody (it was deleted)"
-                    self._lose(f"the lease on the {self.description} was taken over by {by}")
+                    try:
+                        taker = self.read()
+                    except Exception:  # who took it only makes the message better
+                        taker = None
+                    by = holder_text(taker.holder) if taker is not None else "another run (or it was deleted)"
+                    self._lose(f"the lease on the {self.description} was taken over by {by}", taken=True)
                     return
-                if time.monotonic() - last_renewed >= self.lease_seconds - interval:
-                    self._lose(f"the lease on the {self.description} could not be renewed ({exc}) "
-                               "and would expire under this run")
-                    return
+                self.verify()  # not renewed for two thirds of the term: stop now
                 pause = min(interval, max(POLL_SECONDS, interval / 4))
                 continue
             with self._state:
-                if self._etag != etag:  # released meanwhile: our write recreated nothing (If-Match), but stop
+                if self._etag != etag or self.lost is not None:  # released or given up meanwhile
                     return
-                self._etag = new_etag
-            last_renewed, pause = started, interval
+                self._etag, self._renewed_at = new_etag, started
+            pause = interval
 
-    def _lose(self, reason: str) -> None:
+    def _lose(self, reason: str, *, taken: bool) -> None:
+        """The lease is no longer this run's; `taken`: another run holds it (else keep the ETag, to delete it)."""
         with self._state:
-            self._etag = None
+            if self.lost is not None or self._etag is None:
+                return
             self.lost = reason
+            if taken:
+                self._etag = None
         if self.on_lost is not None:
             self.on_lost(reason)
 
@@ -332,11 +356,11 @@ class S3LeaseLock:
         self._stop.set()
         renewer, self._renewer = self._renewer, None
         if renewer is not None and renewer is not threading.current_thread():
-            renewer.join()
+            renewer.join(self.lease_seconds)  # a renewal under way ends (a store out of reach: its retries)
         with self._state:
             etag, self._etag = self._etag, None
         if etag is None:
             return
         # taken over or gone already (412, 404): not ours to delete; the store unreachable: it expires
-        with contextlib.suppress(OSError):
+        with contextlib.suppress(Exception):
             self.fs.call_s3("delete_object", Bucket=self.bucket, Key=self.key, IfMatch=etag)

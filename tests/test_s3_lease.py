@@ -27,7 +27,7 @@ from bento_destination.runlock import BentoBusyError, lock_for_ledger
 from bento_destination.s3lease import ENV_LEASE_SECONDS, LeaseSnapshot, S3LeaseLock
 from bento_destination.sync import EXIT_BUSY, EXIT_OK
 
-from .s3_server import S3Server
+from .s3_server import ACCESS_KEY, SECRET_KEY, S3Server, clean_aws_environ
 from .test_run_control import one_line, wait_for
 from .test_s3_ledger import Runner, assert_contacts_in_bento, write_contacts
 
@@ -261,6 +261,28 @@ def test_release_leaves_a_lease_another_run_took_over(s3_server: S3Server, bucke
     assert after.holder["host"] == "gone-host"
 
 
+def test_a_holder_that_cannot_renew_gives_its_lease_up_before_it_can_expire(tmp_path: Path) -> None:
+    """The store goes away: before each request the run's check finds the lease overdue and stops the run."""
+    server = S3Server(tmp_path / "moto.log").start()
+    options = {"key": ACCESS_KEY, "secret": SECRET_KEY, "endpoint_url": server.endpoint, "skip_instance_cache": True}
+    try:
+        bucket = server.new_bucket()
+        lost: list[str] = []
+        holder = S3LeaseLock(lease_url(bucket, SITE, "events"), "sync ledger x (site s, events)", lease_seconds=1.5,
+                             on_lost=lost.append, storage_options=options)
+        acquiring = time.monotonic()
+        holder.acquire()
+        holder.verify()
+        assert holder.held and lost == []  # just renewed: trusted
+    finally:
+        server.stop()
+    wait_for(lambda: (holder.verify(), bool(lost))[1], timeout=30)
+    assert time.monotonic() - acquiring >= 1.0  # trusted for two thirds of the term from its last write
+    assert len(lost) == 1 and "the lease on the sync ledger x (site s, events) went" in lost[0], lost
+    assert "without a renewal" in lost[0] and not holder.held
+    holder.release()  # the store is gone: nothing to delete, and no error
+
+
 STALLED_HOLDER = textwrap.dedent(
     """
     import sys, time
@@ -309,3 +331,51 @@ def test_a_stalled_holder_whose_lease_was_taken_over_stops_its_run(
     current = taker.read()
     assert current is not None and current.holder["what"] == "taker"  # the woken holder did not take it back
     taker.release()
+
+
+CHECKING_HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from bento_destination.runcontext import RunContext
+    from bento_api.gate import BentoCancelledError
+
+    run = RunContext(sys.argv[1])
+    run.hold_ledger(sys.argv[2], sys.argv[3], "events")
+    print("held", flush=True)
+    while True:
+        try:
+            run.check()  # what every request does before it starts
+        except BentoCancelledError as stopped:
+            print(stopped, flush=True)
+            break
+        time.sleep(0.01)
+    """
+)
+
+
+def test_a_run_whose_store_went_away_stops_before_its_next_request(tmp_path: Path) -> None:
+    """The run's check before each request gives up an overdue lease: no request after it could have lapsed."""
+    server = S3Server(tmp_path / "moto.log").start()
+    try:
+        bucket = server.new_bucket()
+        ledger = f"s3://{bucket}/ledger"
+        env = dict(clean_aws_environ(), **server.env(tmp_path), **{ENV_LEASE_SECONDS: "1.5"},
+                   PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+        child = subprocess.Popen([sys.executable, "-c", CHECKING_HOLDER, str(tmp_path / "pipe"), ledger, SITE],
+                                 env=env, text=True, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE)
+        assert child.stdout is not None and child.stdout.readline().strip() == "held"
+        time.sleep(1.5)  # renewals went through meanwhile: the run goes on
+        assert child.poll() is None
+    finally:
+        server.stop()
+    try:
+        out, err = child.communicate(timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode == 0, err
+    assert out.startswith(f"not sent: the run is stopping because the lease on the sync ledger {ledger} "
+                          f"(site {SITE}, events) went "), out
+    assert "without a renewal (the run stalled or the store is out of reach)" in out
