@@ -23,7 +23,8 @@ that expires unless the holder renews it.
 
 The duration is DEFAULT_LEASE_SECONDS, or BENTO_LEASE_SECONDS, or the `lease_seconds` keyword (tests of a
 killed holder shorten it). Requests go through s3fs (the ledger's own fsspec filesystem, so the same
-credentials and endpoint), which needs botocore with `IfNoneMatch` / `IfMatch` on PutObject (1.35.68+).
+credentials and endpoint), which needs botocore with `IfNoneMatch` / `IfMatch` on PutObject (1.35.69 or
+later; the `[s3]` extra pins it).
 """
 
 from __future__ import annotations
@@ -136,7 +137,6 @@ class S3LeaseLock:
             raise LedgerError(f"cannot use the {description}: {exc}. An s3:// ledger needs s3fs "
                               "(pip install 'bento-dlt[s3]')") from exc
         self.bucket, self.key, _ = self.fs.split_path(key_path)
-        self._token = uuid.uuid4().hex
         self._started_at = ""
         self._etag: str | None = None
         self._renewed_at = 0.0  # monotonic start of the last write that succeeded: the lease runs from then
@@ -165,7 +165,6 @@ class S3LeaseLock:
             "lease_seconds": self.lease_seconds,
             "renewed_at": _iso(now),
             "expires_at": _iso(now + dt.timedelta(seconds=self.lease_seconds)),  # the holder's clock: for people
-            "token": self._token,
             "write": uuid.uuid4().hex,  # every write a new ETag, even within one second
         }
         return json.dumps(holder).encode()
