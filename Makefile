@@ -56,7 +56,7 @@ test-postgres: postgres-server $(VENV)/.installed-postgres
 	$(BIN)/pytest -q -m postgres tests/test_postgres.py
 
 test-s3: $(VENV)/.installed-s3
-	$(BIN)/pytest -q -m s3 tests/test_s3_ledger.py
+	$(BIN)/pytest -q -m s3 tests/test_s3_ledger.py tests/test_s3_lease.py
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run_all

@@ -160,8 +160,11 @@ class RunContext:
         # of the same file from this process would be refused as if another run held it
         with self._acquiring:
             with self._lock:
-                if key in self._locks:
+                held = self._locks.get(key)
+            if held is not None:
+                if held.held:
                     return
+                held.release()  # a lease this run gave up (S3): deleted if still ours, then taken again or refused
             lock.acquire(self.wait)
             with self._lock:
                 self._locks[key] = lock
@@ -171,8 +174,8 @@ class RunContext:
         self._hold("pipeline", pipeline_lock(self.working_dir))
 
     def hold_ledger(self, location: str, site: str, operation: str) -> None:
-        """Lock (ledger, site, operation); object-store ledgers have no lock yet (see runlock.py)."""
-        lock = lock_for_ledger(location, site, operation)
+        """Lock (ledger, site, operation): a lock file, or a lease on S3 whose loss trips the breaker."""
+        lock = lock_for_ledger(location, site, operation, on_lost=self.trip)
         if lock is not None:
             self._hold(f"ledger:{lock.path}", lock)
 
@@ -236,7 +239,11 @@ class RunContext:
             return self._cancelled
 
     def check(self) -> None:
-        """Raise BentoCancelledError if the run was cancelled or its breaker tripped."""
+        """Raise BentoCancelledError if the run was cancelled or its breaker tripped (or a lease lapsed)."""
+        with self._lock:
+            locks = list(self._locks.values())
+        for lock in locks:
+            lock.verify()  # a lease overdue for renewal trips the breaker here, before the request starts
         if self.cancelled:
             raise BentoCancelledError("not sent: the run is stopping (cancelled); the next run resumes it")
         if self.breaker is not None:

@@ -11,10 +11,10 @@ of a dead run is taken over by the next run with no cleanup. The lock file itsel
 is reused); its text only says who holds or last held it.
 
 Any operation can be locked (`lock_for_ledger(location, site, "emails")` for transactional emails):
-the lock is keyed by a name, not by what runs under it. Object-store ledgers (`s3://`, `gs://`, ...) get
-no lock here: they need a lease object (a conditional PUT with an expiry the holder renews), which
-would implement the same `RunLock` interface; until then the pipeline folder's lock is what stops two
-runs of one pipeline.
+the lock is keyed by a name, not by what runs under it. An `s3://` ledger gets a lease object instead
+(`S3LeaseLock` in s3lease.py: a conditional PUT with an expiry the holder renews). Other object stores
+(`gs://`, `az://`, ...) get no lock: there the pipeline folder's lock is what stops two runs of one
+pipeline, and two runners sharing one such ledger must not overlap.
 """
 
 from __future__ import annotations
@@ -26,11 +26,15 @@ import json
 import os
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Protocol, Self
 
 from bento_api import BentoError
+
+if TYPE_CHECKING:
+    from .s3lease import S3LeaseLock
 
 #: the folder of lock files, beside the pipeline folders or inside a folder ledger
 LOCKS_DIRNAME = ".bento-locks"
@@ -49,16 +53,25 @@ class BentoBusyError(BentoError):
 
 
 class RunLock(Protocol):
-    """What every run lock offers (a local lock file today; an object-store lease can join later)."""
+    """What every run lock offers (a local lock file, or a lease object on S3)."""
 
     #: what the lock protects, for messages ("pipeline folder /srv/p", "ledger x.duckdb, site s, events")
     description: str
+    #: where it lives (the lock file, or the lease object's URL): one lock per path in a run
+    path: Any
+
+    @property
+    def held(self) -> bool:
+        """This run holds it now (a lease another run took over is no longer held)."""
 
     def acquire(self, wait: float | None = None) -> None:
         """Take the lock; if busy, retry for `wait` seconds (None or 0: not at all), then raise BentoBusyError."""
 
     def release(self) -> None:
         """Give the lock up (idempotent)."""
+
+    def verify(self) -> None:
+        """Before a request: a lock that can lapse (a lease) reports itself lost if it may have (see s3lease.py)."""
 
 
 def holder_text(holder: dict[str, Any]) -> str:
@@ -132,6 +145,9 @@ class FileRunLock:
                 )
             time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
 
+    def verify(self) -> None:
+        """A flock cannot lapse while its process lives: nothing to check."""
+
     def release(self) -> None:
         fd, self._fd = self._fd, None
         if fd is None:
@@ -169,15 +185,28 @@ def _local_path(location: str) -> Path | None:
     return Path(location).expanduser()
 
 
-def lock_for_ledger(location: str, site: str, operation: str) -> FileRunLock | None:
-    """The lock of (ledger location, site, operation), or None where no local lock can serve (object stores).
+def lock_for_ledger(
+    location: str, site: str, operation: str, *, on_lost: Callable[[str], None] | None = None
+) -> FileRunLock | S3LeaseLock | None:
+    """The lock of (ledger location, site, operation), or None where none can serve (non-S3 object stores).
 
     A DuckDB ledger file `x.duckdb` is locked through `x.duckdb.<site>.<operation>.lock` beside it; a
-    folder ledger through `<folder>/.bento-locks/<site>.<operation>.lock` (outside its segment folders).
+    folder ledger through `<folder>/.bento-locks/<site>.<operation>.lock` (outside its segment folders);
+    an `s3://` ledger through the lease object `<ledger>/.bento-locks/<site>.<operation>.lease`, whose
+    loss (another run took it over) is reported to `on_lost` (the run context's breaker).
     """
     path = _local_path(location)
     if path is None:
-        return None
+        from .s3lease import LEASE_PROTOCOLS, S3LeaseLock
+
+        protocol = location.split("://", 1)[0].lower()
+        if protocol not in LEASE_PROTOCOLS:
+            return None
+        return S3LeaseLock(
+            f"{location.rstrip('/')}/{LOCKS_DIRNAME}/{site}.{operation}.lease",
+            f"sync ledger {location} (site {site}, {operation})",
+            on_lost=on_lost,
+        )
     name = f"{site}.{operation}.lock"
     description = f"sync ledger {path} (site {site}, {operation})"
     if str(path).endswith(".duckdb"):

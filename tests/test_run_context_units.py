@@ -74,7 +74,7 @@ def test_lock_paths_beside_the_pipeline_folder_and_the_ledger(tmp_path: Path) ->
     assert duck is not None and duck.path == tmp_path / "l.duckdb.site.events.lock"
     folder = lock_for_ledger(f"file://{tmp_path}/ledger", "site", "emails")
     assert folder is not None and folder.path == tmp_path / "ledger" / ".bento-locks" / "site.emails.lock"
-    assert lock_for_ledger("s3://bucket/ledger", "site", "events") is None  # a lease, not a file lock
+    assert lock_for_ledger("gs://bucket/ledger", "site", "events") is None  # no lease there (only on S3)
 
 
 def client_for(emu: BentoEmulator, backoff: float = 0.01) -> BentoClient:

@@ -5,7 +5,7 @@ S3 API through s3fs and botocore over HTTP with only the endpoint changed (AWS_E
 name lookup but loopback refused and logged (the network guard), so nothing reaches AWS. Bento is the
 emulator. Covered: a first sync, an unchanged re-sync, a sync killed mid-load then rerun, and a second runner
 (its own pipelines folder, as on an ephemeral CI worker) that shares the ledger. Two runners at the same
-time need a lease on the ledger, which these tests do not cover. Run with `make test-s3` (its own CI step).
+time meet the ledger's lease: tests/test_s3_lease.py. Run with `make test-s3` (its own CI step).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import duckdb
 import pytest
 
 from bento_api.emulator import BentoEmulator
+from bento_destination.s3lease import ENV_LEASE_SECONDS
 from bento_destination.sync import EXIT_FAILED, EXIT_OK
 
 from .s3_server import S3Server, clean_aws_environ
@@ -154,7 +155,8 @@ def test_a_sync_killed_mid_load_reruns_to_every_subscriber_once(
     source = tmp_path / "crm.duckdb"
     write_contacts(source, n)
     runner = Runner(emu, s3_server, tmp_path / "runner", f"s3://{bucket}/ledger")
-    slow = dict(runner.env, BENTO_REQUESTS_PER_MINUTE="60")  # a batch a second: time to kill it mid-load
+    # a batch a second: time to kill it mid-load; a short lease, which the rerun waits out (no cleanup)
+    slow = dict(runner.env, BENTO_REQUESTS_PER_MINUTE="60", **{ENV_LEASE_SECONDS: "2"})
     child = subprocess.Popen([sys.executable, "-m", "pipelines.cli", *runner.argv(source)], env=slow,
                              cwd=runner.folder, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL)
@@ -175,7 +177,7 @@ def test_a_sync_killed_mid_load_reruns_to_every_subscriber_once(
     assert 0 < len(acknowledged_before) < n
 
     emu.reset_log()
-    rerun = runner.sync(source)
+    rerun = runner.sync(source, "--wait", "60")
     assert rerun["rows"] == n
     resent = Counter(e for r in emu.requests("/batch/subscribers") if r.status == 200 for e in r.emails)
     assert max(resent.values()) == 1
