@@ -151,7 +151,7 @@ class RunContext:
         self.sent = 0
         self.done = 0
         self.planned = 0
-        self._load_id: str | None = None
+        self._load_id: tuple[str, str | None] | None = None
 
     # -- locks ---------------------------------------------------------------------------------
 
@@ -192,12 +192,17 @@ class RunContext:
 
     # -- cancellation and the breaker ----------------------------------------------------------
 
-    def begin_load(self, load_id: str) -> None:
-        """A plain run's context outlives its load: a new load starts with the breaker and cancel reset."""
+    def begin_load(self, load_id: str, call: str | None = None) -> None:
+        """A plain run's context outlives its load: a new load starts with the breaker and cancel reset.
+
+        `call` names the `pipeline.run()` / `pipeline.load()` call (dlt's trace id): a package that stopped
+        is resumed by a later call with the same load id, in the same process (a notebook), and must not
+        find the breaker of the call that stopped it.
+        """
         with self._lock:
-            if not self.implicit or self._load_id == load_id:
+            if not self.implicit or self._load_id == (load_id, call):
                 return
-            self._load_id = load_id
+            self._load_id = (load_id, call)
             self.breaker, self._cancelled, self._signal = None, False, None
             self.sent = self.done = self.planned = 0
             self._attempts.clear()

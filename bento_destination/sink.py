@@ -160,6 +160,17 @@ def _process(
         numbering.finished(table_name, batch_id)
 
 
+def load_call(pipeline: Any) -> str | None:
+    """The id of the `pipeline.run()` / `pipeline.load()` call now loading (dlt's runtime trace), if traced.
+
+    dlt keeps the running call's trace in `Pipeline._trace` (no public accessor in 1.31); None when tracing is
+    off, and then a plain run's breaker resets only with a new load id.
+    """
+    trace = getattr(pipeline, "_trace", None)
+    transaction = getattr(trace, "transaction_id", None)
+    return str(transaction) if transaction is not None else None
+
+
 def _as_dlt_error(error: BaseException) -> Exception:
     if isinstance(error, BentoCancelledError | BentoAttemptsSpentError | BentoBusyError):
         # the run stops: terminal, so that dlt does not retry the job; the package stays pending (dlt 1.31)
@@ -234,7 +245,7 @@ def bento(
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
     context = current_run(pipeline.working_dir)
     outcome = BatchOutcome(sent_rows=[] if record_sent_rows else None)  # sync()'s results (sent_rows.py)
-    context.begin_load(load_id)
+    context.begin_load(load_id, load_call(pipeline))
     try:
         context.check()
         if context.implicit:  # a plain pipeline.run: lock the folder from its first batch on

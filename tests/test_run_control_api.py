@@ -116,3 +116,33 @@ def test_pending_rows_is_zero_without_packages(tmp_path: Path) -> None:
 
     pipeline = dlt.pipeline("empty", pipelines_dir=str(tmp_path), destination="duckdb")
     assert pending_rows(pipeline) == 0
+
+
+@pytest.mark.usefixtures("destination_env")
+def test_a_plain_run_stopped_by_its_breaker_resumes_with_a_later_load_in_the_same_process(
+    emu: BentoEmulator, tmp_path: Path
+) -> None:
+    # a notebook: pipeline.run stops after a request failed on all its attempts; the package stays pending,
+    # and pipeline.load() in the same kernel must resume it, not find the breaker of the call that stopped
+    import dlt
+    from dlt.pipeline.exceptions import PipelineStepFailed
+
+    from bento_destination import bento
+    from bento_destination.runcontext import end_plain_runs
+
+    rows = [{"email": f"n{i}@notebook.example.com", "first_name": "N"} for i in range(1500)]
+    pipeline = dlt.pipeline("notebook", pipelines_dir=str(tmp_path),
+                            destination=bento(requests_per_minute=FAST, **emu.credentials))
+    emu.add_fault(Fault("server_error", status=503, path_prefix="/batch"))
+    os.environ["BENTO_RETRY_BACKOFF_SECONDS"] = "0.01"
+    try:
+        with pytest.raises(PipelineStepFailed, match=r"6 (attempts|times)"):
+            pipeline.run(rows, table_name="subscribers")
+        assert pipeline.has_pending_data
+        emu.clear_faults()
+        pipeline.load()
+    finally:
+        os.environ.pop("BENTO_RETRY_BACKOFF_SECONDS", None)
+        end_plain_runs()
+    assert not pipeline.has_pending_data
+    assert len(emu.store.subscribers) == 1500
