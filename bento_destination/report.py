@@ -160,7 +160,7 @@ class LoadReport:
                 + (f"; keys derived {t.derived_keys}" + (f" ({t.identical_rows} identical rows numbered)"
                    if t.identical_rows else "") if t.derived_keys else "")
                 + f"; requests {t.requests}, retries {t.retries}, 429s {t.rate_limited}, 5xx {t.server_errors}"
-                + f", {t.busy_seconds:.1f}s"
+                + f", {t.busy_seconds:.1f}s in requests (parallel batches added up)"
             )
             if t.dropped_secret_columns:
                 lines.append(f"    not sent (look like secrets): {', '.join(t.dropped_secret_columns)}")

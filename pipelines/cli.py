@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 
 from .cli_common import (
     EXIT_FAILED,
+    EXIT_REJECTS,
     EXIT_USAGE,
     Console,
     Result,
@@ -65,7 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_inspect.add_report_arguments(add("report", "show the reports of the last syncs", cli_inspect.run_report, pipes))
     cli_inspect.add_doctor_arguments(add("doctor", "check credentials, site_uuid and User-Agent; print the limits",
                                          cli_inspect.run_doctor, account))
-    emulator = commands.add_parser("emulator", help="run a local Bento-compatible server for tests")
+    about = ("run a local Bento-compatible server (loopback only) to try syncs and extracts without touching a "
+             "real account; it prints the BENTO_* variables that point the other commands at it")
+    emulator = commands.add_parser("emulator", help="run a local Bento-compatible server for tests",
+                                   description=about)
     emulator_cli.add_arguments(emulator)
     emulator.set_defaults(handler=None, run_emulator=emulator_cli.run)
     return parser
@@ -94,6 +98,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = _run(args, console)
         console.result(result)
+        if console.quiet and result.code == EXIT_REJECTS:  # otherwise --quiet would leave exit 3 unexplained
+            why = result.summary.get("error") or "rows were rejected past the threshold"
+            console.error(f"bento-dlt {args.command}: {why} (exit 3)")
     except BrokenPipeError:  # `bento-dlt ... | head`: the reader left; send the rest nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
