@@ -20,6 +20,7 @@ from bento_destination.rows import iter_rows
 from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA, RESERVED_NOTE
 from bento_destination.values import RowError, safe_for_file
 
+from .cli_common import reject_example
 from .cli_input import BATCH_ROWS, SyncInput
 
 #: rejected rows shown as examples per reason
@@ -101,8 +102,7 @@ class Plan:
             "rejected_share": round(self.rejected_share, 6),
             "reject_threshold": threshold,
             "past_threshold": self.rejected_share > threshold,
-            "reject_examples": self.examples if self.show_rows else [
-                {k: v for k, v in example.items() if k != "row"} for example in self.examples],
+            "reject_examples": [reject_example(example, self.show_rows) for example in self.examples],
             "requests": {"credentials_check": 1, **dict(self.requests_by_path)},
             "requests_per_minute": budgets.requests_per_minute,
             "minutes_at_budget": round(self.minutes(budgets), 2),

@@ -30,6 +30,8 @@ from .cli_common import Console
 
 #: seconds between progress lines
 PROGRESS_PERIOD = 2.0
+#: dlt's counters of the normalize and load steps that the lines show
+STEP_COUNTERS = ("Files", "Items", "Jobs")
 
 
 def seconds_left(rows_left: int, operation: str, budgets: Budgets) -> float:
@@ -114,16 +116,20 @@ class ExtractProgress(Collector):
         self._clock = clock
         self._rows: dict[str, int] = {}
         self._counters: dict[str, int] = {}
+        self._totals: dict[str, int] = {}
         self._last = 0.0
         self._started = 0.0
+        self._last_done = ""
 
     def update(self, name: str, inc: int = 1, total: int | None = None, inc_total: int | None = None,
                message: str | None = None, label: str | None = None) -> None:
         if label:
             return
+        if total is not None:
+            self._totals[name] = total
         if self._step_name() == "extract" and name != "Resources" and not name.startswith("_dlt"):
             self._rows[name] = self._rows.get(name, 0) + inc
-        else:
+        elif name in STEP_COUNTERS:  # files normalized, load jobs; not the per-table rows counted again
             self._counters[name] = self._counters.get(name, 0) + inc
         now = self._clock()
         if now - self._last >= self._period:
@@ -138,7 +144,10 @@ class ExtractProgress(Collector):
             tables = ", ".join(f"{name} {count}" for name, count in sorted(self._rows.items()))
             return f"progress: extract{' done' if done else ''}{took}: {rows} rows read" + (
                 f" ({tables})" if tables else "")
-        counted = ", ".join(f"{count} {name.lower()}" for name, count in sorted(self._counters.items()))
+        counted = ", ".join(
+            f"{count}{f' of {self._totals[name]}' if count <= self._totals.get(name, -1) else ''} {name.lower()}"
+            for name, count in sorted(self._counters.items())
+        )
         return f"progress: {step}{' done' if done else ''}{took}" + (f": {counted}" if counted else "")
 
     def _step_name(self) -> str:
@@ -146,11 +155,15 @@ class ExtractProgress(Collector):
         return self.step.split()[0].lower() if self.step else "run"
 
     def _start(self, step: str) -> None:
-        self._counters = {}
+        self._counters, self._totals = {}, {}
         self._started = self._last = self._clock()
 
     def _stop(self) -> None:
-        self._note(self._line(done=True))
+        line = self._line(done=True)
+        what = line.split(":", 2)[-1] + self._step_name()
+        if what != self._last_done:  # dlt extracts the pipeline state in a second, empty extract step
+            self._note(line)
+        self._last_done = what
 
 
 class _ConsoleNotes(logging.Handler):
