@@ -24,6 +24,7 @@ from .cli_common import (
     EXIT_REJECTS,
     EXIT_USAGE,
     Console,
+    HelpFormatter,
     Result,
     classify,
     credential_options,
@@ -45,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import cli_emails, cli_extract, cli_inspect, cli_sync, demo
 
-    parser = argparse.ArgumentParser(prog="bento-dlt", description="Bento <-> data pipelines on dlt", epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="bento-dlt", description="Bento <-> data pipelines on dlt", epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     out, account, pipes = output_options(), credential_options(), pipelines_dir_option()
 
     def add(name: str, help_text: str, handler: Handler, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG, parents=[*parents, out])
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG, parents=[*parents, out],
+                                  formatter_class=HelpFormatter)
         sub.set_defaults(handler=handler)
         return sub
 

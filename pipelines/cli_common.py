@@ -164,11 +164,24 @@ def default_pipelines_dir() -> str:
     return str(get_dlt_pipelines_dir())
 
 
+#: stands for dlt's default pipelines folder in help texts, until the help is shown
+PIPELINES_DIR_TOKEN = "<dlt-pipelines-dir>"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills in dlt's default pipelines folder only when a help text is shown: asking dlt for it sets up
+    dlt's run context, with its telemetry setting, before the demo could turn telemetry off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return text.replace(PIPELINES_DIR_TOKEN, default_pipelines_dir().replace("%", "%%")) if text else text
+
+
 def pipelines_dir_option() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--pipelines-dir", metavar="DIR",
                         help="where dlt keeps pipeline state, pending packages, rejects and reports "
-                             f"(default: dlt's, here {default_pipelines_dir()}; keep it on persistent storage)")
+                             f"(default: dlt's, here {PIPELINES_DIR_TOKEN}; keep it on persistent storage)")
     return parent
 
 

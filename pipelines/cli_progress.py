@@ -30,6 +30,8 @@ from .cli_common import Console
 
 #: seconds between progress lines
 PROGRESS_PERIOD = 2.0
+#: a line that says the same as the previous one is repeated only this often (seconds): a sign of life
+REPEAT_PERIOD = 30.0
 #: dlt's counters of the normalize and load steps that the lines show
 STEP_COUNTERS = ("Files", "Items", "Jobs")
 
@@ -78,6 +80,8 @@ class ReportProgress:
         self._period = period
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="bento-sync-progress", daemon=True)
+        self._said = ""
+        self._said_at = 0.0
 
     def __enter__(self) -> ReportProgress:
         self._thread.start()
@@ -88,7 +92,13 @@ class ReportProgress:
         self._thread.join(timeout=5)
         report = self._newest()
         if report is not None and exc_type is None:  # the last line: where the load ended (100% when all done)
-            self._note(sync_line(report, self._total, self._operation, self._budgets))
+            self._say(sync_line(report, self._total, self._operation, self._budgets), repeat=False)
+
+    def _say(self, line: str, repeat: bool = True) -> None:
+        now = time.monotonic()
+        if line != self._said or (repeat and now - self._said_at >= REPEAT_PERIOD):
+            self._note(line)
+            self._said, self._said_at = line, now
 
     def _newest(self) -> LoadReport | None:
         fresh = [lid for lid in load_ids(self._working_dir) if lid not in self._known]
@@ -98,7 +108,7 @@ class ReportProgress:
         while not self._stop.wait(self._period):
             report = self._newest()
             if report is not None:
-                self._note(sync_line(report, self._total, self._operation, self._budgets))
+                self._say(sync_line(report, self._total, self._operation, self._budgets))
 
 
 class ExtractProgress(Collector):

@@ -279,7 +279,6 @@ def confirm(message: str, stdin: TextIO, err: TextIO) -> bool:
 def run(args: argparse.Namespace, console: Console) -> Result:
     source = open_input(args.source, args.table, args.query, args.encoding)
     try:
-        require_columns(source, args.operation)  # exit 2 naming the columns found, before any request
         return _run(args, console, source)
     finally:
         source.close()
@@ -293,6 +292,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
     event_keys = "none" if args.no_event_keys else "derived"
     if operation == "emails":
         refuse_unsafe_emails(args)
+    require_columns(source, operation)  # exit 2 naming the columns found, before any request
     if args.dry_run:
         plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns, event_keys=event_keys)
         plan.show_rows = args.show_rows
