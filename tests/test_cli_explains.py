@@ -176,8 +176,9 @@ def test_dry_run_headline_counts_only_rows_that_would_be_sent(
 def test_reject_warning_uses_the_share_of_the_whole_load(
     emulator: BentoEmulator, env: dict[str, str], tmp_path: Path
 ) -> None:
-    # two rejects among 1502 rows (0.13%): no warning, whichever batch they land in, and exit 0
-    write_csv(tmp_path / "events.csv", events(1500, bad=2))
+    # three rejects among 2003 rows (0.15%), alone in the last load file (files of 1000 rows): their batch,
+    # all rejected and sending nothing, ends first; the share of the load is what counts: no warning, exit 0
+    write_csv(tmp_path / "events.csv", events(2000, bad=3))
     fine = cli("sync", "--from", "events.csv", "--as", "events", "--pipelines-dir", "p", env=env, cwd=tmp_path)
     assert fine.returncode == 0, fine.stderr
     assert "rows rejected" not in fine.stderr and "check_run raises" not in fine.stderr
