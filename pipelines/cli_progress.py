@@ -130,6 +130,7 @@ class ExtractProgress(Collector):
         self._last = 0.0
         self._started = 0.0
         self._last_done = ""
+        self._failed = False
 
     def update(self, name: str, inc: int = 1, total: int | None = None, inc_total: int | None = None,
                message: str | None = None, label: str | None = None) -> None:
@@ -168,7 +169,13 @@ class ExtractProgress(Collector):
         self._counters, self._totals = {}, {}
         self._started = self._last = self._clock()
 
+    def __exit__(self, exc_type: type[BaseException] | None, exc_val: BaseException | None, exc_tb: Any) -> None:
+        self._failed = exc_type is not None  # a step that raised is not "done": the error says what happened
+        super().__exit__(exc_type, exc_val, exc_tb)  # type: ignore[arg-type]
+
     def _stop(self) -> None:
+        if self._failed:
+            return
         line = self._line(done=True)
         what = line.split(":", 2)[-1] + self._step_name()
         if what != self._last_done:  # dlt extracts the pipeline state in a second, empty extract step
