@@ -18,7 +18,7 @@ from bento_api import RequestStats
 
 from .mapping import redact_row
 from .rejects import RejectWriter
-from .report import ALWAYS_FATAL, LoadReport, TableReport, read_report
+from .report import ALWAYS_FATAL, LoadReport, TableReport, read_report, two_shares
 from .send import BatchOutcome
 from .values import safe_for_file
 
@@ -160,8 +160,9 @@ class LoadRun:
             return None  # past the threshold in the batches so far, not (yet) over the whole load
         reasons = ", ".join(f"{r}: {n}" for r, n in sorted(t.rejected_by_reason.items()))
         rows = max(self._load_rows[t.table], t.received)
-        return (f"table `{t.table}`: {t.rejected} of the load's {rows} rows rejected ({share:.1%} at least, "
-                f"threshold {self.report.reject_threshold:.1%}; {reasons})")
+        shown, threshold = two_shares(share, self.report.reject_threshold)
+        return (f"table `{t.table}`: {t.rejected} of the load's {rows} rows rejected ({shown} at least, "
+                f"threshold {threshold}; {reasons})")
 
     def record_error(self, table: str, operation: str | None, message: str, stats: RequestStats) -> None:
         """A batch that raised: its requests happened, its rows will be counted when dlt retries it."""

@@ -16,6 +16,7 @@ from bento_api import Budgets
 from bento_destination.duplicates import DUPLICATE_EMAIL, EmailCounts, candidate, choose, duplicate_detail
 from bento_destination.keys import DEFAULT_EVENT_KEYS, IdenticalRows, base_event_key, explicit_event_key
 from bento_destination.mapping import MappingOptions, map_row, redact_row
+from bento_destination.report import two_shares
 from bento_destination.rows import iter_rows
 from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA, RESERVED_NOTE
 from bento_destination.values import RowError, safe_for_file
@@ -151,7 +152,8 @@ class Plan:
         if self.ignored_columns:
             lines.append(f"  ignored (no meaning for {self.operation}): {', '.join(sorted(self.ignored_columns))}")
         if self.rejected_share > threshold:
-            lines.append(f"  PAST THRESHOLD: a real sync would exit 3 ({self.rejected_share:.1%} > {threshold:.1%})")
+            shown, limit = two_shares(self.rejected_share, threshold)
+            lines.append(f"  PAST THRESHOLD: a real sync would exit 3 ({shown} > {limit})")
         return "\n".join(lines)
 
 

@@ -30,6 +30,7 @@ from bento_destination import (
     load_ids,
     read_report,
 )
+from bento_destination.report import two_shares
 from bento_destination.rows import iter_rows
 from bento_destination.runcontext import RunCancel, active_run
 from bento_destination.runlock import FOREVER
@@ -317,8 +318,8 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
             text += (f"\n  sync ledger: {counts['unchanged']} rows unchanged since Bento last acknowledged them "
                      f"(not sent), {counts['new']} new, {counts['changed']} changed")
         if plan.rejected_share > args.reject_threshold:
-            summary["error"] = (f"a real sync would exit 3: {plan.rejected_share:.1%} of the rows rejected, past the "
-                                f"threshold {args.reject_threshold:.1%}")
+            shown, threshold = two_shares(plan.rejected_share, args.reject_threshold)
+            summary["error"] = f"a real sync would exit 3: {shown} of the rows rejected, past the threshold {threshold}"
         code = EXIT_REJECTS if plan.rejected_share > args.reject_threshold else EXIT_OK
         summary.update(exit_code=code, ok=code == EXIT_OK)
         return Result(code, summary, text)
