@@ -327,8 +327,11 @@ class BentoClient:
         try:
             response = self._http.send(request, stream=True)
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+            # the URL has no credentials (check_base_url refuses them) and names what to check
             unreached = BentoConnectionError(
-                self._message(f"could not connect to Bento ({type(exc).__name__})", path), path=path
+                self._message(f"could not connect to Bento at {self.settings.base_url} ({type(exc).__name__})",
+                              path),
+                path=path,
             )
             unreached.may_have_arrived = False
             raise _Transient(unreached, reached=False) from None

@@ -41,6 +41,15 @@ def check_base_url(base_url: str) -> str:
         )
     if parts.username or parts.password:
         raise BentoConfigError("base_url must not carry credentials; pass publishable_key and secret_key")
+    try:
+        port = parts.port  # urllib raises on a port past 65535 or not a number
+    except ValueError:
+        port = -1
+    if port is not None and not 1 <= port <= 65535:
+        # refused here, at once: a client would retry an impossible port as if the server were down
+        raise BentoConfigError(
+            f"base_url {parts.scheme}://{parts.netloc}: the port must be a number from 1 to 65535"
+        )
     if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise BentoConfigError(
             f"base_url uses plain http:// to {parts.hostname}: keys would travel in clear text. "

@@ -18,7 +18,7 @@ from bento_api import RequestStats
 
 from .mapping import redact_row
 from .rejects import RejectWriter
-from .report import LoadReport, TableReport, read_report
+from .report import ALWAYS_FATAL, LoadReport, TableReport, read_report, two_shares
 from .send import BatchOutcome
 from .sent_rows import SentWriter
 from .values import safe_for_file
@@ -51,9 +51,37 @@ class LoadRun:
         self._elapsed_before = self.report.elapsed_seconds
         self._session_start = time.monotonic()
         self._warned: set[str] = set()
+        #: per table, the rows this load holds at most (its files plus what a pre-pass counted before them)
+        self._load_rows: dict[str, int] = {}
         if existing is None:
             with self._lock:
                 self._save()  # from the first batch on, progress readers see a load that has started
+
+    def expect(self, table: str, count_files: Callable[[], int | None]) -> None:
+        """Learn, once per table, how many rows the load holds, so that the warning below uses the share of
+        the whole load: the first batches may be all rejects (4 of 4) in a load that rejects 0.1%.
+
+        `count_files` counts the table's rows in the package's files; rows a pre-pass already counted (the
+        ledger's unchanged rows, duplicates, NaN) are no longer in them. A resumed load counts rows of
+        earlier sessions twice: the share is then understated, so the warning may come late, never wrongly.
+        """
+        with self._lock:
+            if table in self._load_rows:
+                return
+            before = self.report.tables[table].received if table in self.report.tables else 0
+        in_files = count_files()
+        if in_files is None:
+            return  # unknown: no warning rather than a wrong one (check_run still judges the load)
+        with self._lock:
+            self._load_rows.setdefault(table, before + in_files)
+
+    def _load_share(self, table: TableReport) -> float | None:
+        """Rejected rows over the rows of the whole load (a lower bound of the final share); None if unknown."""
+        rows = self._load_rows.get(table.table)
+        if rows is None:
+            return None
+        rows = max(rows, table.received)
+        return table.rejected / rows if rows else 0.0
 
     def _table(self, table: str, operation: str | None) -> TableReport:
         report = self.report.tables.get(table)
@@ -114,16 +142,31 @@ class LoadRun:
             t.ignored_columns = sorted(set(t.ignored_columns) | outcome.ignored)
             self._add_stats(t, outcome.stats, outcome.started)
             self._save()
-            problems = [p for p in self.report.problems() if f"`{table}`" in p]
+            warning = self._warning(t)
         logger.info(
             "bento %s: batch of %d rows: %d sent, %d rejected (load %s)",
             table, outcome.received, outcome.sent, outcome.rejected, self.load_id,
         )
-        if problems and outcome.sink_batch and table not in self._warned:
-            # a plain pipeline.run() does not call check_run: say it here, once per table and load (not for
-            # rows rejected before extract: before the first sink batch every share would look like 100%)
+        if warning and outcome.sink_batch and table not in self._warned:
+            # a plain pipeline.run() does not call check_run: say it here, once per table and load
             self._warned.add(table)
-            logger.warning("bento load %s: %s (so far; check_run raises on this)", self.load_id, problems[0])
+            logger.warning("bento load %s: %s; check_run raises on this", self.load_id, warning)
+
+    def _warning(self, t: TableReport) -> str | None:
+        """The table's problem, once it holds for the whole load whatever the remaining batches do."""
+        problems = [p for p in self.report.problems() if f"`{t.table}`" in p]
+        if not problems:
+            return None
+        if ALWAYS_FATAL & t.rejected_by_reason.keys():
+            return problems[0]
+        share = self._load_share(t)
+        if share is None or share <= self.report.reject_threshold:
+            return None  # past the threshold in the batches so far, not (yet) over the whole load
+        reasons = ", ".join(f"{r}: {n}" for r, n in sorted(t.rejected_by_reason.items()))
+        rows = max(self._load_rows[t.table], t.received)
+        shown, threshold = two_shares(share, self.report.reject_threshold)
+        return (f"table `{t.table}`: {t.rejected} of the load's {rows} rows rejected ({shown} at least, "
+                f"threshold {threshold}; {reasons})")
 
     def record_error(self, table: str, operation: str | None, message: str, stats: RequestStats) -> None:
         """A batch that raised: its requests happened, its rows will be counted when dlt retries it."""

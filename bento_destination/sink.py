@@ -44,6 +44,7 @@ from .changes import (
     blast_radius_verdict,
     ledger_for,
 )
+from .changes import _file_rows as file_rows
 from .clients import destination_settings, ensure_checked, shared_client
 from .email_identity import base_key
 from .email_ledger import EmailStates, KeyNumbering
@@ -186,6 +187,24 @@ def _as_dlt_error(error: BaseException) -> Exception:
     )
 
 
+def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:
+    """Rows of `table_name` in the load package's files, whatever state their jobs are in; None if unknown.
+
+    Jobs move between folders while the load runs, so a file may move away between the listing and the
+    count: the listing is read again then, a few times at most.
+    """
+    for _ in range(3):
+        try:
+            info = pipeline.get_load_package_info(load_id)
+            return sum(
+                file_rows(str(job.file_path))
+                for jobs in info.jobs.values() for job in jobs if job.job_file_info.table_name == table_name
+            )
+        except FileNotFoundError:
+            continue
+    return None
+
+
 @dlt.destination(
     name=DESTINATION_NAME,
     batch_size=SINK_BATCH_SIZE,
@@ -243,6 +262,7 @@ def bento(
     except BentoError as error:
         raise _as_dlt_error(error) from None
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
+    run.expect(table_name, lambda: package_rows(pipeline, load_id, table_name))  # counted once per table
     context = current_run(pipeline.working_dir)
     outcome = BatchOutcome(sent_rows=[] if record_sent_rows else None)  # sync()'s results (sent_rows.py)
     context.begin_load(load_id, load_call(pipeline))

@@ -21,8 +21,10 @@ from collections.abc import Callable, Sequence
 
 from .cli_common import (
     EXIT_FAILED,
+    EXIT_REJECTS,
     EXIT_USAGE,
     Console,
+    HelpFormatter,
     Result,
     classify,
     credential_options,
@@ -44,12 +46,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import cli_emails, cli_extract, cli_inspect, cli_sync, demo
 
-    parser = argparse.ArgumentParser(prog="bento-dlt", description="Bento <-> data pipelines on dlt", epilog=EPILOG)
+    parser = argparse.ArgumentParser(prog="bento-dlt", description="Bento <-> data pipelines on dlt", epilog=EPILOG,
+                                     formatter_class=HelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     out, account, pipes = output_options(), credential_options(), pipelines_dir_option()
 
     def add(name: str, help_text: str, handler: Handler, *parents: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG, parents=[*parents, out])
+        sub = commands.add_parser(name, help=help_text, description=help_text, epilog=EPILOG, parents=[*parents, out],
+                                  formatter_class=HelpFormatter)
         sub.set_defaults(handler=handler)
         return sub
 
@@ -65,7 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     cli_inspect.add_report_arguments(add("report", "show the reports of the last syncs", cli_inspect.run_report, pipes))
     cli_inspect.add_doctor_arguments(add("doctor", "check credentials, site_uuid and User-Agent; print the limits",
                                          cli_inspect.run_doctor, account))
-    emulator = commands.add_parser("emulator", help="run a local Bento-compatible server for tests")
+    about = ("run a local Bento-compatible server (loopback only) to try syncs and extracts without touching a "
+             "real account; it prints the BENTO_* variables that point the other commands at it")
+    emulator = commands.add_parser("emulator", help="run a local Bento-compatible server for tests",
+                                   description=about)
     emulator_cli.add_arguments(emulator)
     emulator.set_defaults(handler=None, run_emulator=emulator_cli.run)
     return parser
@@ -94,6 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result = _run(args, console)
         console.result(result)
+        if console.quiet and result.code == EXIT_REJECTS:  # otherwise --quiet would leave exit 3 unexplained
+            why = result.summary.get("error") or "rows were rejected past the threshold"
+            console.error(f"bento-dlt {args.command}: {why} (exit 3)")
     except BrokenPipeError:  # `bento-dlt ... | head`: the reader left; send the rest nowhere
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED

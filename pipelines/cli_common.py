@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import signal
 import sys
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,8 @@ EXIT_SIGTERM = 143
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 SECRET_KEYS = ("site_uuid", "publishable_key", "secret_key")
 SECTIONS = {"source": "sources", "destination": "destination"}
+#: an email address inside a reject's detail (`duplicate_email` names the address the rows share)
+_EMAIL_IN_TEXT = re.compile(r"([^\s'\"`(),;:<>@]+)@([^\s'\"`(),;:<>@]+\.[^\s'\"`(),;:<>@]+)")
 
 
 def _invoked_as() -> str:
@@ -105,6 +108,23 @@ def known_secrets(args: argparse.Namespace, env: Mapping[str, str] | None = None
     return [str(v) for v in values if v]
 
 
+def mask_emails(text: str) -> str:
+    """`'ann.lee@example.com'` -> `'a***@example.com'`: which domain, not whose address."""
+    return _EMAIL_IN_TEXT.sub(lambda m: f"{m.group(1)[:1]}***@{m.group(2)}", text)
+
+
+def reject_example(record: Mapping[str, Any], show_rows: bool) -> dict[str, Any]:
+    """A rejected row as `--json` shows it: reason and detail, addresses masked; the row itself only on request.
+
+    Scheduler logs keep what they are given; a row carries a person's email and fields.
+    """
+    if show_rows:
+        return dict(record)
+    out = {k: v for k, v in record.items() if k not in ("row", "detail")}
+    out["detail"] = mask_emails(str(record.get("detail", "")))
+    return out
+
+
 # -- options -----------------------------------------------------------------------------------------
 
 
@@ -137,11 +157,31 @@ def output_options() -> argparse.ArgumentParser:
     return parent
 
 
+def default_pipelines_dir() -> str:
+    """dlt's own default for this user (`~/.dlt/pipelines`, `/var/dlt/pipelines` as root, ...)."""
+    from dlt.common.pipeline import get_dlt_pipelines_dir
+
+    return str(get_dlt_pipelines_dir())
+
+
+#: stands for dlt's default pipelines folder in help texts, until the help is shown
+PIPELINES_DIR_TOKEN = "<dlt-pipelines-dir>"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Fills in dlt's default pipelines folder only when a help text is shown: asking dlt for it sets up
+    dlt's run context, with its telemetry setting, before the demo could turn telemetry off."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        text = super()._get_help_string(action)
+        return text.replace(PIPELINES_DIR_TOKEN, default_pipelines_dir().replace("%", "%%")) if text else text
+
+
 def pipelines_dir_option() -> argparse.ArgumentParser:
     parent = argparse.ArgumentParser(add_help=False)
     parent.add_argument("--pipelines-dir", metavar="DIR",
                         help="where dlt keeps pipeline state, pending packages, rejects and reports "
-                             "(default: dlt's, ~/.dlt/pipelines; keep it on persistent storage)")
+                             f"(default: dlt's, here {PIPELINES_DIR_TOKEN}; keep it on persistent storage)")
     return parent
 
 

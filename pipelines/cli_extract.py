@@ -10,27 +10,21 @@ cursor) lives in the pipelines dir: keep it on persistent storage for scheduled 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dlt.common.runtime.collector import NULL_COLLECTOR
-
 from bento_api import Budgets
 from bento_api.pacing import LONG_WAIT_SECONDS, SAFETY_MARGIN, format_wait
-from bento_api.pacing import logger as pacing_logger
 from bento_api.timestamps import parse_utc
 from bento_source import ALL_RESOURCES, STATS_RESOURCES, apply_parquet_hints, bento_source
 
 from .cli_common import EXIT_OK, EXIT_USAGE, CliError, Console, Result, flag_credentials, resolve_cli_budgets
+from .cli_progress import budget_waits_shown, collector_for
 
 DEFAULT_DATASET = "bento"
-#: seconds between dlt's progress lines on stderr
-PROGRESS_PERIOD = 5.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,7 +52,7 @@ class ExtractSettings:
     pipelines_dir: str | None = None
     resources: list[str] | None = None
     source_kwargs: dict[str, Any] = field(default_factory=dict)
-    #: dlt's progress lines on stderr (unless --quiet)
+    #: `progress:` lines on stderr, as `sync` prints them (unless --quiet)
     progress: bool = True
 
 
@@ -84,34 +78,6 @@ def _destination(cfg: ExtractSettings, name: str) -> tuple[Any, str | None, dict
     return cfg.to, None, {}
 
 
-class _ConsoleNotes(logging.Handler):
-    """Log records as the console's notes: stderr, plain text, silenced by --quiet."""
-
-    def __init__(self, console: Console) -> None:
-        super().__init__(logging.INFO)
-        self.console = console
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.console.note(record.getMessage())
-
-
-@contextlib.contextmanager
-def budget_waits_shown(console: Console) -> Iterator[None]:
-    """The client's announcements of long budget waits ("waiting for the stats budget: next request in
-    1m52s") go to stderr as notes while the run lasts, so a paced run never sits silent."""
-    handler = _ConsoleNotes(console)
-    level, propagate = pacing_logger.level, pacing_logger.propagate
-    pacing_logger.addHandler(handler)
-    pacing_logger.setLevel(logging.ERROR if console.quiet else logging.INFO)
-    pacing_logger.propagate = False
-    try:
-        yield
-    finally:
-        pacing_logger.removeHandler(handler)
-        pacing_logger.setLevel(level)
-        pacing_logger.propagate = propagate
-
-
 def stats_wait_note(resources: Sequence[str] | None, budgets: Budgets) -> str | None:
     """What the stats resources will cost at the stats budget, when each request waits long for the next."""
     chosen = [name for name in (resources or ALL_RESOURCES) if name in STATS_RESOURCES]
@@ -129,9 +95,7 @@ def extract(cfg: ExtractSettings, console: Console) -> dict[str, Any]:
 
     name = cfg.pipeline_name or f"bento_to_{cfg.to}"
     destination, location, run_kwargs = _destination(cfg, name)
-    progress: Any = NULL_COLLECTOR if console.quiet or not cfg.progress else dlt.progress.log(
-        log_period=PROGRESS_PERIOD, logger=console.err, dump_system_stats=False
-    )
+    progress = collector_for(console, cfg.progress)
     pipeline = dlt.pipeline(pipeline_name=name, pipelines_dir=cfg.pipelines_dir, destination=destination,  # type: ignore[arg-type]
                             dataset_name=cfg.dataset, progress=progress)
     if pipeline.has_pending_data:

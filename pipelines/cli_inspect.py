@@ -34,7 +34,6 @@ from .cli_common import (
     CREDENTIAL_KEYS,
     EXIT_FAILED,
     EXIT_OK,
-    CliError,
     Console,
     Result,
     credential_origin,
@@ -96,10 +95,12 @@ def run_rejects(args: argparse.Namespace, console: Console) -> Result:
         name, load_id = args.pipeline_name or args.pipeline, args.load_id
     else:
         newest = _newest_load(args)
-        if newest is None:
+        if newest is None:  # nothing to list is no failure: exit 0, as `report` does
             scope = args.pipeline_name or args.pipeline or "any pipeline"
-            raise CliError(f"no Bento loads found for {scope} under {root}; pass --pipelines-dir if the runs "
-                           "used another one", EXIT_FAILED)
+            summary = {"command": "rejects", "pipeline_name": args.pipeline_name or args.pipeline, "load_id": None,
+                       "count": 0, "rejects": [], "exit_code": EXIT_OK, "ok": True}
+            return Result(EXIT_OK, summary, f"no Bento loads found for {scope} under {root} (pass --pipelines-dir "
+                                            "if the runs used another one)")
         name, load_id = newest[0], args.load_id or newest[1]
     rows = list_rejects(root / name, load_id, table=args.table)
     summary = {"command": "rejects", "pipeline_name": name, "load_id": load_id, "count": len(rows), "rejects": rows,

@@ -16,10 +16,12 @@ from bento_api import Budgets
 from bento_destination.duplicates import DUPLICATE_EMAIL, EmailCounts, candidate, choose, duplicate_detail
 from bento_destination.keys import DEFAULT_EVENT_KEYS, IdenticalRows, base_event_key, explicit_event_key
 from bento_destination.mapping import MappingOptions, map_row, redact_row
+from bento_destination.report import two_shares
 from bento_destination.rows import iter_rows
 from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA, RESERVED_NOTE
 from bento_destination.values import RowError, safe_for_file
 
+from .cli_common import reject_example
 from .cli_input import BATCH_ROWS, SyncInput
 
 #: rejected rows shown as examples per reason
@@ -53,6 +55,22 @@ class Plan:
     #: events that would get a key derived from their content, and of them the identical rows numbered `#n`
     derived_keys: int = 0
     identical_rows: int = 0
+    #: valid rows a sync would not send, and why (the sync ledger's unchanged rows, emails already sent)
+    not_sent: int = 0
+    not_sent_why: str = ""
+    #: row contents in the JSON examples (`--show-rows`); by default only reason and detail
+    show_rows: bool = False
+
+    @property
+    def would_send(self) -> int:
+        return max(self.valid - self.not_sent, 0)
+
+    def skip(self, count: int, why: str) -> None:
+        """Count valid rows a sync would not send (known from the ledger), and size the requests to the rest."""
+        self.not_sent, self.not_sent_why = count, why
+        main_path = ENDPOINTS[self.operation][0]
+        if count and self.requests_by_path.get(main_path):
+            self.requests_by_path[main_path] = _requests(self.would_send, self.operation)
 
     @property
     def rejected(self) -> int:
@@ -77,13 +95,15 @@ class Plan:
             "input": self.label,
             "rows": self.rows,
             "valid": self.valid,
+            "would_send": self.would_send,
+            "not_sent_valid": self.not_sent,
             "extra_commands": self.commands,
             "rejected": self.rejected,
             "rejected_by_reason": dict(self.rejected_by_reason),
             "rejected_share": round(self.rejected_share, 6),
             "reject_threshold": threshold,
             "past_threshold": self.rejected_share > threshold,
-            "reject_examples": self.examples,
+            "reject_examples": [reject_example(example, self.show_rows) for example in self.examples],
             "requests": {"credentials_check": 1, **dict(self.requests_by_path)},
             "requests_per_minute": budgets.requests_per_minute,
             "minutes_at_budget": round(self.minutes(budgets), 2),
@@ -101,8 +121,9 @@ class Plan:
         lines = [
             f"Dry run: {self.label} as {self.operation} (nothing was sent)",
             f"  rows read: {self.rows}",
-            f"  valid, would be sent: {self.valid}"
-            + (f" (plus {self.commands} unsubscribe commands)" if self.commands else ""),
+            f"  would be sent: {self.would_send}"
+            + (f" (plus {self.commands} unsubscribe commands)" if self.commands else "")
+            + (f"; valid {self.valid}, of which {self.not_sent} {self.not_sent_why}" if self.not_sent else ""),
             f"  rejected: {self.rejected} ({self.rejected_share:.1%}; threshold {threshold:.1%})",
         ]
         for reason, count in sorted(self.rejected_by_reason.items(), key=lambda kv: (-kv[1], kv[0])):
@@ -131,7 +152,8 @@ class Plan:
         if self.ignored_columns:
             lines.append(f"  ignored (no meaning for {self.operation}): {', '.join(sorted(self.ignored_columns))}")
         if self.rejected_share > threshold:
-            lines.append(f"  PAST THRESHOLD: a real sync would exit 3 ({self.rejected_share:.1%} > {threshold:.1%})")
+            shown, limit = two_shares(self.rejected_share, threshold)
+            lines.append(f"  PAST THRESHOLD: a real sync would exit 3 ({shown} > {limit})")
         return "\n".join(lines)
 
 

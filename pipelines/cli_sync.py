@@ -11,9 +11,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
-import math
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,11 +30,11 @@ from bento_destination import (
     load_ids,
     read_report,
 )
+from bento_destination.report import two_shares
 from bento_destination.results import results_target
 from bento_destination.rows import iter_rows
 from bento_destination.runcontext import RunCancel, active_run
 from bento_destination.runlock import FOREVER
-from bento_destination.settings import ENDPOINTS, REQUEST_MAXIMA
 
 from .cli_common import (
     EXIT_OK,
@@ -48,25 +46,28 @@ from .cli_common import (
     Result,
     is_local,
     mask,
+    reject_example,
     resolve_cli_budgets,
     resolve_credentials,
     share,
 )
 from .cli_emails import email_plan
-from .cli_input import SyncInput, open_input
+from .cli_input import SyncInput, open_input, require_columns
 from .cli_plan import build_plan
+from .cli_progress import ReportProgress, budget_waits_shown
 from .cli_signals import SignalGuard
 
 OPERATIONS = ("subscribers", "events", "commands", "emails")
 #: rejected rows printed after a sync (all of them stay listed by `bento-dlt rejects`)
 REJECTS_SHOWN = 10
-PROGRESS_PERIOD = 2.0
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--from", dest="source", required=True, metavar="INPUT",
                         help="a DuckDB file, a CSV or Parquet file (seen as the table `input` by --query), "
                              "or a SQLAlchemy URL (postgresql://..., sqlite:///file.db)")
+    parser.add_argument("--encoding", metavar="NAME",
+                        help="encoding of a CSV input: utf-8 (default), latin-1 or utf-16")
     what = parser.add_mutually_exclusive_group()
     what.add_argument("--table", help="table to send (schema.table allowed); default: the file's only table")
     what.add_argument("--query", metavar="SQL", help="SELECT whose rows are sent")
@@ -115,6 +116,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     where.add_argument("--no-results", action="store_true", help="write no results tables (the rejects files stay)")
     results.add_argument("--results-dataset", metavar="NAME",
                          help="schema (dataset) for --results-url of a database (default bento_sync_results)")
+    parser.add_argument("--show-rows", action="store_true",
+                        help="with --json: put the rejected rows' contents in reject_examples (by default only "
+                             "reason, detail with email addresses masked, and counts: scheduler logs keep them)")
     parser.add_argument("--wait", nargs="?", const=FOREVER, type=seconds, metavar="SECONDS",
                         help="if another run of this pipeline (or of its ledger) is going on, wait for it up to "
                              "SECONDS (no value: as long as it runs); without --wait, stop at once with exit 75")
@@ -140,55 +144,8 @@ class SyncSettings:
     results: Any = True
     results_dataset: str | None = None
 
-
-class ReportProgress:
-    """Prints rows done of total, rate and time left, read from the destination's report after each batch.
-
-    The sink rewrites `<working_dir>/bento_rejects/<load_id>.report.json` after every batch, so a thread
-    reading it sees real progress without any hook into the sink.
-    """
-
-    def __init__(
-        self, working_dir: Path, known: set[str], total: int, note: Callable[[str], None],
-        period: float = PROGRESS_PERIOD,
-    ) -> None:
-        self._working_dir = working_dir
-        self._known = known
-        self._total = total
-        self._note = note
-        self._period = period
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bento-sync-progress", daemon=True)
-        self._started = time.monotonic()
-
-    def __enter__(self) -> ReportProgress:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self._period):
-            fresh = [lid for lid in load_ids(self._working_dir) if lid not in self._known]
-            if not fresh:
-                continue
-            report = read_report(self._working_dir, fresh[-1])
-            if report is not None:
-                self._note(progress_line(report, self._total, time.monotonic() - self._started))
-
-
-def progress_line(report: LoadReport, total: int, elapsed: float) -> str:
-    totals = report.totals()
-    done, sent, rejected = int(totals["received"]), int(totals["sent"]), int(totals["rejected"])
-    rate = done / elapsed if elapsed > 0 else 0.0
-    left = f", about {(total - done) / rate:.0f}s left" if rate > 0 and total > done else ""
-    share_done = f" ({done / total:.0%})" if total else ""
-    return (
-        f"progress: {done} of {total} rows done{share_done}: sent {sent}, rejected {rejected}; "
-        f"{rate:.0f} rows/s{left}"
-    )
+    #: rejected rows' contents in the JSON summary (`--show-rows`)
+    show_rows: bool = False
 
 
 #: sync-ledger keywords of `bento(...)` and the flags that set them (absent from a destination without a ledger)
@@ -238,7 +195,8 @@ def push(
     cancel = RunCancel()
     guard = SignalGuard(console, cancel, lambda: _run_progress(working_dir))
     # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
-    with guard, ReportProgress(working_dir, known, total, console.note), contextlib.suppress(BentoRejectsExceeded):
+    progress = ReportProgress(working_dir, known, total, console.note, cfg.operation, cfg.budgets)
+    with guard, budget_waits_shown(console), progress, contextlib.suppress(BentoRejectsExceeded):
         sync(
             source.batches(),
             pipeline_name=cfg.pipeline_name,
@@ -274,11 +232,14 @@ def push(
         "elapsed_seconds": round(elapsed, 2),
         "loads": [report.to_dict() for report in reports],
         "totals": _sum_totals(reports),
-        "reject_examples": rejects[:REJECTS_SHOWN],
+        "reject_examples": [reject_example(record, cfg.show_rows) for record in rejects[:REJECTS_SHOWN]],
+        "rejected_by_reason": _reasons(reports),
         "problems": problems,
     }
     results_to = results_target(cfg.results, working_dir, cfg.results_dataset)
     summary["results"] = None if results_to is None else results_to.describe()  # where bento_sync_runs is
+    if problems:  # what `--quiet` prints as its one line (exit 3)
+        summary["error"] = "; ".join(problems)
     lines = [note for note in notes if not note.startswith("Bento load ")]
     lines += [report.format() for report in reports] or [f"{source.label}: no rows to send"]
     for record in rejects[:REJECTS_SHOWN]:
@@ -312,6 +273,15 @@ def seconds(text: str) -> float:
     return value
 
 
+def _reasons(reports: list[LoadReport]) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for report in reports:
+        for table in report.tables.values():
+            for reason, count in table.rejected_by_reason.items():
+                out[reason] = out.get(reason, 0) + count
+    return out
+
+
 def _sum_totals(reports: list[LoadReport]) -> dict[str, float]:
     out: dict[str, float] = {}
     for report in reports:
@@ -327,7 +297,7 @@ def confirm(message: str, stdin: TextIO, err: TextIO) -> bool:
 
 
 def run(args: argparse.Namespace, console: Console) -> Result:
-    source = open_input(args.source, args.table, args.query)
+    source = open_input(args.source, args.table, args.query, args.encoding)
     try:
         return _run(args, console, source)
     finally:
@@ -342,13 +312,19 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
     event_keys = "none" if args.no_event_keys else "derived"
     if operation == "emails":
         refuse_unsafe_emails(args)
+    require_columns(source, operation)  # exit 2 naming the columns found, before any request
     if args.dry_run:
         plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns, event_keys=event_keys)
+        plan.show_rows = args.show_rows
         settings, credentials, note = _dry_run_credentials(args, console)
-        emails = None
+        emails = counts = None
         if operation == "emails":  # only emails the ledger does not hold would go out, in these requests
             emails = email_plan(source, settings.site_uuid if settings else None, args, budgets)
-            plan.requests_by_path[ENDPOINTS["emails"][0]] = math.ceil(emails.would_send / REQUEST_MAXIMA["emails"])
+            plan.skip(plan.valid - emails.would_send, "already sent, uncertain or refused before (sync ledger)")
+        if settings is not None and not args.no_ledger and not args.full_resync and operation != "emails":
+            counts = ledger_preview(source, operation, settings, args)
+            if counts is not None:  # the headline counts only what would go out
+                plan.skip(counts["unchanged"], "unchanged since Bento last acknowledged them (sync ledger)")
         summary: dict[str, Any] = {"command": "sync", "dry_run": True, **plan.to_dict(budgets, args.reject_threshold)}
         summary["credentials"] = credentials
         text = plan.format(budgets, args.reject_threshold)
@@ -356,12 +332,13 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         if emails is not None:
             summary["emails"] = emails.to_dict(budgets)
             text += "\n" + emails.format(budgets)
-        if settings is not None and not args.no_ledger and not args.full_resync and operation != "emails":
-            counts = ledger_preview(source, operation, settings, args)
-            if counts is not None:
-                summary["ledger"] = counts
-                text += (f"\n  sync ledger: {counts['unchanged']} rows unchanged since Bento last acknowledged them "
-                         f"(not sent), {counts['new']} new, {counts['changed']} changed")
+        if counts is not None:
+            summary["ledger"] = counts
+            text += (f"\n  sync ledger: {counts['unchanged']} rows unchanged since Bento last acknowledged them "
+                     f"(not sent), {counts['new']} new, {counts['changed']} changed")
+        if plan.rejected_share > args.reject_threshold:
+            shown, threshold = two_shares(plan.rejected_share, args.reject_threshold)
+            summary["error"] = f"a real sync would exit 3: {shown} of the rows rejected, past the threshold {threshold}"
         code = EXIT_REJECTS if plan.rejected_share > args.reject_threshold else EXIT_OK
         summary.update(exit_code=code, ok=code == EXIT_OK)
         return Result(code, summary, text)
@@ -400,6 +377,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         wait=args.wait,
         results=results,
         results_dataset=args.results_dataset,
+        show_rows=args.show_rows,
         ledger={
             "sync_ledger": False if args.no_ledger else None,
             "ledger_url": args.ledger_url,

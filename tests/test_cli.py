@@ -261,7 +261,7 @@ def test_progress_goes_to_stderr(emulator: BentoEmulator, env: dict[str, str], c
     result = cli("sync", "--from", str(crm), "--query", "SELECT * FROM product_events, range(5)",
                  "--as", "events", "--pipelines-dir", "p", "--json", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "progress:" in result.stderr and "rows/s" in result.stderr
+    assert "progress:" in result.stderr and "requests/min" in result.stderr
     as_json(result)  # stdout stays one JSON document
 
 
@@ -366,6 +366,7 @@ def test_rerun_sends_only_changes_and_dry_run_counts_them(emulator: BentoEmulato
     dry = cli(*args, "--dry-run", "--json", env=env, cwd=tmp_path)
     assert dry.returncode == 0, dry.stderr
     assert as_json(dry)["ledger"]["unchanged"] == CONTACTS
+    assert as_json(dry)["would_send"] == 0  # the headline counts what would go out, not the valid rows
     rerun = cli(*args, "--json", env=env, cwd=tmp_path)
     assert rerun.returncode == 0, rerun.stderr
     assert sum(r.rows for r in emulator.requests("/batch/subscribers", "POST")) == sent  # nothing new sent

@@ -209,7 +209,7 @@ def test_csv_with_case_duplicate_emails_keeps_one_row_by_content_not_order(
                          "--reject-threshold", "1", emu=emulator, cwd=tmp_path).stdout)
     assert (dry["valid"], dry["rejected_by_reason"]) == (2, {"duplicate_email": 2})
 
-    summary = sync_json("--from", "people.csv", "--as", "subscribers", "--reject-threshold", "1",
+    summary = sync_json("--from", "people.csv", "--as", "subscribers", "--reject-threshold", "1", "--show-rows",
                         emu=emulator, cwd=tmp_path)
     report = table_report(summary)
     assert report["rejected_by_reason"] == {"duplicate_email": 2}
@@ -223,7 +223,7 @@ def test_csv_with_case_duplicate_emails_keeps_one_row_by_content_not_order(
     # the same rows in another order (an engine gives no order): the same outcome, and nothing to send
     write_csv(tmp_path / "people.csv", DUPLICATES[::-1])
     emulator.reset_log()
-    again = sync_json("--from", "people.csv", "--as", "subscribers", "--reject-threshold", "1",
+    again = sync_json("--from", "people.csv", "--as", "subscribers", "--reject-threshold", "1", "--show-rows",
                       emu=emulator, cwd=tmp_path)
     assert emulator.requests("/batch/subscribers") == []
     assert table_report(again)["rejected_by_reason"] == {"duplicate_email": 2}
