@@ -28,6 +28,7 @@ import pytest
 import yaml  # type: ignore[import-untyped]
 
 from bento_api.emulator import BentoEmulator
+from bento_api.emulator.config import MODE_ENV
 from bento_destination.clients import CHECK_PATH
 from pipelines.cli import build_parser
 from pipelines.demo import BAD_EVENTS, write_crm
@@ -122,9 +123,10 @@ def test_the_runner_finds_every_fence() -> None:
 
 
 def block_env(folder: Path, lookups: Path, **extra: str) -> dict[str, str]:
-    """This process's environment less any Bento or dlt settings; dlt's data folder inside `folder`; name
-    lookups other than loopback refused and written to `lookups`."""
-    env = {key: value for key, value in os.environ.items() if not must_isolate(key)}
+    """This process's environment less any Bento or dlt settings (the emulator's mode too: the README's
+    commands are for its default mode); dlt's data folder inside `folder`; name lookups other than loopback
+    refused and written to `lookups`."""
+    env = {key: value for key, value in os.environ.items() if not must_isolate(key) and key != MODE_ENV}
     env.update(DLT_DATA_DIR=str(folder / "dlt_data"), PYTHONPATH=os.pathsep.join((str(NETWORK_GUARD), str(ROOT))),
                NETWORK_GUARD_LOG=str(lookups), **extra)
     return env
@@ -144,6 +146,7 @@ def no_lookups(lookups: Path) -> None:
 # -- Python blocks ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.emulator_mode("default")  # writes applied at once, as the block's reader expects
 def test_destination_block_sends_its_dataframe(emu: BentoEmulator, tmp_path: Path) -> None:
     (block,) = blocks_of("destination")
     lookups = tmp_path / "lookups.log"
