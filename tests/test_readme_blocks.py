@@ -34,7 +34,7 @@ from pipelines.cli import build_parser
 from pipelines.demo import BAD_EVENTS, write_crm
 
 from .destination_support import must_isolate
-from .readme_blocks import Block, readme_blocks
+from .readme_blocks import Block, fenced_blocks, readme_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -117,6 +117,14 @@ def test_the_runner_finds_every_fence() -> None:
     """The README's fences all pair up, and the block count agrees with a plain count of fence lines."""
     fences = [line for line in README.read_text().splitlines() if line.startswith("```")]
     assert len(fences) == 2 * len(readme_blocks(README))
+
+
+def test_blocks_keep_language_and_heading_and_an_unclosed_fence_is_an_error() -> None:
+    text = "# A\n```sh\n# a comment, not a heading\necho hi\n```\n## B\n```\nplain\n```\n"
+    assert fenced_blocks(text) == [Block("sh", "A", "# a comment, not a heading\necho hi\n", 2),
+                                   Block("", "B", "plain\n", 7)]
+    with pytest.raises(ValueError, match="line 1"):
+        fenced_blocks("```python\nx = 1\n")
 
 
 # -- the environment blocks run in ---------------------------------------------------------------------------
