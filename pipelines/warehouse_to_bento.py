@@ -110,11 +110,14 @@ def write_demo_warehouse(path: Path, subscribers: int = 300, events: int = 600) 
             "i % 50 = 0 AS unsubscribed FROM range(?) t(i)",
             [subscribers],
         )
+        # events go to the contacts who stay subscribed (every index but multiples of 50): whether an event for
+        # someone the same run unsubscribes is sent depends on which table's load job reaches the ledger first
         con.execute(
-            "CREATE OR REPLACE TABLE product_events AS SELECT 'person' || (i % ?) || '@example.com' AS email, "
+            "CREATE OR REPLACE TABLE product_events AS SELECT "
+            "'person' || (1 + i % 49 + 50 * ((i // 49) % ?)) || '@example.com' AS email, "
             "'$purchase' AS type, 'order-' || i AS unique_key, "
             "{'value': {'currency': 'USD', 'amount': 100 + i}} AS details FROM range(?) t(i)",
-            [subscribers, events],
+            [max(1, subscribers // 50), events],
         )
 
 
