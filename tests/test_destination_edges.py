@@ -337,7 +337,8 @@ def test_a_413_on_emails_is_split_and_only_the_oversized_email_rejected(
                "html_body": "<p>" + ("x" * 60_000 if i == 5 else "hello") + "</p>"} for i in range(8)]
     with BentoEmulator(config) as emu:
         pipeline = dlt.pipeline("emails_413", pipelines_dir=str(tmp_path), destination=bento(
-            requests_per_minute=60_000, allow_email_sends=True, reject_threshold=0.5, **emu.credentials))
+            requests_per_minute=60_000, emails_per_minute=60_000, allow_email_sends=True, reject_threshold=0.5,
+            **emu.credentials))
         pipeline.run(emails, table_name="emails")
 
         assert sorted(e.to for e in emu.store.emails_sent) == sorted(f"r{i}@example.com" for i in range(8) if i != 5)
