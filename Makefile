@@ -17,8 +17,10 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/bento-dlt demo
 
+# Three test processes on two cores: most tests wait on subprocesses and the emulator, not the CPU
+# (668 tests: 9 min 32 s in one process, 3 min 53 s and 3 min 57 s with three, in two runs each green)
 test: $(STAMP)
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 3
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
