@@ -133,6 +133,17 @@ def stored_counts(emu: BentoEmulator, n: int = EVENTS) -> dict[str, int]:
     return {"lost": n - len(stored), "kept_twice": sum(1 for c in stored.values() if c > 1)}
 
 
+def stop_with(proc: subprocess.Popen[str], signum: int) -> tuple[str, float]:
+    """Send `signum`; the process must exit with 128 + signum within 15 s. Its stderr and the seconds it took."""
+    proc.send_signal(signum)
+    signalled = time.monotonic()
+    _, err = proc.communicate(timeout=RUN_TIMEOUT)
+    seconds = time.monotonic() - signalled
+    assert seconds < 15.0
+    assert proc.returncode == 128 + signum, err
+    return err, seconds
+
+
 def one_line(stderr: str) -> str:
     """The command's stderr must say what happened in one line: no traceback, nothing but the client's notes
     of the retries it made (`WARNING bento_api: ... retrying in ...`) and its progress lines."""
@@ -276,12 +287,7 @@ def test_a_signal_mid_batch_stops_within_the_grace_and_the_next_run_resumes_exac
     emu.add_fault(Fault("latency", seconds=0.3, path_prefix="/batch"))
     first = start(sync_args(source, pipes), env, tmp_path)
     wait_for(lambda: len(event_posts(emu)) >= 2)
-    first.send_signal(signum)
-    signalled = time.monotonic()
-    _, err = first.communicate(timeout=RUN_TIMEOUT)
-    exit_seconds = time.monotonic() - signalled
-    assert exit_seconds < 15.0
-    assert first.returncode == 128 + signum
+    err, exit_seconds = stop_with(first, signum)
     line = one_line(err)
     assert signal.Signals(signum).name in line and "the next run resumes it" in line
     before = sum(sent_keys(emu).values())
@@ -308,11 +314,7 @@ def test_sigterm_during_a_back_off_wait_stops_at_once(emu: BentoEmulator, tmp_pa
     first = start(sync_args(source, pipes), env, tmp_path)
     wait_for(lambda: any(r.status == 503 for r in event_posts(emu)))
     time.sleep(0.2)  # every job is in its first back-off wait (30 to 60 s)
-    first.send_signal(signal.SIGTERM)
-    signalled = time.monotonic()
-    _, err = first.communicate(timeout=RUN_TIMEOUT)
-    exit_seconds = time.monotonic() - signalled
-    assert first.returncode == 143
+    err, exit_seconds = stop_with(first, signal.SIGTERM)
     assert "SIGTERM" in one_line(err)
     assert "abandoned" not in err  # the run ended by itself, not through the watchdog
     emu.clear_faults()
@@ -334,12 +336,7 @@ def test_a_signal_against_a_hanging_server_ends_the_run_after_the_grace(
     first = start(sync_args(source, pipes), cli_env(emu), tmp_path)
     wait_for(started_loading(pipes))
     time.sleep(0.5)
-    first.send_signal(signum)
-    signalled = time.monotonic()
-    _, err = first.communicate(timeout=RUN_TIMEOUT)
-    exit_seconds = time.monotonic() - signalled
-    assert exit_seconds < 15.0
-    assert first.returncode == 128 + signum
+    err, exit_seconds = stop_with(first, signum)
     line = one_line(err)
     assert "abandoned" in line and f": 0 rows sent in this run, about {EVENTS} not sent yet" in line
     emu.clear_faults()
@@ -360,11 +357,7 @@ def test_a_second_sigint_exits_at_once(emu: BentoEmulator, tmp_path: Path) -> No
     time.sleep(0.5)
     first.send_signal(signal.SIGINT)
     time.sleep(0.3)
-    first.send_signal(signal.SIGINT)
-    signalled = time.monotonic()
-    _, err = first.communicate(timeout=RUN_TIMEOUT)  # the grace (60 s) is not waited for
-    exit_seconds = time.monotonic() - signalled
-    assert first.returncode == 130
+    err, exit_seconds = stop_with(first, signal.SIGINT)  # the second: the grace (60 s) is not waited for
     assert "second SIGINT" in one_line(err)
     emu.clear_faults()
     second = run(sync_args(source, pipes), cli_env(emu), tmp_path)

@@ -61,6 +61,23 @@ def run(runner: Runner, source: Path, *extra: str) -> subprocess.CompletedProces
                           timeout=RUN_TIMEOUT)
 
 
+def first_runner_sending(
+    emu: BentoEmulator, s3_server: S3Server, bucket: str, tmp_path: Path
+) -> tuple[Path, str, subprocess.Popen[str], Runner]:
+    """Runner A syncs the contacts to a shared s3 ledger, slowly, and is sending; runner B is ready beside it.
+
+    Returns the source, the ledger URL, A's process and runner B.
+    """
+    source = tmp_path / "crm.duckdb"
+    write_contacts(source, CONTACTS)
+    ledger = f"s3://{bucket}/ledger"
+    runner_a = Runner(emu, s3_server, tmp_path / "a", ledger)
+    emu.add_fault(Fault("latency", seconds=SLOW_REQUEST, count=1, path_prefix="/batch"))  # the first run is slow
+    first = start(runner_a, source)
+    wait_for(lambda: len(subscriber_batches(emu)) >= 1)  # the first run is sending
+    return source, ledger, first, Runner(emu, s3_server, tmp_path / "b", ledger)
+
+
 def subscriber_batches(emu: BentoEmulator) -> list[list[str]]:
     return [r.emails for r in emu.request_log if r.method == "POST" and r.path == "/batch/subscribers"]
 
@@ -80,14 +97,7 @@ def s3_env(s3_server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
 def test_a_second_runner_on_the_shared_s3_ledger_stops_with_75_naming_the_holder(
     emu: BentoEmulator, s3_server: S3Server, bucket: str, tmp_path: Path, s3_env: None
 ) -> None:
-    source = tmp_path / "crm.duckdb"
-    write_contacts(source, CONTACTS)
-    ledger = f"s3://{bucket}/ledger"
-    runner_a = Runner(emu, s3_server, tmp_path / "a", ledger)
-    runner_b = Runner(emu, s3_server, tmp_path / "b", ledger)
-    emu.add_fault(Fault("latency", seconds=SLOW_REQUEST, count=1, path_prefix="/batch"))  # the first run is slow
-    first = start(runner_a, source)
-    wait_for(lambda: len(subscriber_batches(emu)) >= 1)  # the first run is sending
+    source, ledger, first, runner_b = first_runner_sending(emu, s3_server, bucket, tmp_path)
 
     holder = S3LeaseLock(lease_url(bucket, emu.site_uuid), "reader").read()
     assert holder is not None and holder.holder["pid"] == first.pid and not holder.expired
@@ -109,14 +119,7 @@ def test_a_second_runner_on_the_shared_s3_ledger_stops_with_75_naming_the_holder
 def test_with_wait_the_second_runner_goes_after_the_first_and_sends_nothing(
     emu: BentoEmulator, s3_server: S3Server, bucket: str, tmp_path: Path, s3_env: None
 ) -> None:
-    source = tmp_path / "crm.duckdb"
-    write_contacts(source, CONTACTS)
-    ledger = f"s3://{bucket}/ledger"
-    runner_a = Runner(emu, s3_server, tmp_path / "a", ledger)
-    runner_b = Runner(emu, s3_server, tmp_path / "b", ledger)
-    emu.add_fault(Fault("latency", seconds=SLOW_REQUEST, count=1, path_prefix="/batch"))
-    first = start(runner_a, source)
-    wait_for(lambda: len(subscriber_batches(emu)) >= 1)
+    source, _, first, runner_b = first_runner_sending(emu, s3_server, bucket, tmp_path)
 
     second = run(runner_b, source, "--wait", "90")
     assert first.wait(timeout=RUN_TIMEOUT) == EXIT_OK
