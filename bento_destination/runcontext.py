@@ -35,7 +35,8 @@ from typing import Any
 from bento_api import BentoError
 from bento_api.gate import BentoCancelledError
 
-from .runlock import BentoBusyError, FileRunLock, RunLock, lock_for_ledger, pipeline_lock
+from .ledger_lock import lock_for_ledger
+from .runlock import BentoBusyError, FileRunLock, RunLock, pipeline_lock
 
 #: attempts of one request in one run, client retries and dlt job retries together
 MAX_ATTEMPTS = 6

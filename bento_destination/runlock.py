@@ -10,7 +10,7 @@ Local disk: `FileRunLock`, an exclusive `fcntl.flock` on a lock file whose conte
 of a dead run is taken over by the next run with no cleanup. The lock file itself is left in place (it
 is reused); its text only says who holds or last held it.
 
-Any operation can be locked (`lock_for_ledger(location, site, "emails")` for transactional emails):
+Any operation can be locked (`ledger_lock.lock_for_ledger(location, site, "emails")` for transactional emails):
 the lock is keyed by a name, not by what runs under it. An `s3://` ledger gets a lease object instead
 (`S3LeaseLock` in s3lease.py: a conditional PUT with an expiry the holder renews). Other object stores
 (`gs://`, `az://`, ...) get no lock: there the pipeline folder's lock is what stops two runs of one
@@ -26,15 +26,11 @@ import json
 import os
 import socket
 import time
-from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import Any, Protocol, Self
 
 from bento_api import BentoError
-
-if TYPE_CHECKING:
-    from .s3lease import S3LeaseLock
 
 #: the folder of lock files, beside the pipeline folders or inside a folder ledger
 LOCKS_DIRNAME = ".bento-locks"
@@ -175,40 +171,3 @@ def pipeline_lock(working_dir: str | os.PathLike[str]) -> FileRunLock:
     """
     folder = Path(working_dir)
     return FileRunLock(folder.parent / LOCKS_DIRNAME / f"{folder.name}.lock", f"pipeline folder {folder}")
-
-
-def _local_path(location: str) -> Path | None:
-    if location.startswith("file://"):
-        return Path(location[len("file://") :])
-    if "://" in location:
-        return None
-    return Path(location).expanduser()
-
-
-def lock_for_ledger(
-    location: str, site: str, operation: str, *, on_lost: Callable[[str], None] | None = None
-) -> FileRunLock | S3LeaseLock | None:
-    """The lock of (ledger location, site, operation), or None where none can serve (non-S3 object stores).
-
-    A DuckDB ledger file `x.duckdb` is locked through `x.duckdb.<site>.<operation>.lock` beside it; a
-    folder ledger through `<folder>/.bento-locks/<site>.<operation>.lock` (outside its segment folders);
-    an `s3://` ledger through the lease object `<ledger>/.bento-locks/<site>.<operation>.lease`, whose
-    loss (another run took it over) is reported to `on_lost` (the run context's breaker).
-    """
-    path = _local_path(location)
-    if path is None:
-        from .s3lease import LEASE_PROTOCOLS, S3LeaseLock
-
-        protocol = location.split("://", 1)[0].lower()
-        if protocol not in LEASE_PROTOCOLS:
-            return None
-        return S3LeaseLock(
-            f"{location.rstrip('/')}/{LOCKS_DIRNAME}/{site}.{operation}.lease",
-            f"sync ledger {location} (site {site}, {operation})",
-            on_lost=on_lost,
-        )
-    name = f"{site}.{operation}.lock"
-    description = f"sync ledger {path} (site {site}, {operation})"
-    if str(path).endswith(".duckdb"):
-        return FileRunLock(path.with_name(f"{path.name}.{name}"), description)
-    return FileRunLock(path / LOCKS_DIRNAME / name, description)

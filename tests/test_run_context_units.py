@@ -20,8 +20,9 @@ from bento_api.emulator import BentoEmulator, Fault
 from bento_api.limits import resolve_budgets
 from bento_api.pacing import PacerRegistry
 from bento_api.retry import RetryPolicy, resolve_retry_policy
+from bento_destination.ledger_lock import lock_for_ledger
 from bento_destination.runcontext import MAX_ATTEMPTS, RunCancel, RunContext
-from bento_destination.runlock import BentoBusyError, FileRunLock, lock_for_ledger, pipeline_lock
+from bento_destination.runlock import BentoBusyError, FileRunLock, pipeline_lock
 from bento_destination.send import BatchOutcome, Sender
 
 HOLD = """

@@ -23,7 +23,8 @@ from pathlib import Path
 import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
-from bento_destination.runlock import BentoBusyError, lock_for_ledger
+from bento_destination.ledger_lock import lock_for_ledger
+from bento_destination.runlock import BentoBusyError
 from bento_destination.s3lease import ENV_LEASE_SECONDS, LeaseSnapshot, S3LeaseLock
 from bento_destination.sync import EXIT_BUSY, EXIT_OK
 
