@@ -19,25 +19,21 @@ from typing import Any
 
 import httpx
 
+from .answers import MAX_RESPONSE_BYTES, Transient, answer_message, interpret_answer
 from .errors import (
-    BentoAuthError,
     BentoConfigError,
     BentoConnectionError,
     BentoDeadlineError,
     BentoError,
-    BentoForbiddenError,
-    BentoInvalidRequestError,
-    BentoNotFoundError,
     BentoRateLimitedError,
-    BentoRedirectError,
     BentoResponseError,
     BentoServerError,
 )
-from .facts import AUTHOR_NOT_AUTHORIZED, EMAILS_BATCH_PATH, family_of
+from .facts import EMAILS_BATCH_PATH, family_of
 from .gate import BentoCancelledError, RequestGate
 from .limits import EMAILS_PACE, Budgets, resolve_budgets
 from .pacing import PACERS, Clock, Pacer, PacerRegistry, Sleep
-from .retry import RetryMode, RetryPolicy, parse_retry_after, resolve_retry_policy
+from .retry import RetryMode, RetryPolicy, resolve_retry_policy
 from .settings import BentoSettings
 from .version import __version__
 
@@ -47,10 +43,6 @@ DEFAULT_USER_AGENT = f"bento-dlt/{__version__}"
 #: wall-clock seconds one request may take, body included (httpx's timeouts are per read)
 DEFAULT_DEADLINE = 90.0
 CONNECT_TIMEOUT = 10.0
-#: a response larger than this is refused (a hostile or broken server must not exhaust memory)
-MAX_RESPONSE_BYTES = 32 * 1024 * 1024
-#: how much of an error body goes into a message
-ERROR_BODY_CHARS = 300
 LIBRARY_USER_AGENTS = ("python-httpx", "python-requests", "dlt/", "python-urllib", "curl/")
 
 
@@ -87,16 +79,6 @@ class EncodedBody:
     pack requests by bytes, so encoding the whole body again would double the work)."""
 
     content: bytes
-
-
-class _Transient(Exception):
-    """One failed attempt that may be retried; carries the error to raise if it is not."""
-
-    def __init__(self, error: BentoError, *, reached: bool, retry_after: float | None = None) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.reached = reached
-        self.retry_after = retry_after
 
 
 def check_user_agent(user_agent: str) -> str:
@@ -240,7 +222,7 @@ class BentoClient:
                     result = self._send_once(method, path, params, json_body)
                 pacer.succeeded()
                 return result
-            except _Transient as failure:
+            except Transient as failure:
                 error = failure.error
                 if isinstance(error, BentoRateLimitedError):
                     self._count(stats, rate_limited=1)
@@ -282,7 +264,7 @@ class BentoClient:
             stats.add(**deltas)
 
     def _retry_delay(
-        self, policy: RetryPolicy, failure: _Transient, attempt: int, started: float
+        self, policy: RetryPolicy, failure: Transient, attempt: int, started: float
     ) -> float | None:
         """Seconds to wait before the next attempt, or None to give up."""
         if failure.reached and policy.mode is RetryMode.NOT_AFTER_SEND:
@@ -334,9 +316,9 @@ class BentoClient:
                 path=path,
             )
             unreached.may_have_arrived = False
-            raise _Transient(unreached, reached=False) from None
+            raise Transient(unreached, reached=False) from None
         except httpx.TimeoutException:
-            raise _Transient(self._deadline_error(path), reached=True) from None
+            raise Transient(self._deadline_error(path), reached=True) from None
         except httpx.TransportError as exc:
             raise self._broken_connection(exc, path, "before Bento answered") from None
         try:
@@ -353,7 +335,7 @@ class BentoClient:
                 chunks.append(chunk)
                 size += len(chunk)
                 if size > MAX_RESPONSE_BYTES:
-                    raise _Transient(
+                    raise Transient(
                         BentoResponseError(
                             self._message(f"response larger than {MAX_RESPONSE_BYTES >> 20} MiB refused", path),
                             status=response.status_code, path=path,
@@ -361,19 +343,19 @@ class BentoClient:
                         reached=True,
                     )
                 if self._clock() - started > self.deadline:
-                    raise _Transient(self._deadline_error(path), reached=True)
+                    raise Transient(self._deadline_error(path), reached=True)
         except httpx.TimeoutException:
-            raise _Transient(self._deadline_error(path), reached=True) from None
+            raise Transient(self._deadline_error(path), reached=True) from None
         except httpx.TransportError as exc:
             raise self._broken_connection(exc, path, "while reading Bento's answer") from None
         return b"".join(chunks)
 
-    def _broken_connection(self, exc: httpx.TransportError, path: str, when: str) -> _Transient:
+    def _broken_connection(self, exc: httpx.TransportError, path: str, when: str) -> Transient:
         """A connection that broke after the request left: it may have reached Bento."""
         error = BentoConnectionError(
             self._message(f"the connection broke {when} ({type(exc).__name__})", path), path=path
         )
-        return _Transient(error, reached=True)
+        return Transient(error, reached=True)
 
     def _deadline_error(self, path: str) -> BentoDeadlineError:
         return BentoDeadlineError(
@@ -381,118 +363,7 @@ class BentoClient:
         )
 
     def _message(self, text: str, path: str, status: int | None = None) -> str:
-        head = f"Bento {path}" + (f" answered {status}" if status is not None else "")
-        return self.settings.redact(f"{head}: {text}")
-
-    def _redirected(self, response: httpx.Response, path: str, status: int) -> str:
-        """Where a 3xx points (scheme and host, no query: it may hold the site_uuid), and what to fix."""
-        location = response.headers.get("location")
-        if not location:
-            where = "without saying where (no Location header)"
-        else:
-            target = response.url.join(location)
-            origin = f"{target.scheme}://{target.host}" + (f":{target.port}" if target.port else "")
-            ours = httpx.URL(self.settings.base_url)
-            same_host = (target.scheme, target.host, target.port) == (ours.scheme, ours.host, ours.port)
-            where = f"redirecting to {origin}{target.path if same_host else ''}"
-        return self.settings.redact(
-            f"Bento answered {status} on {path}, {where}: check base_url (now {self.settings.base_url}); "
-            "redirects are not followed, so nothing was sent there"
-        )
+        return answer_message(self.settings, text, path, status)
 
     def _interpret(self, response: httpx.Response, raw: bytes, path: str) -> Any:
-        status = response.status_code
-        text = raw.decode("utf-8", errors="replace")
-        content_type = response.headers.get("content-type", "")
-        body: Any = None
-        parsed = False
-        if raw.strip():
-            try:
-                body = json.loads(text)
-                parsed = True
-            except ValueError:
-                body = self.settings.redact(text[:ERROR_BODY_CHARS])
-        else:
-            parsed = True
-        shown = self.settings.redact(json.dumps(body)[:ERROR_BODY_CHARS] if parsed else str(body))
-
-        if 200 <= status < 300:
-            if not parsed:
-                kind = "an HTML page" if "html" in content_type or text.lstrip().startswith("<") else "invalid JSON"
-                raise _Transient(
-                    BentoResponseError(
-                        self._message(f"{kind} instead of JSON (often a proxy or an outage): {shown}", path, status),
-                        status=status, path=path, body=body,
-                    ),
-                    reached=True,
-                )
-            if isinstance(body, dict) and "error" in body and not ({"data", "results", "result"} & body.keys()):
-                error = BentoResponseError(
-                    self._message(f"success status carrying an error: {shown}", path, status),
-                    status=status, path=path, body=body,
-                )
-                error.transient = False
-                raise error
-            return body
-
-        if 300 <= status < 400:
-            raise BentoRedirectError(self._redirected(response, path, status), status=status, path=path)
-        if status == 429:
-            retry_after = parse_retry_after(response.headers.get("retry-after"), time.time())
-            raise _Transient(
-                BentoRateLimitedError(
-                    self._message(
-                        "rate limited (429): too many requests for this budget; the client slows down and "
-                        "retries. Lower requests_per_minute if this persists",
-                        path, status,
-                    ),
-                    status=status, path=path, body=body, retry_after=retry_after,
-                ),
-                reached=False,
-                retry_after=retry_after,
-            )
-        if status == 401:
-            raise BentoAuthError(
-                self._message(
-                    "unauthorized (401): check publishable_key, secret_key and site_uuid "
-                    f"(Bento's answer: {shown})",
-                    path, status,
-                ),
-                status=status, path=path, body=body,
-            )
-        if status == 403:
-            raise BentoForbiddenError(
-                self._message(
-                    f"forbidden (403): Bento's edge refused the User-Agent {self.user_agent!r}, or the account "
-                    f"lacks access to this endpoint (plan or approval). Bento's answer: {shown}",
-                    path, status,
-                ),
-                status=status, path=path, body=body,
-            )
-        if status in (404, 405):
-            raise BentoNotFoundError(
-                self._message(
-                    f"not found ({status}): check base_url and the path. Bento's answer: {shown}", path, status
-                ),
-                status=status, path=path, body=body,
-            )
-        if status >= 500:
-            if isinstance(body, dict) and body.get("error") == AUTHOR_NOT_AUTHORIZED:
-                raise BentoInvalidRequestError(
-                    self._message(
-                        f"{AUTHOR_NOT_AUTHORIZED}: the `from` address must be an Author of this Bento account",
-                        path, status,
-                    ),
-                    status=status, path=path, body=body,
-                )
-            raise _Transient(
-                BentoServerError(
-                    self._message(f"server error ({status}); Bento may be having trouble: {shown}", path, status),
-                    status=status, path=path, body=body,
-                ),
-                reached=True,
-            )
-        raise BentoInvalidRequestError(
-            self._message(f"request refused as invalid ({status}): {shown}", path, status),
-            status=status, path=path, body=body,
-        )
+        return interpret_answer(response, raw, path, self.settings, self.user_agent)
