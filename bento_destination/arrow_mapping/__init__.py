@@ -1,0 +1,10 @@
+"""Mapping on whole Arrow batches: vectorized where Arrow gives Python's exact result, `map_row` for the rest.
+
+`map_subscriber_batch` gives, for every row of a subscribers batch, what `mapping.map_row` gives for it (payload,
+commands, error, dropped and reserved columns) and its version 2 fingerprint (`subscriber_fingerprint.py`),
+building payload dicts only for the rows asked for.
+"""
+
+from .subscribers import SubscriberBatch, as_record_batch, map_subscriber_batch
+
+__all__ = ["SubscriberBatch", "as_record_batch", "map_subscriber_batch"]
