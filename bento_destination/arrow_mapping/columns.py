@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
+import pyarrow.compute
 
 from bento_api.facts import MAX_EMAIL_LENGTH
 
@@ -24,6 +24,9 @@ from ..subscriber_fingerprint import value_text
 from ..values import RowError, check_email, scalar
 
 Mask = np.ndarray[Any, np.dtype[np.bool_]]
+#: pyarrow.compute, untyped: pyarrow-stubs types each kernel per concrete array class, while the columns here
+#: have types known only at run time (a batch's schema), so every call would need its own cast
+pc: Any = pyarrow.compute
 
 #: what Python's `str.strip()` removes from ASCII text (`str.isspace`), and what `\s` matches in `re`
 ASCII_SPACE: Final = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
@@ -64,7 +67,7 @@ def present(array: pa.Array) -> Mask:
 
 def plain(array: pa.Array) -> pa.Array:
     """Dictionary-encoded columns (pandas categoricals) decoded: their rows hold the dictionary's values."""
-    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
+    return array.dictionary_decode() if isinstance(array, pa.DictionaryArray) else array
 
 
 def python_values(array: pa.Array, convert: Callable[[Any], Any], memo: bool = False) -> ColumnValues:
@@ -126,13 +129,11 @@ def _timestamp_values(array: pa.Array, where: str) -> ColumnValues:
         return python_values(array, lambda value: scalar(value, where))
     if unit == "ns" and pc.any(pc.not_equal(pc.subtract(ticks, pc.multiply(pc.divide(ticks, 1000), 1000)), 0)).as_py():
         return python_values(array, lambda value: scalar(value, where))  # pandas prints nanoseconds its own way
-    seconds = pc.divide(pc.subtract(ticks, _positive_remainder(ticks, per_second)), per_second)
-    micros = pc.multiply(_positive_remainder(ticks, per_second), 1_000_000 // per_second) if unit != "ns" else (
-        pc.divide(_positive_remainder(ticks, per_second), 1000)
-    )
-    fraction = pc.if_else(
-        pc.equal(micros, 0), "", pc.binary_join_element_wise(".", pc.utf8_lpad(pc.cast(micros, pa.string()), 6, "0"), "")
-    )
+    remainder = _positive_remainder(ticks, per_second)
+    seconds = pc.divide(pc.subtract(ticks, remainder), per_second)
+    micros = pc.divide(remainder, 1000) if unit == "ns" else pc.multiply(remainder, 1_000_000 // per_second)
+    digits = pc.utf8_lpad(pc.cast(micros, pa.string()), 6, "0")
+    fraction = pc.if_else(pc.equal(micros, 0), "", pc.binary_join_element_wise(".", digits, ""))
     text = pc.binary_join_element_wise(_iso_seconds(seconds), fraction, "+00:00", "")
     redo = present(array) & ~_in_python_range(pc.year(pc.cast(seconds, pa.timestamp("s"))))
     text = pc.if_else(pa.array(redo), pa.scalar(None, pa.string()), text)
@@ -195,7 +196,7 @@ def email_values(array: pa.Array, column: str) -> ColumnValues:
     values = pc.if_else(pa.array(redo), pa.scalar(None, pa.string()), email).to_pylist()
     for i in other:  # text outside ASCII: Python's own rule (its Unicode case and space tables)
         try:
-            values[i] = check_email(text[i].as_py(), column)
+            values[i] = check_email(text[int(i)].as_py(), column)
             redo[i] = False
         except RowError:
             pass

@@ -10,12 +10,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ..subscriber_fingerprint import PREFIX, SEPARATOR, UNSUBSCRIBE_PART
-from .columns import Mask
+from .columns import Mask, pc
 
 
 def field_part(name: str, text: pa.Array) -> pa.Array:
@@ -38,8 +36,8 @@ def hash_texts(texts: pa.Array) -> list[str | None]:
     size = len(texts)
     if size == 0:
         return []
-    _, offsets_buffer, data_buffer = texts.buffers()
-    offsets = np.frombuffer(offsets_buffer, np.int64, size + 1, texts.offset * 8).tolist()
+    offsets = texts.offsets.to_numpy().tolist()  # positions in the data buffer, this slice's only
+    data_buffer = texts.buffers()[2]
     data = memoryview(data_buffer) if data_buffer is not None else memoryview(b"")
     valid = texts.is_valid().to_pylist()
     sha256 = hashlib.sha256

@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Final
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from bento_api.facts import RESERVED_IMPORT_KEYS
 
@@ -35,7 +35,7 @@ from ..rows import clean_row, variant_base
 from ..settings import MAX_ROW_BYTES
 from ..subscriber_fingerprint import subscriber_fingerprint_v2
 from ..values import RowError, to_bool
-from .columns import ColumnValues, Mask, as_flag, bool_values, email_values, field_values, present, with_memo
+from .columns import ColumnValues, Mask, as_flag, bool_values, email_values, field_values, pc, present, with_memo
 from .fingerprints import canonical_texts, hash_texts
 
 #: JSON may write a character of text as up to 6 bytes (`\u001f`); a row whose bound passes MAX_ROW_BYTES is
@@ -165,7 +165,7 @@ def map_subscriber_batch(data: pa.RecordBatch | pa.Table, options: MappingOption
     fields: list[_Field] = []
     notes: list[_Note] = []
     unsubscribes = np.zeros(size, np.bool_)
-    email_text = pa.nulls(size, pa.string())
+    email_text: pa.Array = pa.nulls(size, pa.string())
     if plan.error is not None:  # which rows meet it depends on their nulls: map_row decides per row
         redo[:] = True
     else:
@@ -216,11 +216,11 @@ def _map_steps(
         elif step.kind == _FIELDS_OBJECT:
             redo |= has_value  # a dict or JSON object of fields: per row
         elif step.kind == _TAGS:
-            values = with_memo(array, lambda value, column=column: _tag_string(value, column))
+            values = with_memo(array, partial(_tag_string, column=column))
             redo |= values.redo
             fields.append(_Field(step.name, values, present(values.text)))
         else:  # _UNSUBSCRIBED
-            flags = bool_values(array) or with_memo(array, lambda value, column=column: to_bool(value, column))
+            flags = bool_values(array) or with_memo(array, partial(to_bool, column=column))
             redo |= flags.redo
             unsubscribes = as_flag(flags) & ~flags.redo
     return unsubscribes
