@@ -19,10 +19,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bento_destination.arrow_mapping import SubscriberBatch, map_subscriber_batch
+from bento_destination.arrow_mapping.fingerprints import hash_texts
 from bento_destination.mapping import MappedRow, MappingOptions, map_row
 from bento_destination.rows import iter_rows
 from bento_destination.settings import MAX_ROW_BYTES
-from bento_destination.subscriber_fingerprint import subscriber_fingerprint_v2
+from bento_destination.subscriber_fingerprint import hash_text, subscriber_fingerprint_v2
 from bento_destination.values import RowError
 
 ODD_TEXT = string.ascii_letters + string.digits + " \t\n\x0b\x1c\x1f@.,;[]\"{}:_-éÉİß\u00a0\u2028\u0130 "
@@ -124,7 +125,8 @@ STRATEGY_OVERRIDES: dict[tuple[str, str], st.SearchStrategy[Any]] = {
 @st.composite
 def batches(draw: st.DrawFn) -> pa.RecordBatch:
     size = draw(st.integers(0, 8))
-    names = ["email", *draw(st.lists(st.sampled_from([name for name in COLUMNS if name != "email"]), max_size=7, unique=True))]
+    others = [name for name in COLUMNS if name != "email"]
+    names = ["email", *draw(st.lists(st.sampled_from(others), max_size=7, unique=True))]
     if draw(st.integers(0, 9)) == 0:
         names.remove("email")
     names = draw(st.permutations(names))
@@ -301,3 +303,8 @@ def test_a_table_of_several_chunks_is_mapped_as_one_batch() -> None:
     assert result.rows([0]) == [{"email": "a@b.co", "plan": "pro"}]
     empty = map_subscriber_batch(part.slice(0, 0), MappingOptions())
     assert len(empty) == 0 and empty.sendable() == [] and empty.fingerprints == []
+
+
+def test_fingerprints_are_hashed_from_a_sliced_buffer_as_python_hashes_the_text() -> None:
+    texts = pa.array(["x", "yé", None, "", "s2\x1fa@b.co"], pa.string()).slice(1)
+    assert hash_texts(texts) == [hash_text("yé"), None, hash_text(""), hash_text("s2\x1fa@b.co")]

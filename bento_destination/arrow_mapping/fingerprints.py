@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 
 from ..subscriber_fingerprint import PREFIX, SEPARATOR, UNSUBSCRIBE_PART
@@ -36,8 +37,9 @@ def hash_texts(texts: pa.Array) -> list[str | None]:
     size = len(texts)
     if size == 0:
         return []
-    offsets = texts.offsets.to_numpy().tolist()  # positions in the data buffer, this slice's only
-    data_buffer = texts.buffers()[2]
+    _, offsets_buffer, data_buffer = texts.buffers()
+    assert offsets_buffer is not None  # a string array always has its offsets
+    offsets = np.frombuffer(memoryview(offsets_buffer), np.int64, size + 1, texts.offset * 8).tolist()
     data = memoryview(data_buffer) if data_buffer is not None else memoryview(b"")
     valid = texts.is_valid().to_pylist()
     sha256 = hashlib.sha256
