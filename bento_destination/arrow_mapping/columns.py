@@ -70,6 +70,13 @@ def plain(array: pa.Array) -> pa.Array:
     return array.dictionary_decode() if isinstance(array, pa.DictionaryArray) else array
 
 
+def _memo_key(value: Any) -> Hashable | None:
+    """A key equal only for values the rules treat alike (same types throughout); None: do not remember it."""
+    if isinstance(value, list):  # a list of tag names: remembered when it holds only text and nulls
+        return (list, *value) if all(item is None or type(item) is str for item in value) else None
+    return (type(value), value) if isinstance(value, Hashable) else None
+
+
 def python_values(array: pa.Array, convert: Callable[[Any], Any], memo: bool = False) -> ColumnValues:
     """The Python rule `convert` on every non-null value (RowError: redo the row); None from it: nothing sent.
 
@@ -83,7 +90,7 @@ def python_values(array: pa.Array, convert: Callable[[Any], Any], memo: bool = F
     for i, value in enumerate(array.to_pylist()):
         if value is None:
             continue
-        key = (type(value), value) if memo and isinstance(value, Hashable) else None
+        key = _memo_key(value) if memo else None
         if key is not None and key in seen:
             known = seen[key]
         else:

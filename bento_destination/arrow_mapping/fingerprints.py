@@ -8,6 +8,7 @@ Only the sha256 runs per row, straight on the Arrow buffer (no Python string per
 from __future__ import annotations
 
 import hashlib
+from itertools import pairwise
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,9 +42,12 @@ def hash_texts(texts: pa.Array) -> list[str | None]:
     assert offsets_buffer is not None  # a string array always has its offsets
     offsets = np.frombuffer(memoryview(offsets_buffer), np.int64, size + 1, texts.offset * 8).tolist()
     data = memoryview(data_buffer) if data_buffer is not None else memoryview(b"")
-    valid = texts.is_valid().to_pylist()
     sha256 = hashlib.sha256
-    return [
-        PREFIX + sha256(data[offsets[i]:offsets[i + 1]]).hexdigest()[:32] if valid[i] else None
-        for i in range(size)
+    out: list[str | None] = [
+        PREFIX + sha256(data[start:end]).hexdigest()[:32] for start, end in pairwise(offsets)
     ]
+    if texts.null_count:
+        for i, valid in enumerate(texts.is_valid().to_pylist()):
+            if not valid:
+                out[i] = None
+    return out

@@ -88,30 +88,55 @@ class SubscriberBatch:
 
     def mapped(self, indices: Sequence[int]) -> list[MappedRow]:
         """Payload, commands and notes of the given rows (none of them an error row), as `map_row` gives them."""
-        fast = [i for i in indices if i not in self._redone]
-        if any(i in self.errors for i in fast):
-            raise ValueError("mapped() asked for a row that cannot be sent; check errors first")
-        columns = [(f.name, f.values.take(fast), f.sends[fast].tolist()) for f in self._fields]
-        notes = [(n.where, n.reserved, n.rows[fast].tolist()) for n in self._notes]
-        built: dict[int, MappedRow] = {}
-        for j, i in enumerate(fast):
-            email = self.emails[i]
-            assert email is not None
-            payload: dict[str, Any] = {"email": email}
-            for name, values, sends in columns:
-                if sends[j]:
-                    payload[name] = values[j]
-            result = MappedRow(payload=None)
+        payloads, commands = self.payloads(indices)
+        notes = [(n.where, n.reserved, n.rows[list(indices)].tolist()) for n in self._notes]
+        out = []
+        for j, i in enumerate(indices):
+            if i in self._redone:
+                out.append(self._redone[i])
+                continue
+            result = MappedRow(payloads[j], commands[j])
             for where, reserved, rows in notes:
                 if rows[j]:
                     (result.reserved if reserved else result.dropped).add(where)
-            unsubscribe = bool(self.unsubscribes[i])
-            if unsubscribe:
-                result.commands.append({"command": "unsubscribe", "email": email})
-            if len(payload) > 1 or not unsubscribe:
-                result.payload = payload
-            built[i] = result
-        return [self._redone[i] if i in self._redone else built[i] for i in indices]
+            out.append(result)
+        return out
+
+    def payloads(self, indices: Sequence[int]) -> tuple[list[dict[str, Any] | None], list[list[dict[str, Any]]]]:
+        """The upsert payload (None for an unsubscribe alone) and the commands of each given row.
+
+        Only these rows become dicts: the rows a sink will send, not those the ledger found unchanged.
+        """
+        if any(i in self.errors for i in indices):
+            raise ValueError("payloads() asked for a row that cannot be sent; check errors first")
+        picked = list(indices)
+        emails = [self.emails[i] for i in picked]
+        unsubscribes = self.unsubscribes[picked].tolist()
+        names = [f.name for f in self._fields]
+        columns = [f.values.take(picked) for f in self._fields]
+        gaps = [not f.sends[picked].all() for f in self._fields]
+        if any(gaps):  # some fields have no value in some rows: leave them out of those payloads
+            sends = [f.sends[picked].tolist() for f in self._fields]
+            payloads: list[dict[str, Any] | None] = []
+            for j, email in enumerate(emails):
+                payload = {"email": email}
+                for name, values, sent in zip(names, columns, sends, strict=True):
+                    if sent[j]:
+                        payload[name] = values[j]
+                payloads.append(payload)
+        else:
+            keys = ("email", *names)
+            payloads = [dict(zip(keys, row, strict=True)) for row in zip(emails, *columns, strict=True)]
+        commands: list[list[dict[str, Any]]] = [
+            [{"command": "unsubscribe", "email": email}] if unsubscribe else []
+            for email, unsubscribe in zip(emails, unsubscribes, strict=True)
+        ]
+        for j, i in enumerate(picked):
+            if i in self._redone:
+                payloads[j], commands[j] = self._redone[i].payload, self._redone[i].commands
+            elif unsubscribes[j] and len(payloads[j] or ()) == 1:
+                payloads[j] = None  # nothing to upsert: the command alone
+        return payloads, commands
 
     def rows(self, indices: Sequence[int]) -> list[dict[str, Any]]:
         """The source rows as the sink sees them (nulls dropped, variant columns folded), e.g. for rejects."""
