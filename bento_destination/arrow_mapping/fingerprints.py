@@ -8,8 +8,8 @@ Only the sha256 runs per row, straight on the Arrow buffer (no Python string per
 from __future__ import annotations
 
 import hashlib
-from itertools import pairwise
 from collections.abc import Sequence
+from itertools import pairwise
 
 import numpy as np
 import pyarrow as pa
