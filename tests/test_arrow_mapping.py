@@ -26,7 +26,7 @@ from bento_destination.settings import MAX_ROW_BYTES
 from bento_destination.subscriber_fingerprint import hash_text, subscriber_fingerprint_v2
 from bento_destination.values import RowError
 
-ODD_TEXT = string.ascii_letters + string.digits + " \t\n\x0b\x1c\x1f@.,;[]\"{}:_-éÉİß\u00a0\u2028\u0130 "
+ODD_TEXT = string.ascii_letters + string.digits + " \t\n\x00\x0b\x1c\x1f@.,;[]\"{}:_-éÉİß\u00a0\u2028\u0130 "
 EMAIL_PARTS = st.text(alphabet="abcXYZ09._+-é", min_size=1, max_size=6)
 EMAILS = st.one_of(
     st.builds(lambda a, b, c, pad: f"{pad}{a}@{b}.{c}{pad[::-1]}", EMAIL_PARTS, EMAIL_PARTS, EMAIL_PARTS,
@@ -308,3 +308,15 @@ def test_a_table_of_several_chunks_is_mapped_as_one_batch() -> None:
 def test_fingerprints_are_hashed_from_a_sliced_buffer_as_python_hashes_the_text() -> None:
     texts = pa.array(["x", "yé", None, "", "s2\x1fa@b.co"], pa.string()).slice(1)
     assert hash_texts(texts) == [hash_text("yé"), None, hash_text(""), hash_text("s2\x1fa@b.co")]
+
+
+def test_tag_lists_are_grouped_only_when_equal_keys_mean_equal_lists() -> None:
+    for lists in ([["a\x00", "b"], ["a", "\x00b"], [], [""]], [["x", None], ["x", None], ["y"]]):
+        batch = batch_of({
+            "email": pa.array([f"p{i}@b.co" for i in range(len(lists))]),
+            "tags": pa.array(lists, pa.list_(pa.string())),
+        })
+        result = assert_same(batch, MappingOptions())
+        assert [(row.payload or {}).get("tags") for row in result.mapped(range(len(lists)))] in (
+            ["a\x00,b", "a,\x00b", None, None], ["x", "x", "y"],
+        )

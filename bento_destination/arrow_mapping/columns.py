@@ -119,7 +119,8 @@ def _float_values(array: pa.Array) -> ColumnValues:
 
 def _iso_seconds(seconds: pa.Array) -> pa.Array:
     """`YYYY-MM-DDTHH:MM:SS` of int64 seconds since the epoch (UTC, no zone)."""
-    return pc.strftime(pc.cast(seconds, pa.timestamp("s")), format="%Y-%m-%dT%H:%M:%S")
+    spaced = pc.cast(pc.cast(seconds, pa.timestamp("s")), pa.string())  # `YYYY-MM-DD HH:MM:SS`, faster than strftime
+    return pc.replace_substring(spaced, " ", "T", max_replacements=1)
 
 
 def _in_python_range(years: pa.Array) -> Mask:
@@ -212,8 +213,52 @@ def email_values(array: pa.Array, column: str) -> ColumnValues:
 
 
 def with_memo(array: pa.Array, convert: Callable[[Any], Any]) -> ColumnValues:
-    """`python_values` converting each distinct value once (tag lists and `unsubscribed` repeat a few values)."""
-    return python_values(plain(array), convert, memo=True)
+    """`convert` (a Python rule) once per distinct value: tag and flag columns repeat a few values.
+
+    Text and lists of text are grouped by Arrow (`dictionary_encode` of a key equal only for equal values);
+    other columns, and lists holding nulls or NUL characters, are remembered value by value in Python.
+    """
+    array = plain(array)
+    key = _distinct_key(array)
+    if key is None:
+        return python_values(array, convert, memo=True)
+    codes = pc.fill_null(pc.dictionary_encode(key).indices, -1).to_numpy(zero_copy_only=False)
+    if (present(array) & (codes < 0)).any():  # a value without a key: a list holding a null
+        return python_values(array, convert, memo=True)
+    rows = np.flatnonzero(codes >= 0)
+    if not len(rows):
+        return python_values(array, convert)  # nothing but nulls
+    _, first = np.unique(codes[rows], return_index=True)  # one row of each distinct value, in code order
+    outs: list[Any] = []
+    texts: list[str | None] = []
+    failed: list[bool] = []
+    for row in rows[first].tolist():
+        try:
+            out = convert(array[row].as_py())
+        except RowError:
+            out = None
+            failed.append(True)
+        else:
+            failed.append(False)
+        outs.append(out)
+        texts.append(None if out is None else value_text(out))
+    take = pa.array(codes, pa.int32(), mask=codes < 0)
+    redo = mask(pa.array(failed, pa.bool_()).take(take))
+    return ColumnValues(pa.array(outs).take(take), pa.array(texts, pa.string()).take(take), redo)
+
+
+def _distinct_key(array: pa.Array) -> pa.Array | None:
+    """Text equal exactly for equal values (text, or lists of text), null for a null; None if there is none."""
+    kind = array.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return array
+    is_list = pa.types.is_list(kind) or pa.types.is_large_list(kind)
+    if not is_list or not (pa.types.is_string(kind.value_type) or pa.types.is_large_string(kind.value_type)):
+        return None
+    if pc.any(pc.match_substring(pc.list_flatten(array), "\x00")).as_py():
+        return None  # NUL separates the items below: a list whose items hold it goes value by value
+    count = pc.cast(pc.list_value_length(array), pa.string())
+    return pc.binary_join_element_wise(count, pc.binary_join(array, "\x00"), ":")
 
 
 def as_flag(values: ColumnValues) -> Mask:
