@@ -107,10 +107,10 @@ class SubscriberBatch:
 
         Only these rows become dicts: the rows a sink will send, not those the ledger found unchanged.
         """
-        if any(i in self.errors for i in indices):
-            raise ValueError("payloads() asked for a row that cannot be sent; check errors first")
         picked = list(indices)
-        emails = [self.emails[i] for i in picked]
+        if self.errors and any(i in self.errors for i in picked):
+            raise ValueError("payloads() asked for a row that cannot be sent; check errors first")
+        emails = self.emails if picked == list(range(len(self))) else [self.emails[i] for i in picked]
         unsubscribes = self.unsubscribes[picked].tolist()
         names = [f.name for f in self._fields]
         columns = [f.values.take(picked) for f in self._fields]
@@ -131,11 +131,13 @@ class SubscriberBatch:
             [{"command": "unsubscribe", "email": email}] if unsubscribe else []
             for email, unsubscribe in zip(emails, unsubscribes, strict=True)
         ]
-        for j, i in enumerate(picked):
-            if i in self._redone:
-                payloads[j], commands[j] = self._redone[i].payload, self._redone[i].commands
-            elif unsubscribes[j] and len(payloads[j] or ()) == 1:
+        for j in np.flatnonzero(self.unsubscribes[picked]).tolist():
+            if len(payloads[j] or ()) == 1:
                 payloads[j] = None  # nothing to upsert: the command alone
+        if self._redone:
+            for j, i in enumerate(picked):
+                if i in self._redone:
+                    payloads[j], commands[j] = self._redone[i].payload, self._redone[i].commands
         return payloads, commands
 
     def rows(self, indices: Sequence[int]) -> list[dict[str, Any]]:
