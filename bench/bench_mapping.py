@@ -169,7 +169,7 @@ def batch_mapper(table: pa.Table, dicts: bool, chunk: int = ROWS) -> int:
     for batch in table.to_batches(max_chunksize=chunk):
         mapped = map_subscriber_batch(batch, MappingOptions())
         rows = mapped.sendable()
-        sent += len(mapped.mapped(rows)) if dicts else len(rows)
+        sent += len(mapped.payloads(rows)[0]) if dicts else len(rows)
     return sent
 
 
