@@ -29,6 +29,7 @@ from ..mapping import (
     _TAGS,
     MappedRow,
     MappingOptions,
+    _Step,
     _subscriber_plan,
     _tag_string,
     map_row,
@@ -239,7 +240,7 @@ def map_subscriber_batch(data: pa.RecordBatch | pa.Table, options: MappingOption
 
 
 def _map_steps(
-    batch: pa.RecordBatch, steps: Sequence[Any], options: MappingOptions, fields: list[_Field], notes: list[_Note],
+    batch: pa.RecordBatch, steps: Sequence[_Step], options: MappingOptions, fields: list[_Field], notes: list[_Note],
     redo: Mask,
 ) -> Mask:
     """Convert each planned column (filling `fields`, `notes`, `redo`); returns the unsubscribe flags."""
