@@ -9,6 +9,7 @@ the CPU the sink spends per batch, which bounds how many batches one process can
 
     .venv/bin/python -m bench.bench_mapping                 # ms per 1000-row batch; batches/s on 10 threads
     .venv/bin/python -m bench.bench_mapping --profile subscribers-list   # cProfile of one case
+    .venv/bin/python -m bench.bench_mapping --whole-batch   # 100k rows: batch mapper vs map_row vs to_dict
 """
 
 from __future__ import annotations
@@ -29,10 +30,13 @@ from typing import Any, cast
 import pyarrow as pa
 
 from bento_api import BentoClient
+from bento_destination.arrow_mapping import map_subscriber_batch
 from bento_destination.changes import LedgerOptions, batch_changes, close_ledgers
-from bento_destination.mapping import MappingOptions
+from bento_destination.mapping import MappingOptions, map_row
+from bento_destination.rows import iter_rows
 from bento_destination.send import BatchOutcome
 from bento_destination.sink import _process
+from bento_destination.subscriber_fingerprint import subscriber_fingerprint_v2
 
 ROWS = 1000
 PLANS = ("free", "pro", "team")
@@ -136,13 +140,94 @@ def throughput(table: str, form: str, ledger: bool, threads: int, per_thread: in
     return len(batches) / (time.perf_counter() - started)
 
 
+# --------------------------------------------------------------------------- whole batches (issue 15, claim b)
+
+WHOLE_ROWS = 100_000
+
+
+def whole_batch_tables(rows: int) -> dict[str, pa.Table]:
+    """The destination benchmark's input (email, first_name, plan, score), and a wider one with tags and a date."""
+    ids = range(rows)
+    narrow = pa.table({
+        "email": [f"bench{i:07d}@example.com" for i in ids],
+        "first_name": [f"Person {i}" for i in ids],
+        "plan": [PLANS[i % 3] for i in ids],
+        "score": [i % 1000 for i in ids],
+    })
+    base = dt.datetime(2024, 5, 1, tzinfo=dt.UTC)
+    wide = narrow.append_column("ratio", pa.array([i * 0.25 for i in ids])).append_column(
+        "signed_up_at", pa.array([base + dt.timedelta(seconds=i) for i in ids], pa.timestamp("us", "UTC"))
+    ).append_column("tags", pa.array([["customer", PLANS[i % 3]] for i in ids])).append_column(
+        "unsubscribed", pa.array([i % 50 == 0 for i in ids])
+    )
+    return {"4 columns": narrow, "8 columns (+float, timestamp, tags list, unsubscribed)": wide}
+
+
+def batch_mapper(table: pa.Table, dicts: bool, chunk: int = ROWS) -> int:
+    """map_subscriber_batch per `chunk`-row slice, with payload dicts of every row (a first load) or without."""
+    sent = 0
+    for batch in table.to_batches(max_chunksize=chunk):
+        mapped = map_subscriber_batch(batch, MappingOptions())
+        rows = mapped.sendable()
+        sent += len(mapped.payloads(rows)[0]) if dicts else len(rows)
+    return sent
+
+
+def per_row(table: pa.Table) -> int:
+    """What the sink does today per row: iter_rows, map_row, and the version 2 fingerprint."""
+    sent = 0
+    for batch in table.to_batches(max_chunksize=ROWS):
+        for row in iter_rows(batch):
+            mapped = map_row("subscribers", row, MappingOptions())
+            subscriber_fingerprint_v2(mapped.payload, mapped.commands)
+            sent += 1
+    return sent
+
+
+def plain_loop(table: pa.Table) -> int:
+    """The plain loop's own work before sending: the DataFrame to dicts (`df.to_dict("records")`)."""
+    return len(table.to_pandas().to_dict("records"))
+
+
+def whole_batch(rows: int, repeats: int) -> None:
+    """Rows per second of each way, best of `repeats`, side by side in one run."""
+    ways: dict[str, Callable[[pa.Table], int]] = {
+        "batch mapper + v2 fingerprints + payload dicts": lambda t: batch_mapper(t, True),
+        "batch mapper + v2 fingerprints, no dicts (unchanged rows)": lambda t: batch_mapper(t, False),
+        "batch mapper, whole table as one batch, + payload dicts": lambda t: batch_mapper(t, True, t.num_rows),
+        "batch mapper, whole table as one batch, no dicts": lambda t: batch_mapper(t, False, t.num_rows),
+        "per row: iter_rows + map_row + v2 fingerprint": per_row,
+        "plain loop: DataFrame to dicts": plain_loop,
+    }
+    print(f"{rows:,} rows, 1000-row batches unless said, rows/s (best of {repeats})")
+    for title, table in whole_batch_tables(rows).items():
+        print(f"\n{title}")
+        rates: dict[str, float] = {}
+        for way, run in ways.items():
+            best = float("inf")
+            for _ in range(repeats):
+                started = time.perf_counter()
+                if run(table) != rows:
+                    raise RuntimeError(f"{way}: not every row was mapped")
+                best = min(best, time.perf_counter() - started)
+            rates[way] = rows / best
+        plain = rates["plain loop: DataFrame to dicts"]
+        for way, rate in rates.items():
+            print(f"  {way:<58} {rate:>11,.0f} rows/s  {rate / plain:5.2f}x the plain loop")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--repeats", type=int, default=31)
     parser.add_argument("--threads", type=int, default=10)
     parser.add_argument("--profile", metavar="TABLE-FORM", help="cProfile one case, e.g. subscribers-list")
     parser.add_argument("--no-ledger", action="store_true", help="with --profile: sync_ledger=False")
+    parser.add_argument("--whole-batch", action="store_true", help="100k rows: batch mapper vs map_row vs to_dict")
+    parser.add_argument("--rows", type=int, default=WHOLE_ROWS, help="with --whole-batch: rows of the table")
     args = parser.parse_args()
+    if args.whole_batch:
+        whole_batch(args.rows, 3)
+        return
     workdir = tempfile.mkdtemp(prefix="bench-mapping-")
     try:
         if args.profile:
