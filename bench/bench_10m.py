@@ -147,6 +147,7 @@ def main() -> None:
     emu_args = ["--records", "counts", "--requests-per-minute", "10000000", "--capacity", "1000000",
                 "--subscribers", "0"]
     results: list[SyncRun] = []
+    emulator_peaks: dict[str, float] = {}
     try:
         for name in inputs:
             # one emulator per input: each first sync starts from an empty Bento
@@ -162,6 +163,8 @@ def main() -> None:
                         print(f"postgres input: {args.rows} rows in {time.perf_counter() - started:.1f}s", flush=True)
                         results += [sync_once(emu, source, name, run, workdir, args.requests_per_minute)
                                     for run in ("first", "unchanged")]
+                emulator_peaks[name] = round(emu.peak_rss_mb(), 1)
+                print(f"emulator ({name}): peak RSS {emulator_peaks[name]} MB, records=counts", flush=True)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -172,6 +175,8 @@ def main() -> None:
         print(f"{r.input:9} {r.run:10} {r.exit_code:>4} {r.wall_seconds:>8.1f} {r.peak_rss_mb:>8.1f} "
               f"{r.batch_requests:>8} {r.rate_limited:>5} {r.upserts_accepted:>9} {r.people:>9}  "
               f"{'holds' if r.holds else 'DOES NOT HOLD'}")
+    for name, peak in emulator_peaks.items():
+        print(f"emulator process ({name} runs, records=counts): peak RSS {peak} MB")
 
 
 if __name__ == "__main__":
