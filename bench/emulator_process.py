@@ -17,6 +17,15 @@ import httpx
 class EmulatorProcess:
     env: dict[str, str]  # BENTO_BASE_URL, BENTO_SITE_UUID, BENTO_PUBLISHABLE_KEY, BENTO_SECRET_KEY
     admin_url: str
+    pid: int = 0
+
+    def peak_rss_mb(self) -> float:
+        """The emulator process's peak RSS so far (VmHWM, Linux), in MB."""
+        with open(f"/proc/{self.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError(f"no VmHWM for process {self.pid}")
 
     @property
     def credentials(self) -> dict[str, str]:
@@ -60,7 +69,7 @@ def emulator_process(args: Sequence[str] = ()) -> Iterator[EmulatorProcess]:
                 break
         if not env or not admin:
             raise RuntimeError("the emulator did not start")
-        yield EmulatorProcess(env=env, admin_url=admin)
+        yield EmulatorProcess(env=env, admin_url=admin, pid=proc.pid)
     finally:
         proc.terminate()
         try:

@@ -4,13 +4,14 @@ Routes: GET log, GET summary, GET/POST/DELETE faults, POST rate_limit, POST rese
 GET subscribers, GET events, GET emails, GET config, GET queue, POST drain.
 The data routes (summary, subscribers, events, emails) show the eventual state: they apply every
 queued write first, as BentoEmulator.store does. GET queue shows the queue without applying it.
+In the counts mode the record routes (log, subscribers, events, emails) answer 409: summary has the counts.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import codec, limits
+from . import codec, counting, limits
 from .api import Response, error
 from .app import App
 from .config import AUTO
@@ -52,6 +53,8 @@ class AdminAPI:
         }.get((method, sub.rstrip("/")))
         if route is None:
             return error(404, f"Unknown admin endpoint {method} {limits.ADMIN_PREFIX}{sub}")
+        if self.app.tally is not None and route in (self._log, self._subscribers, self._events, self._emails):
+            return counting.no_records()
         try:
             return route(query, body)
         except (ValueError, TypeError) as exc:
@@ -77,7 +80,7 @@ class AdminAPI:
             limits_now[fam] = None if lim is None or lim.per_second is None else {
                 "per_minute": lim.per_second * 60, "capacity": lim.capacity, "retry_after": lim.retry_after}
         return Response(200, {
-            "objects": self.app.store.counts(),
+            "objects": self.app.object_counts(),
             "requests": self.app.log.summary(),
             "faults": [f.to_dict() for f in self.app.faults.active()],
             "rate_limits": limits_now,
@@ -153,4 +156,5 @@ class AdminAPI:
             "base_url": self.base_url, "site_uuid": cfg.site_uuid, "publishable_key": cfg.publishable_key,
             "secret_key": cfg.secret_key, "mode": cfg.mode, "seed": cfg.seed, "page_size": cfg.page_size,
             "search_page_size": cfg.search_page_size, "enterprise": cfg.enterprise, "authors": list(cfg.authors),
+            "records": cfg.records,
         })

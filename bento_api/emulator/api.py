@@ -65,7 +65,7 @@ def field_errors(status: int, *pairs: tuple[str, str]) -> Response:
 
 
 # ---------------------------------------------------------------- batch helpers
-def _batch_rows(call: Call, wrapper: str, maximum: int, label: str | None = None) -> list[Any] | Response:
+def batch_rows(call: Call, wrapper: str, maximum: int, label: str | None = None) -> list[Any] | Response:
     """The list under `wrapper`, or a 400 saying why (missing, not a list, empty, over the maximum).
 
     Which status Bento gives an over-limit batch is unknown: the default mode answers 400, bento_like 422.
@@ -88,10 +88,10 @@ def _batch_rows(call: Call, wrapper: str, maximum: int, label: str | None = None
 _SUBSCRIBER_SPECIAL = frozenset({"email", "tags", "remove_tags", "command"})
 #: the per-row `command` an old Bento page documents for imports (docs/bento-api.md, "Subscriber import"); the
 #: emulator honours it, the pessimistic reading, so a client that leaks a `command` column is caught
-_IMPORT_COMMANDS = frozenset({"subscribe", "unsubscribe"})
+IMPORT_COMMANDS = frozenset({"subscribe", "unsubscribe"})
 
 
-def _parse_subscriber_row(row: Any) -> tuple[str, dict[str, Any], list[str], list[str]] | None:
+def parse_subscriber_row(row: Any) -> tuple[str, dict[str, Any], list[str], list[str]] | None:
     """(email, custom fields, tags to add, tags to remove), or None if Bento would refuse the row."""
     if not isinstance(row, dict):
         return None
@@ -113,12 +113,12 @@ def _parse_subscriber_row(row: Any) -> tuple[str, dict[str, Any], list[str], lis
 
 
 def batch_subscribers(call: Call) -> Response:
-    rows = _batch_rows(call, "subscribers", limits.MAX_SUBSCRIBERS_PER_BATCH)
+    rows = batch_rows(call, "subscribers", limits.MAX_SUBSCRIBERS_PER_BATCH)
     if isinstance(rows, Response):
         return rows
     accepted = []
     for row in rows:
-        parsed = _parse_subscriber_row(row)
+        parsed = parse_subscriber_row(row)
         if parsed is not None and not call.plan.refuses(parsed[0]):
             accepted.append((*parsed, row.get("command")))
     store = call.store
@@ -131,14 +131,14 @@ def batch_subscribers(call: Call) -> Response:
             store.add_tags(sub, add)
             store.remove_tags(sub, remove)
             store.bump(sub, now)
-            if command in _IMPORT_COMMANDS:
+            if command in IMPORT_COMMANDS:
                 sub.unsubscribed_at = None if command == "subscribe" else (sub.unsubscribed_at or now)
 
     call.submit(apply)
     return Response(200, {"results": len(accepted), "failed": len(rows) - len(accepted)})
 
 
-def _parse_event_row(row: Any) -> tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, str | None] | None:
+def parse_event_row(row: Any) -> tuple[str, str, dict[str, Any] | None, dict[str, Any] | None, str | None] | None:
     if not isinstance(row, dict):
         return None
     email = normalize_email(row.get("email"))
@@ -175,12 +175,12 @@ def _event_effects(store: Store, sub: Subscriber, type_: str, details: dict[str,
 
 
 def batch_events(call: Call) -> Response:
-    rows = _batch_rows(call, "events", limits.MAX_EVENTS_PER_BATCH)
+    rows = batch_rows(call, "events", limits.MAX_EVENTS_PER_BATCH)
     if isinstance(rows, Response):
         return rows
     accepted = []
     for row in rows:
-        parsed = _parse_event_row(row)
+        parsed = parse_event_row(row)
         if parsed is not None and not call.plan.refuses(parsed[0]):
             accepted.append(parsed)
     store = call.store
@@ -200,9 +200,29 @@ def batch_events(call: Call) -> Response:
 
 
 def batch_emails(call: Call) -> Response:
-    rows = _batch_rows(call, "emails", limits.MAX_EMAILS_PER_BATCH)
+    rows = batch_rows(call, "emails", limits.MAX_EMAILS_PER_BATCH)
     if isinstance(rows, Response):
         return rows
+    refused = check_email_rows(call, rows)
+    if refused is not None:
+        return refused
+    store = call.store
+
+    def apply() -> None:
+        for row in rows:
+            to = normalize_email(row["to"]) or ""
+            store.get_or_create(to)  # Bento creates unknown recipients
+            pers = row.get("personalizations")
+            store.emails_sent.append(SentEmail(
+                to, row["from"].strip().lower(), row["subject"], row["html_body"],
+                bool(row.get("transactional", False)), pers if isinstance(pers, dict) else None, store.now()))
+
+    call.submit(apply)
+    return Response(200, {"results": len(rows)})
+
+
+def check_email_rows(call: Call, rows: list[Any]) -> Response | None:
+    """The error Bento gives a batch of emails (missing keys, a `from` that is no author, a bad `to`), or None."""
     problems: list[tuple[str, str]] = []
     for i, row in enumerate(rows):
         if not isinstance(row, dict):
@@ -219,32 +239,39 @@ def batch_emails(call: Call) -> Response:
     bad_to = [(f"emails[{i}].to", "is invalid") for i, r in enumerate(rows) if normalize_email(r["to"]) is None]
     if bad_to:
         return field_errors(422, *bad_to)
-    store = call.store
-
-    def apply() -> None:
-        for row in rows:
-            to = normalize_email(row["to"]) or ""
-            store.get_or_create(to)  # Bento creates unknown recipients
-            pers = row.get("personalizations")
-            store.emails_sent.append(SentEmail(
-                to, row["from"].strip().lower(), row["subject"], row["html_body"],
-                bool(row.get("transactional", False)), pers if isinstance(pers, dict) else None, store.now()))
-
-    call.submit(apply)
-    return Response(200, {"results": len(rows)})
+    return None
 
 
 # ---------------------------------------------------------------- commands
+def check_command(cmd: Any) -> tuple[str, str, Any] | None:
+    """(name, normalised email, query) of a well-formed command, or None if Bento would count it as failed
+    whatever the data (unknown command, bad email, a query of the wrong shape)."""
+    if not isinstance(cmd, dict):
+        return None
+    name, email, query = cmd.get("command"), normalize_email(cmd.get("email")), cmd.get("query")
+    if email is None or not isinstance(name, str):
+        return None
+    if name in ("add_tag", "add_tag_via_event", "remove_tag"):
+        well_formed = isinstance(query, str) and bool(query.strip())
+    elif name == "add_field":
+        well_formed = (isinstance(query, dict) and isinstance(query.get("key"), str) and bool(query["key"])
+                       and is_flat(query.get("value")))
+    elif name == "remove_field":
+        well_formed = isinstance(query, str) and bool(query)
+    elif name == "change_email":
+        well_formed = normalize_email(query) is not None
+    else:
+        well_formed = name in ("subscribe", "unsubscribe")
+    return (name, email, query) if well_formed else None
+
+
 def _run_command(store: Store, cmd: Any) -> bool:
     """Apply one command; False if Bento would count it as failed."""
-    if not isinstance(cmd, dict):
+    checked = check_command(cmd)
+    if checked is None:
         return False
-    name, email, query = cmd.get("command"), normalize_email(cmd.get("email")), cmd.get("query")
-    if email is None:
-        return False
+    name, email, query = checked
     if name in ("add_tag", "add_tag_via_event", "remove_tag"):
-        if not isinstance(query, str) or not query.strip():
-            return False
         sub, _ = store.get_or_create(email)
         if name == "remove_tag":
             store.remove_tags(sub, [query.strip()])
@@ -253,17 +280,11 @@ def _run_command(store: Store, cmd: Any) -> bool:
         store.bump(sub)
         return True
     if name == "add_field":
-        if not isinstance(query, dict) or not isinstance(query.get("key"), str) or not query["key"]:
-            return False
-        if not is_flat(query.get("value")):
-            return False
         sub, _ = store.get_or_create(email)
         store.apply_fields(sub, {query["key"]: query.get("value")})
         store.bump(sub)
         return True
     if name == "remove_field":
-        if not isinstance(query, str) or not query:
-            return False
         sub, _ = store.get_or_create(email)
         sub.fields.pop(query, None)
         store.bump(sub)
@@ -274,10 +295,8 @@ def _run_command(store: Store, cmd: Any) -> bool:
     if name == "unsubscribe":
         store.unsubscribe(email)
         return True
-    if name == "change_email":
-        new = normalize_email(query)
-        return new is not None and store.change_email(email, new)
-    return False
+    new = normalize_email(query)  # change_email, the one command left
+    return new is not None and store.change_email(email, new)
 
 
 def fetch_commands(call: Call) -> Response:
@@ -285,7 +304,7 @@ def fetch_commands(call: Call) -> Response:
     if isinstance(body, dict) and isinstance(body.get("command"), dict):
         cmds: list[Any] = [body["command"]]  # the Node and PHP SDKs send one object
     else:
-        rows = _batch_rows(call, "command", limits.MAX_COMMANDS_PER_CALL, "commands")
+        rows = batch_rows(call, "command", limits.MAX_COMMANDS_PER_CALL, "commands")
         if isinstance(rows, Response):
             return rows
         cmds = rows

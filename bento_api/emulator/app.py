@@ -16,13 +16,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from . import api, codec, limits
+from . import api, codec, counting, limits
 from .api import Call, Response, error
 from .config import EmulatorConfig
 from .faults import BEFORE_APPLY_KINDS, Fault, FaultInjector
 from .ratelimit import RateLimiter, retry_after_header
 from .records import RequestLog, RequestRecord
 from .store import Store
+from .tally import Tally
 from .writequeue import WriteQueue
 
 _CLOUDFLARE_PAGE = (
@@ -54,9 +55,12 @@ class App:
     """Everything one emulated Bento site needs to answer requests."""
 
     def __init__(self, cfg: EmulatorConfig, store: Store, limiter: RateLimiter, faults: FaultInjector,
-                 log: RequestLog, writes: WriteQueue) -> None:
+                 log: RequestLog, writes: WriteQueue, tally: Tally | None = None) -> None:
         self.cfg = cfg
         self.store = store
+        #: the counts mode's memory of writes (None: records are kept in the store), and its handlers
+        self.tally = tally
+        self._routes = counting.routes(tally) if tally is not None else {}
         self.writes = writes
         self.limiter = limiter
         self.faults = faults
@@ -132,7 +136,7 @@ class App:
                                       f"{blocked} User-Agent is blocked"))
         if not self._authorized(headers.get("authorization")) or not self._site_ok(query, body):
             return Outcome(error(401, "Unauthorized"))
-        handler = api.resolve(method, path)
+        handler = self._routes.get((method, path)) or api.resolve(method, path)
         if handler is None:
             return Outcome(error(404, "Not Found"))
         decision = self.limiter.acquire(record.family)
@@ -157,6 +161,13 @@ class App:
         if fault is not None:
             return _fault_outcome(fault, answer)
         return Outcome(answer)
+
+    def object_counts(self) -> dict[str, Any]:
+        """Objects held, as the summary shows them: the store's, with the tally's in the counts mode."""
+        counts: dict[str, Any] = dict(self.store.counts())
+        if self.tally is not None:
+            counts.update(self.tally.counts())
+        return counts
 
     def body_too_large(self) -> Response:
         """413 for a body over max_body_bytes: JSON, or in bento_like a proxy's HTML page."""

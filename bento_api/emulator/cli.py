@@ -12,7 +12,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any, TextIO
 
-from .config import MODE_ENV, EmulatorConfig
+from .config import MODE_ENV, RECORDS_ENV, EmulatorConfig
 from .emulator import BentoEmulator
 from .faults import KINDS, parse_fault_spec
 
@@ -42,6 +42,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="answer /fetch/search with 403, as for an account without Enterprise")
     g.add_argument("--no-log-bodies", action="store_true",
                    help="keep only counts and emails of requests in the log (large benchmarks)")
+    g.add_argument("--records", choices=("full", "counts"),
+                   help=f"full: keep every subscriber, event and request; counts: keep counts, hashes of emails and "
+                        f"digests of payloads only (ten-million-row benchmarks; default: ${RECORDS_ENV}, else full)")
     d = parser.add_argument_group("data")
     d.add_argument("--page-size", type=int, help="page size of broadcasts, sequences, workflows (default 25)")
     d.add_argument("--search-page-size", type=int, help="page size of /fetch/search (default 100)")
@@ -79,6 +82,8 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         kw["enterprise"] = False
     if args.no_log_bodies:
         kw["log_bodies"] = False
+    if args.records is not None:
+        kw["records"] = args.records
     if args.no_rate_limit:
         kw["rate_limits_enabled"] = False
     if args.requests_per_minute is not None:
@@ -98,6 +103,8 @@ def _print_banner(emu: BentoEmulator, out: TextIO) -> None:
     if emu.config.bento_like:
         print(f"Mode bento_like: imports, commands and email sends are queued for {emu.config.write_delay_seconds:g}s "
               f"(POST {emu.admin_url}/drain applies them now)", file=out)
+    if emu.config.counts_only:
+        print(f"Records: counts (no records kept; GET {emu.admin_url}/summary has the counts and digests)", file=out)
     print(f"Admin endpoints: {emu.admin_url}/ (log, summary, faults, rate_limit, subscribers, events, queue, drain)",
           file=out)
     print("# test credentials, for your shell:", file=out)
@@ -130,7 +137,7 @@ def run(args: argparse.Namespace, out: TextIO | None = None) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        total = len(emu.request_log)
+        total = emu.log.total
         emu.stop()
     print(f"Bento emulator stopped after {total} API requests.", file=stream, flush=True)
     return 0

@@ -30,3 +30,14 @@ def dumps(obj: Any) -> bytes:
     if _orjson is not None:
         return _orjson.dumps(obj)
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def canonical(obj: Any) -> bytes:
+    """One byte string per JSON value whatever its key order (keys sorted, compact): what the counts mode hashes.
+
+    orjson and the stdlib agree on it for strings, integers, booleans, null and plain decimals; they may write
+    very large or small floats differently, so compare digests made by the same installation.
+    """
+    if _orjson is not None:
+        return _orjson.dumps(obj, option=_orjson.OPT_SORT_KEYS)
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False, sort_keys=True).encode()

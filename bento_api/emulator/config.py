@@ -29,6 +29,13 @@ MODE_ENV: Final = "BENTO_EMULATOR_MODE"
 BENTO_LIKE_WRITE_DELAY: Final = 60.0
 #: the default of `retry_after`: a Retry-After in seconds in the default mode, none in bento_like
 AUTO: Final = "auto"
+#: what the emulator keeps of writes: "full" records (Subscriber objects, the request log), or "counts": counts,
+#: 64-bit hashes of emails and digests of payloads, so ten million upserts fit in a few hundred MB (tally.py)
+FULL_RECORDS: Final = "full"
+COUNTS: Final = "counts"
+RECORDS: Final = (FULL_RECORDS, COUNTS)
+#: the environment variable that picks `records` when none is given
+RECORDS_ENV: Final = "BENTO_EMULATOR_RECORDS"
 
 
 def normalize_mode(value: str) -> str:
@@ -48,6 +55,16 @@ def mode_from_env() -> str:
         return normalize_mode(raw)
     except ValueError as exc:
         raise ValueError(f"{MODE_ENV}={raw!r}: {exc}") from None
+
+
+def records_from_env() -> str:
+    """The records setting named by BENTO_EMULATOR_RECORDS, or 'full' when it is unset or empty."""
+    raw = os.environ.get(RECORDS_ENV, "").strip().lower()
+    if not raw:
+        return FULL_RECORDS
+    if raw not in RECORDS:
+        raise ValueError(f"{RECORDS_ENV}={raw!r}: expected 'full' or 'counts'")
+    return raw
 
 
 @dataclass
@@ -85,6 +102,7 @@ class EmulatorConfig:
     # Per-family overrides of the above, e.g. {"stats": RateLimit.of(per_hour=60)}; RateLimit(None) = unlimited.
     family_limits: dict[str, RateLimit] = field(default_factory=dict)
     log_bodies: bool = True  # False keeps only counts and emails (million-row benchmarks)
+    records: str = field(default_factory=records_from_env)  # "full" or "counts" (ten-million-row benchmarks)
     # User-Agent prefixes answered 403 besides a missing or empty one; None = the mode's list.
     blocked_user_agents: tuple[str, ...] | None = None
     authors: tuple[str, ...] = DEFAULT_AUTHORS  # allowed `from` on /batch/emails
@@ -95,6 +113,8 @@ class EmulatorConfig:
 
     def __post_init__(self) -> None:
         self.mode = normalize_mode(self.mode)
+        if self.records not in RECORDS:
+            raise ValueError(f"records must be 'full' or 'counts', not {self.records!r}")
         if self.host == "localhost":
             self.host = "127.0.0.1"
         try:
@@ -127,6 +147,11 @@ class EmulatorConfig:
     @property
     def bento_like(self) -> bool:
         return self.mode == BENTO_LIKE
+
+    @property
+    def counts_only(self) -> bool:
+        """Writes leave counts and hashes, not records; the request log keeps counts only."""
+        return self.records == COUNTS
 
     @property
     def queues_writes(self) -> bool:

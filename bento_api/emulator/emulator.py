@@ -15,10 +15,11 @@ from .app import App
 from .config import AUTO, EmulatorConfig
 from .faults import Fault, FaultInjector
 from .ratelimit import RateLimit, RateLimiter
-from .records import RequestLog, RequestRecord
+from .records import CountingLog, RequestLog, RequestRecord
 from .seed import seed_store
 from .server import EmulatorHTTPServer
 from .store import Store
+from .tally import Tally
 from .writequeue import WriteQueue
 
 
@@ -41,8 +42,13 @@ class BentoEmulator:
                                  queue_clock)
         self.limiter = RateLimiter(cfg.initial_rate_limits())
         self.faults = FaultInjector(cfg.seed, cfg.faults)
-        self.log = RequestLog()
-        self.app = App(cfg, self._store, self.limiter, self.faults, self.log, self.writes)
+        #: the counts mode's counts and hashes of writes (docs/emulator.md, "Counts mode"); None in the full mode
+        self.tally: Tally | None = None
+        if cfg.counts_only:
+            self.tally = Tally(self._store.lock)
+            self.tally.absorb(self._store)
+        self.log = CountingLog() if cfg.counts_only else RequestLog()
+        self.app = App(cfg, self._store, self.limiter, self.faults, self.log, self.writes, self.tally)
         self._admin = AdminAPI(self.app, "")
         self._server: EmulatorHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -171,7 +177,7 @@ class BentoEmulator:
     # ------------------------------------------------------------------ log, faults, limits
     @property
     def request_log(self) -> list[RequestRecord]:
-        """A snapshot of every API request so far, in completion order."""
+        """A snapshot of every API request so far, in completion order (RecordsNotKept in the counts mode)."""
         return self.log.snapshot()
 
     def requests(self, path: str | None = None, method: str | None = None) -> list[RequestRecord]:
@@ -183,7 +189,8 @@ class BentoEmulator:
 
     def summary(self) -> dict[str, Any]:
         """Same as GET /_emulator/summary: counts once every queued write is applied (it drains)."""
-        return {"objects": self.store.counts(), "requests": self.log.summary()}
+        self.writes.drain()
+        return {"objects": self.app.object_counts(), "requests": self.log.summary()}
 
     def add_fault(self, fault: Fault) -> None:
         self.faults.add(fault)

@@ -1,4 +1,8 @@
-"""The request log: one record per request that reached the emulator's API, for tests and benchmarks."""
+"""The request log: one record per request that reached the emulator's API, for tests and benchmarks.
+
+CountingLog is the counts mode's log: the same summary from counters, no records (a million-request run
+would otherwise hold every request's emails).
+"""
 
 from __future__ import annotations
 
@@ -54,6 +58,12 @@ class RequestLog:
         with self._lock:
             self._records.clear()
 
+    @property
+    def total(self) -> int:
+        """Requests logged so far."""
+        with self._lock:
+            return len(self._records)
+
     def snapshot(self) -> list[RequestRecord]:
         with self._lock:
             return list(self._records)
@@ -85,3 +95,54 @@ class RequestLog:
             "distinct_emails_by_path": {p: len(c) for p, c in emails.items()},
             "duplicate_emails_by_path": {p: sum(n - 1 for n in c.values() if n > 1) for p, c in emails.items()},
         }
+
+
+class RecordsNotKept(RuntimeError):
+    """The counts mode keeps no request records: read the summary instead."""
+
+
+@dataclass
+class CountingLog(RequestLog):
+    """A request log that keeps only counters: requests by path and status, rows of accepted requests, 429s."""
+
+    _total: int = 0
+    _by_path: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+    _rows: Counter[str] = field(default_factory=Counter)
+
+    def append(self, record: RequestRecord) -> None:
+        key = "dropped" if record.dropped else str(record.status)
+        with self._lock:
+            self._total += 1
+            self._by_path[record.path][key] += 1
+            if 200 <= record.status < 300 or record.dropped:
+                self._rows[record.path] += record.rows
+
+    def clear(self) -> None:
+        with self._lock:
+            self._total = 0
+            self._by_path.clear()
+            self._rows.clear()
+
+    @property
+    def total(self) -> int:
+        with self._lock:
+            return self._total
+
+    def snapshot(self) -> list[RequestRecord]:
+        raise RecordsNotKept("the emulator runs with records='counts' and keeps no request records; "
+                             "use summary() (GET /_emulator/summary) for requests by path and status")
+
+    def summary(self) -> dict[str, Any]:
+        """RequestLog.summary's counts (no per-email figures: the tally counts distinct people)."""
+        with self._lock:
+            by_status: Counter[str] = Counter()
+            for counts in self._by_path.values():
+                by_status.update(counts)
+            return {
+                "records": "counts",
+                "total": self._total,
+                "by_status": dict(by_status),
+                "by_path": {p: dict(c) for p, c in self._by_path.items()},
+                "rows_by_path": dict(self._rows),
+                "rate_limited": by_status.get("429", 0),
+            }

@@ -184,6 +184,12 @@ class Store:
             sub = Subscriber(self._next_subscriber_id, self.new_uuid(), email, {}, [], None, now, now)
             return self.insert_subscriber(sub), True
 
+    def drop_subscribers(self) -> None:
+        """Forget every subscriber record (the counts mode keeps hashes of them instead, tally.py)."""
+        with self.lock:
+            self.subscribers.clear()
+            self._by_uuid.clear()
+
     def by_uuid(self, value: str) -> Subscriber | None:
         with self.lock:
             return self._by_uuid.get(value)
