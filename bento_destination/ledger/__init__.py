@@ -9,7 +9,7 @@ which tags this connector added (tag ownership). See docs/ledger.md.
 The package, one job per module: `keys` (canonical JSON, fingerprints, event keys and their versions),
 `transaction` (the ops a commit writes), `lww` (the last-write-wins rule, the one place its SQL lives),
 `segments` (the fsspec segment store), `replica` (segments mirrored into the DuckDB cache), `database`
-(tables, caps, versions of a ledger file), `worker` (the DuckDB thread), `reads` and `store` (`SyncLedger`),
+(tables, caps, versions of a ledger file), `worker` (the DuckDB thread), `classes`, `reads` and `store` (`SyncLedger`),
 `upgrade` (entries of an older fingerprint version migrate as they are compared). The blast-radius rule
 lives in `bento_destination.policy`; it is re-exported here for the callers that import it from here.
 """
@@ -17,6 +17,7 @@ lives in `bento_destination.policy`; it is re-exported here for the callers that
 from __future__ import annotations
 
 from ..policy import DEFAULT_MAX_SHARE, BlastRadiusExceeded, check_blast_radius
+from .classes import CHANGED, NEW, STALE, UNCHANGED
 from .database import BULK_ROWS, DEFAULT_BULK_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS
 from .errors import LedgerBusyError, LedgerError
 from .keys import (
@@ -33,11 +34,10 @@ from .keys import (
     subscriber_fingerprint_v1,
 )
 from .lww import ALL_OPERATIONS
-from .reads import CHANGED, NEW, STALE, UNCHANGED
 from .segments import SEGMENT_PREFIX, SEGMENT_SCHEMA, SEGMENT_SUFFIX, TMP_PREFIX, SegmentStore
 from .store import DEFAULT_COMPACT_AFTER, SyncLedger
 from .transaction import TAGS_NS, UNSUBSCRIBED_NS, LedgerTransaction, Pairs
-from .upgrade import settle_stale
+from .upgrade import OlderFingerprints, settle_stale
 
 __all__ = [
     "ALL_OPERATIONS",
@@ -66,6 +66,7 @@ __all__ = [
     "LedgerBusyError",
     "LedgerError",
     "LedgerTransaction",
+    "OlderFingerprints",
     "Pairs",
     "SegmentStore",
     "SyncLedger",

@@ -5,9 +5,9 @@ Each is one join of the batch against the ledger table on the ledger's thread; n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, Final, cast
+from typing import Any, cast
 
 import duckdb
 import numpy
@@ -15,16 +15,12 @@ import pyarrow as pa
 
 from bento_api.facts import normalise_email
 
+from .classes import CHANGED, NEW, STALE, UNCHANGED
 from .keys import VERSION_SQL
 from .replica import fetch_one
 from .transaction import TAGS_NS, UNSUBSCRIBED_NS, Pairs, as_list, check_operation, pairs_table, string_array
+from .upgrade import OlderFingerprints, settle_stale
 from .worker import Worker, on_worker
-
-#: classes of :meth:`LedgerReads.classify`. STALE: the stored fingerprint was written by an older version
-#: than the one given, so the two cannot be compared: the caller compares the row's older fingerprint
-#: (`upgrade.settle_stale`)
-NEW, CHANGED, UNCHANGED, STALE = 0, 1, 2, 3
-CLASS_NAMES: Final = ("new", "changed", "unchanged", "stale")
 
 
 class LedgerReads:
@@ -44,15 +40,27 @@ class LedgerReads:
     def _ensure_open(self) -> None:
         raise NotImplementedError
 
+    def restamp(self, operation: str, keys: Sequence[str], older: Sequence[str], newer: Sequence[str]) -> int:
+        raise NotImplementedError
+
     @on_worker
-    def partition(self, operation: str, items: Pairs) -> tuple[list[int], list[int], list[int]]:
+    def partition(
+        self, operation: str, items: Pairs, older: OlderFingerprints | None = None
+    ) -> tuple[list[int], list[int], list[int]]:
         """Split (key, fingerprint) pairs into indexes of (new, changed, unchanged) rows.
 
-        New: no fingerprint stored; changed: a different one (a STALE entry, of an older version, counts
-        as changed here: use :meth:`classify` to tell it apart); unchanged: the same, so not sent.
-        One join of the batch against the ledger table; pass large batches (a load file) at once.
+        New: no fingerprint stored; changed: a different one; unchanged: the same, so not sent. A row
+        whose entry an older fingerprint version wrote (STALE) is compared with ``older(indexes)``, its
+        fingerprints by that version, and re-stamped when equal (`upgrade.settle_stale`); without
+        ``older`` it counts as changed. One join of the batch against the ledger table; pass large
+        batches (a load file) at once.
         """
         klass = self._classify(operation, items)
+        if older is not None:
+            table = pairs_table(items, "key", "fp")
+            settle_stale(
+                self, operation, table.column("key").combine_chunks(), table.column("fp").combine_chunks(), klass, older
+            )
         index = numpy.arange(len(klass))
         return (
             cast(list[int], index[klass == NEW].tolist()),

@@ -262,12 +262,12 @@ class SyncLedger(LedgerReads):
         with self._locked():
             self._con.register("ledger_restamp", batch)
             try:
-                matched = self._con.execute(
+                matched = self._con.sql(
                     """
                     SELECT b.key, b.new FROM ledger_restamp b JOIN ledger_entries e
                       ON e.site = ? AND e.ns = ? AND e.sub = '' AND e.key = b.key AND e.value = b.old
                     """,
-                    [self._site, ns],
+                    params=[self._site, ns],
                 ).to_arrow_table()
                 assert matched is not None
             finally:

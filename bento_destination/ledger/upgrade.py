@@ -9,20 +9,27 @@ with the version 2 fingerprint; different means changed. After the first re-sync
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import numpy
 import pyarrow as pa
 
-from .reads import CHANGED, STALE, UNCHANGED
-from .store import SyncLedger
+from .classes import CHANGED, STALE, UNCHANGED
 
 #: for the indexes of the STALE rows, their fingerprints by the older version (in that order)
 OlderFingerprints = Callable[[numpy.ndarray[Any, numpy.dtype[numpy.int64]]], Sequence[str]]
 
 
+class _Ledger(Protocol):
+    """What settling needs of the ledger (`SyncLedger`): classify pairs, re-stamp entries."""
+
+    def classify(self, operation: str, items: pa.Table) -> numpy.ndarray[Any, numpy.dtype[numpy.int8]]: ...
+
+    def restamp(self, operation: str, keys: Sequence[str], older: Sequence[str], newer: Sequence[str]) -> int: ...
+
+
 def settle_stale(
-    ledger: SyncLedger,
+    ledger: _Ledger,
     operation: str,
     keys: Sequence[str] | pa.Array,
     fingerprints: Sequence[str] | pa.Array,
