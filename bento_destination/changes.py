@@ -71,7 +71,18 @@ from .ledger import (
     subscriber_fingerprint_v1,
 )
 from .mapping import MappedRow, MappingOptions, map_row
-from .policy import not_sent
+from .policy import (
+    TAG_NOT_OWNED,
+    UNSUBSCRIBE_EVENT,
+    UNSUBSCRIBED_PERSON,
+    WOULD_RESUBSCRIBE,
+    command_consent,
+    event_consent,
+    may_remove_tag,
+    not_sent,
+    owned_removals,
+    removal_people,
+)
 from .rows import iter_rows, variant_base
 from .send import BatchOutcome, Item
 from .settings import SINK_BATCH_SIZE
@@ -81,15 +92,12 @@ from .values import RowError, field_key
 
 #: the default ledger file, inside the pipeline's working folder
 LEDGER_FILENAME = "bento_ledger.duckdb"
-SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT, REMOVE_TAG_EVENT = "$subscribe", "$unsubscribe", "$remove_tag"
+REMOVE_TAG_EVENT = "$remove_tag"
 TAG_ADDING_COMMANDS = frozenset({"add_tag", "add_tag_via_event"})
 #: dlt's own tables and columns start with this; the sink never sees them (skip_dlt_columns_and_tables)
 DLT_PREFIX = "_dlt"
 
-#: reject reasons added by the ledger
-UNSUBSCRIBED_PERSON = "unsubscribed_person"
-WOULD_RESUBSCRIBE = "would_resubscribe"
-TAG_NOT_OWNED = "tag_not_owned"
+#: reject reason added by the ledger (the consent and tag-ownership reasons are policy.py's)
 BLAST_RADIUS = "blast_radius_exceeded"
 #: what the pre-pass told the sink about a subscribers table (see BatchChanges.prepared)
 Prepared = Literal["all_new", "classified"]
@@ -331,7 +339,7 @@ class BatchChanges:
                 if not wanted:
                     continue
                 mine = owned.get(str(plan.key).lower(), set())
-                plan.remove_owned = [t for t in wanted if t in mine]
+                plan.remove_owned = owned_removals(wanted, mine)
                 self._count("tags_not_owned", len(wanted) - len(plan.remove_owned))
                 item.payload = {k: v for k, v in item.payload.items() if k != "remove_tags"}
                 if plan.remove_owned:
@@ -346,11 +354,12 @@ class BatchChanges:
         unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in self._plans])
         for plan in self._plans:
             payload = plan.items[0].payload
-            if payload["email"] not in unsubscribed:
-                continue
-            if payload["type"] == SUBSCRIBE_EVENT:
+            reason = event_consent(
+                payload["type"], payload["email"] in unsubscribed, self.options.allow_events_for_unsubscribed
+            )
+            if reason == WOULD_RESUBSCRIBE:
                 self._reject(plan, WOULD_RESUBSCRIBE, _resubscribe_detail(payload["email"]))
-            elif not self.options.allow_events_for_unsubscribed and payload["type"] != UNSUBSCRIBE_EVENT:
+            elif reason == UNSUBSCRIBED_PERSON:
                 self._reject(
                     plan,
                     UNSUBSCRIBED_PERSON,
@@ -375,7 +384,7 @@ class BatchChanges:
         subscribing = [p for p in self._plans if p.items[0].payload["command"] == "subscribe"]
         unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in subscribing])
         for plan in subscribing:
-            if plan.items[0].payload["email"] in unsubscribed:
+            if command_consent("subscribe", plan.items[0].payload["email"] in unsubscribed):
                 self._reject(plan, WOULD_RESUBSCRIBE, _resubscribe_detail(plan.items[0].payload["email"]))
         if not self.options.tag_ownership:
             return
@@ -383,7 +392,7 @@ class BatchChanges:
         owned = self.ledger.owned_tags([p.items[0].payload["email"] for p in removing]) if removing else {}
         for plan in removing:
             payload = plan.items[0].payload
-            if str(payload["query"]).strip() not in owned.get(payload["email"], set()):
+            if not may_remove_tag(str(payload["query"]), owned.get(payload["email"], set())):
                 self._reject(
                     plan,
                     TAG_NOT_OWNED,
@@ -1007,12 +1016,10 @@ def _count_removals(
     if not live:
         return
     known = ledger.unsubscribed([email for _, email, unsub, _ in live if unsub])
-    plan.would_unsubscribe |= {email for _, email, unsub, _ in live if unsub and email not in known}
-    tagged = [r for r in live if r[3]]
-    if options.tag_ownership:
-        owned = ledger.owned_tags([email for _, email, _, _ in tagged])
-        tagged = [r for r in tagged if "*" in r[3] or set(r[3]) & owned.get(r[1], set())]
-    plan.would_remove_tags |= {email for _, email, _, _ in tagged}
+    owned = ledger.owned_tags([email for _, email, _, tags in live if tags]) if options.tag_ownership else None
+    unsubscribing, untagging = removal_people([(email, unsub, tags) for _, email, unsub, tags in live], known, owned)
+    plan.would_unsubscribe |= unsubscribing
+    plan.would_remove_tags |= untagging
 
 
 def _rewrite(

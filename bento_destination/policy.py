@@ -6,7 +6,7 @@ rule is one function a test can call with plain values.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any, Final
 
 import numpy
@@ -71,6 +71,27 @@ def may_remove_tag(tag: str, owned: Collection[str]) -> bool:
 
 
 # --------------------------------------------------------------------------- blast radius
+
+
+def removal_people(
+    removals: Iterable[tuple[str, bool, list[str]]],
+    known_unsubscribed: Collection[str],
+    owned: Mapping[str, Collection[str]] | None,
+) -> tuple[set[str], set[str]]:
+    """The people rows would unsubscribe, and strip tags from: what the blast radius counts.
+
+    ``removals`` are (email, unsubscribes?, tags removed) of the rows that will be sent. Someone already
+    known to be unsubscribed is not counted again. With tag ownership (``owned`` not None) only owned
+    tags count, and `*` (a `$remove_tag` event, whose tag is in its details) always does.
+    """
+    unsubscribing: set[str] = set()
+    untagging: set[str] = set()
+    for email, unsubscribes, tags in removals:
+        if unsubscribes and email not in known_unsubscribed:
+            unsubscribing.add(email)
+        if tags and (owned is None or "*" in tags or set(tags) & set(owned.get(email, ()))):
+            untagging.add(email)
+    return unsubscribing, untagging
 
 
 class BlastRadiusExceeded(BentoError):
