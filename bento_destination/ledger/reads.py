@@ -112,6 +112,7 @@ class LedgerReads:
         """Does the ledger hold a fingerprint of ``operation`` written by a version older than ``version``?
 
         False once every entry was re-stamped or re-sent: callers then skip computing older fingerprints.
+        Entries of ``version`` itself are passed over by their prefix, before the version is parsed.
         """
         ns = check_operation(operation)
         with self._locked():
@@ -119,9 +120,10 @@ class LedgerReads:
                 self._con,
                 f"""
                 SELECT count(*) FROM (SELECT 1 FROM ledger_entries
-                WHERE site = ? AND ns = ? AND sub = '' AND {VERSION_SQL.format(value="value")} < ? LIMIT 1)
+                WHERE site = ? AND ns = ? AND sub = '' AND NOT starts_with(value, ?)
+                  AND {VERSION_SQL.format(value="value")} < ? LIMIT 1)
                 """,
-                [self._site, ns, version],
+                [self._site, ns, f"s{version}:", version],
             )
         return bool(found)
 
