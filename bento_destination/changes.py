@@ -62,28 +62,42 @@ from .ledger import (
     UNCHANGED,
     BlastRadiusExceeded,
     LedgerTransaction,
+    OlderFingerprints,
     SyncLedger,
     check_blast_radius,
     event_ledger_key,
     fingerprint,
+    settle_stale,
+    subscriber_fingerprint_v1,
 )
 from .mapping import MappedRow, MappingOptions, map_row
+from .policy import (
+    TAG_NOT_OWNED,
+    UNSUBSCRIBE_EVENT,
+    UNSUBSCRIBED_PERSON,
+    WOULD_RESUBSCRIBE,
+    command_consent,
+    event_consent,
+    may_remove_tag,
+    not_sent,
+    owned_removals,
+    removal_people,
+)
 from .rows import iter_rows, variant_base
 from .send import BatchOutcome, Item
 from .settings import SINK_BATCH_SIZE
+from .subscriber_fingerprint import VERSION as SUBSCRIBER_FINGERPRINT_VERSION
+from .subscriber_fingerprint import subscriber_fingerprint_v2
 from .values import RowError, field_key
 
 #: the default ledger file, inside the pipeline's working folder
 LEDGER_FILENAME = "bento_ledger.duckdb"
-SUBSCRIBE_EVENT, UNSUBSCRIBE_EVENT, REMOVE_TAG_EVENT = "$subscribe", "$unsubscribe", "$remove_tag"
+REMOVE_TAG_EVENT = "$remove_tag"
 TAG_ADDING_COMMANDS = frozenset({"add_tag", "add_tag_via_event"})
 #: dlt's own tables and columns start with this; the sink never sees them (skip_dlt_columns_and_tables)
 DLT_PREFIX = "_dlt"
 
-#: reject reasons added by the ledger
-UNSUBSCRIBED_PERSON = "unsubscribed_person"
-WOULD_RESUBSCRIBE = "would_resubscribe"
-TAG_NOT_OWNED = "tag_not_owned"
+#: reject reason added by the ledger (the consent and tag-ownership reasons are policy.py's)
 BLAST_RADIUS = "blast_radius_exceeded"
 #: what the pre-pass told the sink about a subscribers table (see BatchChanges.prepared)
 Prepared = Literal["all_new", "classified"]
@@ -203,8 +217,11 @@ def _tags(text: Any) -> list[str]:
 
 
 def subscriber_fingerprint(payload: dict[str, Any] | None, commands: list[dict[str, Any]]) -> str:
-    """What a subscriber row asks of Bento: its upsert and its commands (an unsubscribe), as mapped."""
-    return fingerprint({"p": payload, "c": commands})
+    """What a subscriber row asks of Bento: its upsert and its commands (an unsubscribe), as mapped (version 2).
+
+    A ledger entry of an older version is compared with `subscriber_fingerprint_v1` instead (ledger/upgrade.py).
+    """
+    return subscriber_fingerprint_v2(payload, commands)
 
 
 def classify_mapped(
@@ -291,7 +308,13 @@ class BatchChanges:
             return
         if self.prepared == "classified":
             return  # the pre-pass dropped the unchanged rows and counted the rest; re-sending is an upsert
-        new, changed, unchanged = self.ledger.partition(ns, [(p.key or "", p.fp or "") for p in tracked])
+        pairs = [(p.key or "", p.fp or "") for p in tracked]
+        if ns == "subscribers":  # entries of an older fingerprint version: compared with it, and re-stamped
+            new, changed, unchanged = self.ledger.partition(
+                ns, pairs, older=lambda indexes: [subscriber_fingerprint_v1(*_intent(tracked[i])) for i in indexes]
+            )
+        else:
+            new, changed, unchanged = self.ledger.partition(ns, pairs)
         self._count("new", len(new))
         self._count("changed", len(changed))
         self._count("unchanged", len(unchanged))
@@ -300,8 +323,7 @@ class BatchChanges:
 
     def _filter_subscribers(self) -> None:
         for plan in self._plans:
-            payload = next((i.payload for i in plan.items if i.payload.get("command") is None), None)
-            commands = [i.payload for i in plan.items if i.payload.get("command") is not None]
+            payload, commands = _intent(plan)
             email = payload["email"] if payload else commands[0]["email"]
             plan.key, plan.fp = str(email), subscriber_fingerprint(payload, commands)
         self._partition("subscribers", self._plans)
@@ -317,7 +339,7 @@ class BatchChanges:
                 if not wanted:
                     continue
                 mine = owned.get(str(plan.key).lower(), set())
-                plan.remove_owned = [t for t in wanted if t in mine]
+                plan.remove_owned = owned_removals(wanted, mine)
                 self._count("tags_not_owned", len(wanted) - len(plan.remove_owned))
                 item.payload = {k: v for k, v in item.payload.items() if k != "remove_tags"}
                 if plan.remove_owned:
@@ -332,11 +354,12 @@ class BatchChanges:
         unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in self._plans])
         for plan in self._plans:
             payload = plan.items[0].payload
-            if payload["email"] not in unsubscribed:
-                continue
-            if payload["type"] == SUBSCRIBE_EVENT:
+            reason = event_consent(
+                payload["type"], payload["email"] in unsubscribed, self.options.allow_events_for_unsubscribed
+            )
+            if reason == WOULD_RESUBSCRIBE:
                 self._reject(plan, WOULD_RESUBSCRIBE, _resubscribe_detail(payload["email"]))
-            elif not self.options.allow_events_for_unsubscribed and payload["type"] != UNSUBSCRIBE_EVENT:
+            elif reason == UNSUBSCRIBED_PERSON:
                 self._reject(
                     plan,
                     UNSUBSCRIBED_PERSON,
@@ -361,7 +384,7 @@ class BatchChanges:
         subscribing = [p for p in self._plans if p.items[0].payload["command"] == "subscribe"]
         unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in subscribing])
         for plan in subscribing:
-            if plan.items[0].payload["email"] in unsubscribed:
+            if command_consent("subscribe", plan.items[0].payload["email"] in unsubscribed):
                 self._reject(plan, WOULD_RESUBSCRIBE, _resubscribe_detail(plan.items[0].payload["email"]))
         if not self.options.tag_ownership:
             return
@@ -369,7 +392,7 @@ class BatchChanges:
         owned = self.ledger.owned_tags([p.items[0].payload["email"] for p in removing]) if removing else {}
         for plan in removing:
             payload = plan.items[0].payload
-            if str(payload["query"]).strip() not in owned.get(payload["email"], set()):
+            if not may_remove_tag(str(payload["query"]), owned.get(payload["email"], set())):
                 self._reject(
                     plan,
                     TAG_NOT_OWNED,
@@ -417,6 +440,12 @@ class BatchChanges:
                 tx.remove_owned_tags(tags_removed)
 
         self.ledger.record(changes)  # on the ledger's thread, as one commit
+
+
+def _intent(plan: _RowPlan) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """A subscriber row's upsert and commands, as mapped (before tag-ownership filtering changes the payload)."""
+    payload = next((i.payload for i in plan.items if i.payload.get("command") is None), None)
+    return payload, [i.payload for i in plan.items if i.payload.get("command") is not None]
 
 
 def _resubscribe_detail(email: str) -> str:
@@ -490,6 +519,7 @@ def classify_rows(
         for chunk in _chunks(iter_rows(rows)):
             keys: list[str] = []
             fps: list[str] = []
+            rows_mapped: list[MappedRow] = []
             events: list[MappedRow] = []
             for row in chunk:
                 try:
@@ -506,16 +536,24 @@ def classify_rows(
                 else:
                     keys.append(pair[0])
                     fps.append(pair[1])
+                    rows_mapped.append(mapped)
             for key, fp in _numbered_pairs(events, identical):
                 keys.append(key)
                 fps.append(fp)
             if not keys:
                 continue
             klass = ledger.classify(operation, pa.table({"key": pa.array(keys, pa.string()), "fp": fps}))
+            if operation == "subscribers":  # entries of an older version: compared with it; a dry run writes nothing
+                settle_stale(ledger, operation, keys, fps, klass, _v1_fingerprints(rows_mapped), restamp=False)
             counts.new += int((klass == NEW).sum())
             counts.changed += int((klass == CHANGED).sum())
             counts.unchanged += int((klass == UNCHANGED).sum())
     return counts
+
+
+def _v1_fingerprints(rows: list[MappedRow]) -> OlderFingerprints:
+    """The version 1 fingerprints of the chosen mapped subscriber rows (to compare with entries of that version)."""
+    return lambda indexes: [subscriber_fingerprint_v1(rows[i].payload, rows[i].commands) for i in indexes]
 
 
 def _numbered_pairs(events: list[MappedRow], identical: IdenticalRows) -> list[tuple[str, str]]:
@@ -712,10 +750,16 @@ def _scan_file(
     scan = _FileScan()
     keys: list[pa.Array] = []
     fps: list[pa.Array] = []
+    olds: list[pa.Array] = []  # subscribers' version 1 fingerprints, while the ledger holds such entries
     pair_rows: list[numpy.ndarray[Any, numpy.dtype[numpy.int64]]] = []
+    migrating = (
+        fingerprints and ledger is not None and operation == "subscribers"
+        and ledger.holds_older_fingerprints(operation, SUBSCRIBER_FINGERPRINT_VERSION)
+    )
     for batch in _read_batches(job.path):
         batch_keys: list[str] = []
         batch_fps: list[str] = []
+        batch_olds: list[str] = []
         batch_rows: list[int] = []
         hashes: list[int] = []
         loose: list[tuple[int, MappedRow]] = []  # events keyed below, once the batch's identical rows are numbered
@@ -741,6 +785,8 @@ def _scan_file(
                     batch_keys.append(pair[0])
                     batch_fps.append(pair[1])
                     batch_rows.append(index)
+                    if migrating:
+                        batch_olds.append(subscriber_fingerprint_v1(mapped.payload, mapped.commands))
         if identical is not None and loose:
             bases = [base_event_key(mapped.payload or {}) for _, mapped in loose]
             scan.derived += len(loose)
@@ -758,15 +804,18 @@ def _scan_file(
         if batch_keys:
             keys.append(pa.array(batch_keys, pa.string()))
             fps.append(pa.array(batch_fps, pa.string()))
+            olds.append(pa.array(batch_olds, pa.string()))
             pair_rows.append(numpy.asarray(batch_rows, numpy.int64))
     if keys and ledger is not None:
         pairs = pa.table({"key": pa.concat_arrays(keys), "fp": pa.concat_arrays(fps)})
         del keys, fps
         klass = ledger.classify(operation, pairs)
+        if migrating:  # rows whose entry is version 1: unchanged if equal to it (and re-stamped), else changed
+            old = pa.concat_arrays(olds)
+            settle_stale(ledger, operation, pairs.column("key").combine_chunks(), pairs.column("fp").combine_chunks(),
+                         klass, lambda indexes: [str(v) for v in old.take(indexes).to_pylist()])
         scan.new, scan.changed = int((klass == NEW).sum()), int((klass == CHANGED).sum())
-        # events: a key already acknowledged is not sent again, whatever its payload
-        drop = klass != NEW if operation == "events" else klass == UNCHANGED
-        scan.unchanged = numpy.concatenate(pair_rows)[drop]
+        scan.unchanged = numpy.concatenate(pair_rows)[not_sent(operation, klass)]
     return scan
 
 
@@ -967,12 +1016,10 @@ def _count_removals(
     if not live:
         return
     known = ledger.unsubscribed([email for _, email, unsub, _ in live if unsub])
-    plan.would_unsubscribe |= {email for _, email, unsub, _ in live if unsub and email not in known}
-    tagged = [r for r in live if r[3]]
-    if options.tag_ownership:
-        owned = ledger.owned_tags([email for _, email, _, _ in tagged])
-        tagged = [r for r in tagged if "*" in r[3] or set(r[3]) & owned.get(r[1], set())]
-    plan.would_remove_tags |= {email for _, email, _, _ in tagged}
+    owned = ledger.owned_tags([email for _, email, _, tags in live if tags]) if options.tag_ownership else None
+    unsubscribing, untagging = removal_people([(email, unsub, tags) for _, email, unsub, tags in live], known, owned)
+    plan.would_unsubscribe |= unsubscribing
+    plan.would_remove_tags |= untagging
 
 
 def _rewrite(

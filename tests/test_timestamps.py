@@ -28,7 +28,7 @@ from bento_api.timestamps import (
     parse_utc,
 )
 from bento_destination.changes import classify_mapped
-from bento_destination.ledger import canonical_json, derive_event_key
+from bento_destination.ledger import canonical_json, derive_event_key, subscriber_fingerprint_v1
 from bento_destination.mapping import MappingOptions, map_row
 from bento_destination.values import RowError, iso_datetime
 
@@ -171,10 +171,14 @@ def test_stored_fingerprints_and_event_keys_do_not_change() -> None:
          ('["bob@example.com","$login","c74e748add1103132b5d68954d38cb6d"]', "bf271a0d8fe3b3b04b2b43e3784f71ac")),
         ("subscribers", {"email": "dee@example.com", "signed_up": dt.datetime(2024, 3, 4, 5, 6, 7, 890000),
                          "day": dt.date(2024, 3, 4)},
-         ("dee@example.com", "57f31229d4756e9e96d0b4b7387a7f54")),
+         ("dee@example.com", "s2:2bafb2bc5fb41742f30d4ce71b681b4d")),
     ]
     for operation, row, expected in rows:
         assert classify_mapped(operation, map_row(operation, row, MappingOptions()), True) == expected
+    # subscribers are fingerprinted with version 2 now; the version 1 value the ledgers of earlier releases hold
+    # must stay what it was, since an upgraded ledger is compared with it (tests/test_ledger_upgrade.py)
+    mapped = map_row("subscribers", rows[2][1], MappingOptions())
+    assert subscriber_fingerprint_v1(mapped.payload, mapped.commands) == "57f31229d4756e9e96d0b4b7387a7f54"
 
 
 # -- the rule itself --------------------------------------------------------------------------------------------
