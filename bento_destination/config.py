@@ -24,6 +24,7 @@ from dlt.common.typing import TSecretStrValue
 from dlt.destinations.impl.destination.configuration import CustomDestinationClientConfiguration
 
 from bento_api import BentoConfigError, BentoSettings, Budgets, resolve_budgets, resolve_settings
+from bento_api.settings import check_base_url
 
 from .keys import DEFAULT_EVENT_KEYS, check_event_keys
 from .ledger import DEFAULT_MAX_SHARE
@@ -103,6 +104,8 @@ class BentoDestinationConfig(CustomDestinationClientConfiguration):
             if value is not None and not float(value) > 0:
                 raise BentoConfigError(f"{key} must be a positive number, got {value!r}")
         self.ledger_options().validate()
+        if self.base_url:  # the message names base_url; a URL carrying keys is refused without echoing them
+            check_base_url(self.base_url)
 
     def settings(self) -> BentoSettings:
         """Credentials and endpoint: this config, then `BENTO_*`; one error names everything missing."""
