@@ -72,6 +72,11 @@ class RunClients:
             self._checked[settings] = load_id
             return checked_now
 
+    def __len__(self) -> int:
+        """How many clients the run holds open (one per settings; a run has one)."""
+        with self._lock:
+            return len(self._clients)
+
     def close(self) -> None:
         """Close every client of the run (a later call of the run would open a new one)."""
         with self._lock:
