@@ -1,9 +1,9 @@
 """Credentials and endpoint: where they come from, checks on them, and redaction of secrets.
 
 Precedence (README, "Credentials and configuration"): keyword argument > dlt config (`[sources.bento]` /
-`[destination.bento]`, which dlt injects into the keyword arguments, and their `SOURCES__BENTO__*` /
-`DESTINATION__BENTO__*` environment variables, read here too so that code outside dlt sees them) >
-`BENTO_*` variables.
+`[destination.bento]` and their `SOURCES__BENTO__*` / `DESTINATION__BENTO__*` variables, which dlt resolves
+and passes in as the keyword arguments: the source's injected keywords, the destination's configspec) >
+`BENTO_*` variables, read here. Nothing here reads dlt's own variables: that is dlt's job, done once.
 """
 
 from __future__ import annotations
@@ -89,11 +89,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-def _from_env(key: str, sections: Iterable[str], env: Mapping[str, str]) -> str | None:
-    for section in sections:
-        value = env.get(f"{section.upper()}__BENTO__{key.upper()}")
-        if value:
-            return value
+def _from_env(key: str, env: Mapping[str, str]) -> str | None:
     return env.get(f"BENTO_{key.upper()}") or None
 
 
@@ -106,7 +102,10 @@ def resolve_settings(
     sections: Iterable[str] = ("sources", "destination"),
     env: Mapping[str, str] | None = None,
 ) -> BentoSettings:
-    """Settings from keywords, then dlt-style env, then BENTO_* env; one error names all that is missing."""
+    """Settings from keywords (dlt's resolved config), then BENTO_* env; one error names all that is missing.
+
+    `sections` only names, in that error, the dlt config sections the keywords come from.
+    """
     env = os.environ if env is None else env
     sections = tuple(sections)
     given = {
@@ -115,7 +114,7 @@ def resolve_settings(
         "secret_key": secret_key,
         "base_url": base_url,
     }
-    values = {key: (str(given[key]).strip() if given[key] else None) or _from_env(key, sections, env) for key in KEYS}
+    values = {key: (str(given[key]).strip() if given[key] else None) or _from_env(key, env) for key in KEYS}
     missing = [key for key in KEYS[:3] if not values[key]]
     if missing:
         where = "; ".join(

@@ -28,7 +28,6 @@ import atexit
 import contextlib
 import os
 import threading
-import warnings
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -42,7 +41,8 @@ import pyarrow.parquet as pq
 
 from bento_api import BentoConfigError, BentoSettings
 
-from .clients import _dlt_value
+from .config import LEDGER_FILENAME as LEDGER_FILENAME  # where the default ledger lives (the CLI reads it)
+from .config import LedgerOptions, resolve_destination_config
 from .keys import (
     COPY_COLUMN,
     DEFAULT_EVENT_KEYS,
@@ -57,7 +57,6 @@ from .keys import (
 )
 from .ledger import (
     CHANGED,
-    DEFAULT_MAX_SHARE,
     NEW,
     UNCHANGED,
     BlastRadiusExceeded,
@@ -90,8 +89,6 @@ from .subscriber_fingerprint import VERSION as SUBSCRIBER_FINGERPRINT_VERSION
 from .subscriber_fingerprint import subscriber_fingerprint_v2
 from .values import RowError, field_key
 
-#: the default ledger file, inside the pipeline's working folder
-LEDGER_FILENAME = "bento_ledger.duckdb"
 REMOVE_TAG_EVENT = "$remove_tag"
 TAG_ADDING_COMMANDS = frozenset({"add_tag", "add_tag_via_event"})
 #: dlt's own tables and columns start with this; the sink never sees them (skip_dlt_columns_and_tables)
@@ -103,60 +100,6 @@ BLAST_RADIUS = "blast_radius_exceeded"
 Prepared = Literal["all_new", "classified"]
 #: the operations the ledger tracks (fingerprints, consent, tags); emails are never filtered
 LEDGER_OPERATIONS = ("subscribers", "events", "commands")
-
-#: the destination keywords of this module, with their defaults (the CLI exposes them)
-OPTION_DEFAULTS: dict[str, Any] = {
-    "sync_ledger": True,
-    "ledger_url": None,
-    "full_resync": False,
-    "derive_event_keys": None,  # deprecated: derived keys are the default (event_keys); accepted, does nothing
-    "allow_events_for_unsubscribed": False,
-    "max_blast_radius": DEFAULT_MAX_SHARE,
-    "force": False,
-    "tag_ownership": False,
-    "event_keys": DEFAULT_EVENT_KEYS,
-}
-
-
-@dataclass(frozen=True)
-class LedgerOptions:
-    """The ledger options of one run (`bento(...)` keywords of the same names)."""
-
-    sync_ledger: bool = True
-    ledger_url: str | None = None
-    full_resync: bool = False
-    derive_event_keys: bool | None = None  # deprecated, does nothing: see event_keys
-    allow_events_for_unsubscribed: bool = False
-    max_blast_radius: float = DEFAULT_MAX_SHARE
-    force: bool = False
-    tag_ownership: bool = False
-    #: "derived" (default): events without their own key get one derived from their content (keys.py);
-    #: "none": they are sent without a key, at least once
-    event_keys: str = DEFAULT_EVENT_KEYS
-
-    @classmethod
-    def from_kwargs(cls, kwargs: Mapping[str, Any]) -> LedgerOptions:
-        if kwargs.get("derive_event_keys") is not None:
-            warnings.warn(
-                "derive_event_keys is deprecated and does nothing: events get derived keys by default "
-                "(event_keys='none' opts out)", DeprecationWarning, stacklevel=3,
-            )
-        values = {k: kwargs[k] for k in OPTION_DEFAULTS if kwargs.get(k) is not None}
-        options = cls(**values)
-        options.validate()
-        return options
-
-    def validate(self) -> None:
-        check_event_keys(self.event_keys)
-        if not 0.0 <= float(self.max_blast_radius) <= 1.0:
-            raise BentoConfigError(
-                f"max_blast_radius is a share of the known audience between 0 and 1, got {self.max_blast_radius!r}"
-            )
-
-    def location(self, working_dir: str | Path) -> str:
-        """`ledger_url` keyword > `[destination.bento] ledger_url` / DESTINATION__BENTO__LEDGER_URL > the file."""
-        return self.ledger_url or _dlt_value("ledger_url") or str(Path(working_dir) / LEDGER_FILENAME)
-
 
 # --------------------------------------------------------------------------- one ledger per (location, site)
 
@@ -506,7 +449,7 @@ def classify_rows(
     """Classify rows against the ledger as new, changed or unchanged without sending anything (dry run).
 
     `working_dir` is the pipeline's working folder (where the default ledger file lives) when no
-    `ledger_url` is given (keyword or DESTINATION__BENTO__LEDGER_URL). Streams: rows are read, mapped
+    `ledger_url` is given (keyword, else the destination's config `ledger_url`). Streams: rows are read, mapped
     and joined against the ledger 1000 at a time, so any number of rows takes the memory of one chunk.
     Identical events are numbered as a sync numbers them (keys.py); `derive_event_keys` is deprecated.
     """
@@ -582,9 +525,11 @@ def _chunks(rows: Iterator[dict[str, Any]], size: int = SINK_BATCH_SIZE) -> Iter
 
 
 def _location_or_fail(options: LedgerOptions, working_dir: str | Path | None) -> str:
-    if working_dir is None and not (options.ledger_url or _dlt_value("ledger_url")):
+    """The ledger's location: `ledger_url` given here, else the destination's config (config.py), else the file."""
+    ledger_url = options.ledger_url or resolve_destination_config().ledger_url
+    if working_dir is None and not ledger_url:
         raise BentoConfigError("give ledger_url or the pipeline's working folder (where bento_ledger.duckdb lives)")
-    return options.location(working_dir or ".")
+    return ledger_url or options.location(working_dir or ".")
 
 
 def reset_ledger(

@@ -13,7 +13,8 @@ must hold for the whole run lives here instead of in each call:
   and dlt's job retries together (dlt re-runs a failed sink batch with the same rows, so the request's
   key is the same), within the client's back-off and deadlines (docs/destination.md gives the bound);
 - **circuit breaker**: when one request has spent its budget, the run stops: every job stops starting
-  requests, the load package stays pending and the next run resumes it.
+  requests, the load package stays pending and the next run resumes it;
+- **client** (run_clients.py): the run's Bento client, its credentials check and proof, closed when it ends.
 
 `sync()` opens a context with `bento_run(...)`; a plain `pipeline.run` gets one on its first batch that
 lives as long as the process (wrap the run in `with bento_run(pipeline):` to lock it end to end and to
@@ -36,6 +37,7 @@ from bento_api import BentoError
 from bento_api.gate import BentoCancelledError
 
 from .ledger_lock import lock_for_ledger
+from .run_clients import RunClients
 from .runlock import BentoBusyError, FileRunLock, RunLock, pipeline_lock
 
 #: attempts of one request in one run, client retries and dlt job retries together
@@ -153,6 +155,7 @@ class RunContext:
         self.done = 0
         self.planned = 0
         self._load_id: tuple[str, str | None] | None = None
+        self.clients = RunClients()
 
     # -- locks ---------------------------------------------------------------------------------
 
@@ -181,10 +184,12 @@ class RunContext:
             self._hold(f"ledger:{lock.path}", lock)
 
     def release(self) -> None:
+        """The run ended: its locks are released and its clients closed."""
         with self._lock:
             locks, self._locks = list(self._locks.values()), {}
         for lock in reversed(locks):
             lock.release()
+        self.clients.close()
 
     @property
     def lock_paths(self) -> list[str]:
@@ -335,7 +340,7 @@ def bento_run(
 
 
 def end_plain_runs() -> None:
-    """Release the locks of plain runs in this process (tests; a long-lived process between runs)."""
+    """Release the locks and close the clients of plain runs in this process (tests; a long-lived process)."""
     with _ACTIVE_LOCK:
         plain = [key for key, run in _ACTIVE.items() if run.implicit]
         runs = [_ACTIVE.pop(key) for key in plain]

@@ -31,7 +31,6 @@ from bento_api import (
     BentoConfigError,
     BentoError,
     RequestGate,
-    resolve_budgets,
 )
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
@@ -39,13 +38,12 @@ from .changes import (
     BLAST_RADIUS,
     LEDGER_OPERATIONS,
     BatchChanges,
-    LedgerOptions,
     batch_changes,
     blast_radius_verdict,
     ledger_for,
 )
 from .changes import _file_rows as file_rows
-from .clients import destination_settings, ensure_checked, shared_client
+from .config import BentoDestinationConfig
 from .email_identity import base_key
 from .email_ledger import EmailStates, KeyNumbering
 from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, NUMBERED_HINT, key_events
@@ -207,6 +205,7 @@ def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:
 
 @dlt.destination(
     name=DESTINATION_NAME,
+    spec=BentoDestinationConfig,  # config.py: resolved once per load; sync() and the CLI resolve the same spec
     batch_size=SINK_BATCH_SIZE,
     loader_file_format="typed-jsonl",  # list[dict] keeps its types; Arrow (DataFrames, sql_table) stays parquet
     naming_convention="direct",
@@ -239,31 +238,28 @@ def bento(
     tag_ownership: bool = False,
     event_keys: str = DEFAULT_EVENT_KEYS,
     record_sent_rows: bool = False,
+    config: BentoDestinationConfig = dlt.config.value,
 ) -> None:
     """Send a batch of rows of `table` to Bento (tables subscribers, events, commands, emails).
 
     Use as `dlt.pipeline(..., destination=bento(...))`; see docs/destination.md for the row contract.
+    The keywords are the fields of BentoDestinationConfig (config.py); dlt passes the resolved spec itself
+    as `config` (never pass it yourself).
     """
     table_name = str(table["name"])
     load_id = str(load_package_state()["load_id"])
     pipeline = dlt.current.pipeline()
     folder = Path(pipeline.working_dir) / REJECTS_DIRNAME
-    try:
-        settings = destination_settings(site_uuid, publishable_key, secret_key, base_url)
-        budgets = resolve_budgets(requests_per_minute, emails_per_minute=emails_per_minute)
-        client = shared_client(settings, budgets, user_agent)
-        validate_options(table_operations, reject_threshold)
+    context = current_run(pipeline.working_dir)  # the run's client, credentials check, locks (runcontext.py)
+    try:  # the values were validated when dlt resolved the config (config.py)
+        settings = config.settings()
+        client = context.clients.client(settings, config.budgets(), config.user_agent)
         operation = resolve_operation(table_name, table_operations)
-        ledger_options = LedgerOptions(
-            sync_ledger, ledger_url, full_resync, derive_event_keys, allow_events_for_unsubscribed,
-            max_blast_radius, force, tag_ownership, event_keys,
-        )
-        ledger_options.validate()
+        ledger_options = config.ledger_options()
     except BentoError as error:
         raise _as_dlt_error(error) from None
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
     run.expect(table_name, lambda: package_rows(pipeline, load_id, table_name))  # counted once per table
-    context = current_run(pipeline.working_dir)
     outcome = BatchOutcome(sent_rows=[] if record_sent_rows else None)  # sync()'s results (sent_rows.py)
     context.begin_load(load_id, load_call(pipeline))
     try:
@@ -272,7 +268,7 @@ def bento(
             context.hold_pipeline()
         if operation in (*LEDGER_OPERATIONS, "emails") and ledger_options.sync_ledger:  # emails: one sender
             context.hold_ledger(ledger_options.location(pipeline.working_dir), settings.site_uuid, operation)
-        if ensure_checked(load_id, client):
+        if context.clients.ensure_checked(load_id, client):
             run.credentials_checked()
         refusal = _batch_refusal(table_name, operation, allow_email_sends, sync_ledger)
         if refusal is None and operation in LEDGER_OPERATIONS:

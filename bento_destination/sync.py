@@ -22,9 +22,10 @@ import dlt
 from bento_api import BentoError, BentoSettings
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import DLT_PREFIX, LEDGER_OPERATIONS, LedgerOptions, PackagePlan, close_ledgers, prepare_package
+from .changes import DLT_PREFIX, LEDGER_OPERATIONS, PackagePlan, close_ledgers, prepare_package
 from .changes import _file_rows as file_rows
-from .clients import check_credentials
+from .clients import prove_credentials
+from .config import BentoDestinationConfig, resolve_destination_config
 from .duplicates import prepare_duplicates, record_duplicates
 from .ledger import LedgerBusyError
 from .loadrun import LoadRun, load_run
@@ -35,8 +36,8 @@ from .results import record_results, results_target
 from .runcontext import BentoRunCancelled, BentoRunStopped, RunCancel, RunContext, bento_run
 from .runlock import BentoBusyError
 from .send import BatchOutcome
-from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME, SINK_BATCH_SIZE
-from .sink import bento, resolve_operation, validate_options
+from .settings import REJECTS_DIRNAME, SINK_BATCH_SIZE
+from .sink import bento, resolve_operation
 
 FILE_MAX_ITEMS_ENV = "DATA_WRITER__FILE_MAX_ITEMS"
 #: rows per load file when the total is not known in advance (a stream of batches)
@@ -45,7 +46,6 @@ DEFAULT_FILE_MAX_ITEMS = 10_000
 MAX_FILE_BATCHES = 100
 #: dlt's write buffer (BufferedDataWriter's buffer_max_items): above it, files rotate only at its multiples
 DLT_WRITE_BUFFER_ROWS = 5_000
-CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 
 #: exit codes (README, "The command line"): 0 done, 1 failed, 2 usage or unreadable input, 3 rejected past the
 #: threshold, 75 busy (another run holds the lock; sysexits' EX_TEMPFAIL); a signal exits 128 + its number (130, 143)
@@ -83,19 +83,16 @@ def sync(
     `<working_dir>/bento_results.duckdb`, False nothing, a path, a URL or a dlt destination (dataset
     `results_dataset`). Writing them never fails the run.
     """
-    validate_options(destination_kwargs.get("table_operations"), destination_kwargs.get("reject_threshold"))
-    options = LedgerOptions.from_kwargs(destination_kwargs)
+    # the destination's config as its load will resolve it (config.py): bad values fail before anything is extracted
+    config = resolve_destination_config(pipeline_name, **destination_kwargs)
+    options = config.ledger_options()
     working_dir = bento_dir(pipeline_name, pipelines_dir).parent
     results_to = results_target(results, working_dir, results_dataset)
     if results_to is not None:
         destination_kwargs["record_sent_rows"] = True
     started_at = dt.datetime.now(dt.UTC)
     with bento_run(working_dir, wait=wait, cancel=cancel) as run:
-        settings = check_credentials(
-            **{k: destination_kwargs.get(k) for k in CREDENTIAL_KEYS},
-            requests_per_minute=destination_kwargs.get("requests_per_minute"),
-            user_agent=destination_kwargs.get("user_agent"),
-        )
+        settings = prove_credentials(config, run)  # the run keeps the proof: the load pays no second GET
         pipeline_options: dict[str, Any] = {"pipelines_dir": str(pipelines_dir)} if pipelines_dir is not None else {}
         pipeline = dlt.pipeline(
             pipeline_name=pipeline_name,
@@ -104,7 +101,7 @@ def sync(
         )
         if options.sync_ledger:  # lock the ledger before extracting when the operations are known (and after
             # dlt.pipeline, which wipes a new pipeline's folder, where the default ledger and its lock live)
-            for operation in _operations(table_name, destination_kwargs.get("table_operations")):
+            for operation in _operations(table_name, config.table_operations):
                 run.hold_ledger(options.location(working_dir), settings.site_uuid, operation)
         infos = []
         failure: BaseException | None = None
@@ -115,7 +112,7 @@ def sync(
                 infos.append(pipeline.load())
             _stop_if_cancelled(pipeline, run)
             with file_rotation(file_max_items):
-                infos.append(load_new_data(pipeline, data, table_name, settings, destination_kwargs, out, run))
+                infos.append(load_new_data(pipeline, data, table_name, settings, config, out, run))
             _stop_if_cancelled(pipeline, run)
         except Exception as error:
             stopped = run_stopped_error(pipeline, run, error)
@@ -202,7 +199,7 @@ def load_new_data(
     data: Any,
     table_name: str | None,
     settings: BentoSettings,
-    destination_kwargs: dict[str, Any],
+    config: BentoDestinationConfig,
     out: Callable[[str], None] = print,
     run: RunContext | None = None,
 ) -> Any:
@@ -213,35 +210,31 @@ def load_new_data(
     before anything is sent and drops rows the ledger says Bento already has. If the guard stops the run,
     the package is dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
     """
-    threshold = destination_kwargs.get("reject_threshold")
     data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
-        data, table_name, table_operations=destination_kwargs.get("table_operations"),
-        reject_threshold=threshold, redact=settings.redact, section=pipeline.pipeline_name,
+        data, table_name, table_operations=config.table_operations,
+        reject_threshold=config.reject_threshold, redact=settings.redact, section=pipeline.pipeline_name,
     )
     pipeline.extract(data, **({"table_name": table_name} if table_name else {}))
     _drop_if_cancelled(pipeline, run)
     pipeline.normalize()
     _drop_if_cancelled(pipeline, run)
-    options = LedgerOptions.from_kwargs(destination_kwargs)
-    table_operations = destination_kwargs.get("table_operations")
+    options = config.ledger_options()
+    table_operations = config.table_operations
 
     def operation_of(table: str) -> str | None:
         return resolve_operation(table, table_operations)
 
     for load_id in pipeline.list_normalized_load_packages():
-        duplicates = prepare_duplicates(
-            pipeline, load_id, operation_of, bool(destination_kwargs.get("allow_secret_columns"))
-        )
+        duplicates = prepare_duplicates(pipeline, load_id, operation_of, config.allow_secret_columns)
         try:
             plan = prepare_package(
-                pipeline, load_id, settings, options, destination_kwargs.get("table_operations"),
-                bool(destination_kwargs.get("allow_secret_columns")),
+                pipeline, load_id, settings, options, table_operations, config.allow_secret_columns,
             )
         except BentoError:
             pipeline.abort_packages()
             raise
-        record_duplicates(duplicates, _report_run(pipeline, load_id, settings, destination_kwargs), operation_of)
-        record_plan(pipeline, plan, settings, destination_kwargs)
+        record_duplicates(duplicates, _report_run(pipeline, load_id, settings, config), operation_of)
+        record_plan(pipeline, plan, settings, config)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
     _drop_if_cancelled(pipeline, run)
@@ -258,9 +251,7 @@ def _drop_if_cancelled(pipeline: Any, run: RunContext | None) -> None:
     _stop_if_cancelled(pipeline, run)
 
 
-def record_plan(
-    pipeline: Any, plan: PackagePlan, settings: BentoSettings, destination_kwargs: dict[str, Any]
-) -> None:
+def record_plan(pipeline: Any, plan: PackagePlan, settings: BentoSettings, config: BentoDestinationConfig) -> None:
     """Count in the load's report what the pre-pass decided: unchanged rows (not sent, so received here),
     the new and changed rows of the tables it compared row by row (the sink does not compare them again),
     and the derived event keys of the tables it numbered (the sink does not count them again).
@@ -270,22 +261,19 @@ def record_plan(
     tables = {table for _, counter in counters for table, count in counter.items() if count}
     if not tables:
         return
-    run = _report_run(pipeline, plan.load_id, settings, destination_kwargs)
+    run = _report_run(pipeline, plan.load_id, settings, config)
     for table in sorted(tables):
         outcome = BatchOutcome(received=plan.unchanged[table])
         for name, counter in counters:
             if counter[table]:
                 outcome.ledger[name] += counter[table]
-        run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
+        run.merge(table, resolve_operation(table, config.table_operations), outcome)
 
 
-def _report_run(pipeline: Any, load_id: str, settings: BentoSettings, destination_kwargs: dict[str, Any]) -> LoadRun:
+def _report_run(pipeline: Any, load_id: str, settings: BentoSettings, config: BentoDestinationConfig) -> LoadRun:
     """The load's report and rejects, for what a pre-pass decided before the sink saw the rows."""
-    threshold = destination_kwargs.get("reject_threshold")
-    return load_run(
-        Path(pipeline.working_dir) / REJECTS_DIRNAME, load_id, pipeline.pipeline_name,
-        DEFAULT_REJECT_THRESHOLD if threshold is None else float(threshold), settings.redact,
-    )
+    return load_run(Path(pipeline.working_dir) / REJECTS_DIRNAME, load_id, pipeline.pipeline_name,
+                    float(config.reject_threshold), settings.redact)
 
 
 def balanced_file_rows(total_rows: int | None, jobs: int = DEFAULT_MAX_IN_FLIGHT) -> int:

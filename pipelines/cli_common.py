@@ -16,11 +16,14 @@ import signal
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from bento_api import BentoConfigError, BentoError, BentoSettings, Budgets, redact, resolve_budgets, resolve_settings
 from bento_api.settings import is_loopback
+
+if TYPE_CHECKING:
+    from bento_destination.config import BentoDestinationConfig
 
 # -- exit codes (README, "The command line") ----------------------------------------------------------
 EXIT_OK = 0
@@ -39,6 +42,8 @@ EXIT_SIGTERM = 143
 CREDENTIAL_KEYS = ("site_uuid", "publishable_key", "secret_key", "base_url")
 SECRET_KEYS = ("site_uuid", "publishable_key", "secret_key")
 SECTIONS = {"source": "sources", "destination": "destination"}
+#: flags that are keywords of the destination's config too (the flag wins, as a keyword does)
+DESTINATION_FLAGS = ("requests_per_minute", "emails_per_minute", "ledger_url")
 #: an email address inside a reject's detail (`duplicate_email` names the address the rows share)
 _EMAIL_IN_TEXT = re.compile(r"([^\s'\"`(),;:<>@]+)@([^\s'\"`(),;:<>@]+\.[^\s'\"`(),;:<>@]+)")
 
@@ -212,7 +217,11 @@ def credential_options() -> argparse.ArgumentParser:
 
 
 def _dlt_value(section: str, key: str) -> str | None:
-    """`[<section>.bento] <key>` from dlt's providers (env, .dlt/secrets.toml, .dlt/config.toml)."""
+    """`[<section>.bento] <key>` from dlt's providers (env, .dlt/secrets.toml, .dlt/config.toml).
+
+    For the source's side and for telling where a value comes from; the destination's values come from its
+    spec (`destination_config`).
+    """
     import dlt
 
     for accessor in (dlt.secrets, dlt.config):
@@ -240,8 +249,18 @@ def credential_origin(args: argparse.Namespace, side: str, key: str, env: Mappin
     return "default" if key == "base_url" else "missing"
 
 
-def resolve_credentials(args: argparse.Namespace, side: str) -> BentoSettings:
+def destination_config(args: argparse.Namespace, pipeline_name: str | None = None) -> BentoDestinationConfig:
+    """The destination's spec resolved as the load of `pipeline_name` resolves it, the flags given as keywords."""
+    from bento_destination.config import resolve_destination_config
+
+    flags = {key: getattr(args, key, None) for key in (*CREDENTIAL_KEYS, *DESTINATION_FLAGS)}
+    return resolve_destination_config(pipeline_name, **flags)
+
+
+def resolve_credentials(args: argparse.Namespace, side: str, pipeline_name: str | None = None) -> BentoSettings:
     """Flags > dlt config of the side (`[sources.bento]` or `[destination.bento]`) > BENTO_* variables."""
+    if side == "destination":
+        return destination_config(args, pipeline_name).settings()
     section = SECTIONS[side]
     given = {key: getattr(args, key, None) or _dlt_value(section, key) for key in CREDENTIAL_KEYS}
     return resolve_settings(given["site_uuid"], given["publishable_key"], given["secret_key"], given["base_url"],

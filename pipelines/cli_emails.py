@@ -38,7 +38,7 @@ from bento_destination.mapping import MappingOptions, map_row
 from bento_destination.rows import iter_rows
 from bento_destination.values import RowError
 
-from .cli_common import EXIT_OK, EXIT_USAGE, PROG, CliError, Console, Result, _dlt_value
+from .cli_common import EXIT_OK, EXIT_USAGE, PROG, CliError, Console, Result, destination_config
 from .cli_input import SyncInput
 
 DEFAULT_PIPELINE: Final = "bento_sync_emails"
@@ -126,7 +126,7 @@ def _keyed_rows(source: SyncInput, allow_secret_columns: bool) -> Iterator[tuple
 
 
 def email_plan(
-    source: SyncInput, site_uuid: str | None, args: argparse.Namespace, budgets: Budgets
+    source: SyncInput, site_uuid: str | None, args: argparse.Namespace, budgets: Budgets, url: str | None
 ) -> EmailPlan:
     """Count what a sync of `source` as emails would send; reads the ledger if it exists (never creates one)."""
     plan = EmailPlan()
@@ -134,7 +134,6 @@ def email_plan(
     plan.valid = len(rows)
     verdicts = {key: CLAIMED for key, _ in rows}
     working_dir = bento_dir(args.pipeline_name or DEFAULT_PIPELINE, args.pipelines_dir).parent
-    url = args.ledger_url or _dlt_value("destination", "ledger_url")
     if site_uuid is not None and (url or (working_dir / LEDGER_FILENAME).is_file()):
         with open_email_ledger(site_uuid, ledger_url=url, working_dir=working_dir) as ledger:
             verdicts = email_verdicts(ledger, list(verdicts))
@@ -175,7 +174,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _site_uuid(args: argparse.Namespace) -> str:
-    site = args.site_uuid or _dlt_value("destination", "site_uuid") or os.environ.get("BENTO_SITE_UUID")
+    config = destination_config(args, args.pipeline_name or DEFAULT_PIPELINE)
+    site = config.site_uuid or os.environ.get("BENTO_SITE_UUID")
     if not site:
         raise CliError("the ledger is kept per Bento site: give --site-uuid (or set BENTO_SITE_UUID)", EXIT_USAGE)
     return str(site)
@@ -183,7 +183,7 @@ def _site_uuid(args: argparse.Namespace) -> str:
 
 def _location(args: argparse.Namespace) -> tuple[str | None, Path]:
     working_dir = bento_dir(args.pipeline_name or DEFAULT_PIPELINE, args.pipelines_dir).parent
-    url = args.ledger_url or _dlt_value("destination", "ledger_url")
+    url = destination_config(args, args.pipeline_name or DEFAULT_PIPELINE).ledger_url
     if not url and not (working_dir / LEDGER_FILENAME).is_file():
         raise CliError(f"no sync ledger at {working_dir / LEDGER_FILENAME}: no email sync ran with this pipeline "
                        "name and --pipelines-dir (or give --ledger-url)", EXIT_USAGE)

@@ -25,11 +25,12 @@ from bento_destination import (
     LoadReport,
     bento,
     bento_dir,
-    check_credentials,
     list_rejects,
     load_ids,
     read_report,
 )
+from bento_destination.clients import prove_credentials
+from bento_destination.config import BentoDestinationConfig
 from bento_destination.report import two_shares
 from bento_destination.results import results_target
 from bento_destination.rows import iter_rows
@@ -44,11 +45,10 @@ from .cli_common import (
     CliError,
     Console,
     Result,
+    destination_config,
     is_local,
     mask,
     reject_example,
-    resolve_cli_budgets,
-    resolve_credentials,
     share,
 )
 from .cli_emails import email_plan
@@ -306,7 +306,10 @@ def run(args: argparse.Namespace, console: Console) -> Result:
 
 def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Result:
     operation: str = args.operation
-    budgets = resolve_cli_budgets(args)
+    pipeline_name = args.pipeline_name or f"bento_sync_{operation}"
+    # the destination's config as the load will resolve it (flags > dlt config > BENTO_*): the same values
+    config = destination_config(args, pipeline_name)
+    budgets = config.budgets()
     if args.derive_event_keys:
         console.note("note: --derive-event-keys is deprecated and does nothing: events get derived keys by default")
     event_keys = "none" if args.no_event_keys else "derived"
@@ -316,13 +319,13 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
     if args.dry_run:
         plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns, event_keys=event_keys)
         plan.show_rows = args.show_rows
-        settings, credentials, note = _dry_run_credentials(args, console)
+        settings, credentials, note = _dry_run_credentials(config, console)
         emails = counts = None
         if operation == "emails":  # only emails the ledger does not hold would go out, in these requests
-            emails = email_plan(source, settings.site_uuid if settings else None, args, budgets)
+            emails = email_plan(source, settings.site_uuid if settings else None, args, budgets, config.ledger_url)
             plan.skip(plan.valid - emails.would_send, "already sent, uncertain or refused before (sync ledger)")
         if settings is not None and not args.no_ledger and not args.full_resync and operation != "emails":
-            counts = ledger_preview(source, operation, settings, args)
+            counts = ledger_preview(source, operation, settings, args, config.ledger_url)
             if counts is not None:  # the headline counts only what would go out
                 plan.skip(counts["unchanged"], "unchanged since Bento last acknowledged them (sync ledger)")
         summary: dict[str, Any] = {"command": "sync", "dry_run": True, **plan.to_dict(budgets, args.reject_threshold)}
@@ -349,7 +352,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
     except ValueError as error:
         raise CliError(str(error), EXIT_USAGE) from None
     total = source.count()
-    settings = resolve_credentials(args, "destination")
+    settings = config.settings()
     console.secrets += list(settings.secrets)
     ask = not is_local(settings.base_url) and not args.yes
     message = (
@@ -362,14 +365,14 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         raise CliError(f"{message}\nRefusing to send without confirmation: stdin is not a terminal. "
                        "Pass --yes to send from a script or scheduler.", EXIT_USAGE)
     if ask:  # wrong keys fail before a person is asked (sync() checks them again for scripts)
-        check_credentials(**_keywords(settings), requests_per_minute=budgets.requests_per_minute)
+        prove_credentials(config)
         if not confirm(message, sys.stdin, console.err):
             raise CliError("not sent: confirmation declined", EXIT_USAGE)
     cfg = SyncSettings(
         operation=operation,
         settings=settings,
         budgets=budgets,
-        pipeline_name=args.pipeline_name or f"bento_sync_{operation}",
+        pipeline_name=pipeline_name,
         pipelines_dir=args.pipelines_dir,
         reject_threshold=args.reject_threshold,
         allow_secret_columns=args.allow_secret_columns,
@@ -409,19 +412,21 @@ def _keywords(settings: BentoSettings) -> dict[str, Any]:
             "secret_key": settings.secret_key, "base_url": settings.base_url}
 
 
-def _dry_run_credentials(args: argparse.Namespace, console: Console) -> tuple[BentoSettings | None, str, str]:
+def _dry_run_credentials(
+    config: BentoDestinationConfig, console: Console
+) -> tuple[BentoSettings | None, str, str]:
     """A dry run checks the credentials with one GET when they are set; without them it still validates."""
     try:
-        settings = resolve_credentials(args, "destination")
+        settings = config.settings()
     except BentoConfigError as error:
         return None, "not_checked", f"not checked ({error})"
     console.secrets += list(settings.secrets)
-    check_credentials(**_keywords(settings), requests_per_minute=resolve_cli_budgets(args).requests_per_minute)
+    prove_credentials(config)
     return settings, "ok", f"accepted by {settings.base_url} (site {mask(settings.site_uuid)}); one GET, no rows"
 
 
 def ledger_preview(
-    source: SyncInput, operation: str, settings: BentoSettings, args: argparse.Namespace
+    source: SyncInput, operation: str, settings: BentoSettings, args: argparse.Namespace, ledger_url: str | None
 ) -> dict[str, int] | None:
     """New / changed / unchanged rows according to the sync ledger, if there is one yet (reads the input again)."""
     try:
@@ -429,10 +434,10 @@ def ledger_preview(
     except ImportError:  # a destination without the ledger
         return None
     working_dir = bento_dir(args.pipeline_name or f"bento_sync_{operation}", args.pipelines_dir).parent
-    if not args.ledger_url and not (working_dir / LEDGER_FILENAME).is_file():
+    if not ledger_url and not (working_dir / LEDGER_FILENAME).is_file():
         return None  # no sync ran yet: every valid row is new (and a dry run creates no ledger)
     rows = (row for batch in source.batches() for row in iter_rows(batch))
-    counts = classify_rows(rows, operation, site_uuid=settings.site_uuid, ledger_url=args.ledger_url,
+    counts = classify_rows(rows, operation, site_uuid=settings.site_uuid, ledger_url=ledger_url,
                            working_dir=working_dir, allow_secret_columns=args.allow_secret_columns,
                            event_keys="none" if args.no_event_keys else "derived")
     return counts.as_dict()

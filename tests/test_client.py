@@ -115,15 +115,18 @@ def test_missing_credentials_name_every_item_and_where_to_set_it() -> None:
     assert "site_uuid:" not in text
 
 
-def test_precedence_keyword_then_dlt_env_then_bento_env() -> None:
+def test_precedence_keyword_then_bento_env_and_dlt_variables_left_to_dlt() -> None:
     env = {
         "BENTO_SITE_UUID": "from-bento-env",
         "DESTINATION__BENTO__SITE_UUID": "from-dlt-env",
+        "SOURCES__BENTO__SITE_UUID": "from-dlt-env",
         "BENTO_PUBLISHABLE_KEY": "pk_env",
         "BENTO_SECRET_KEY": "sk_env",
     }
-    assert resolve_settings(env=env, sections=("destination",)).site_uuid == "from-dlt-env"
-    assert resolve_settings(env=env, sections=("sources",)).site_uuid == "from-bento-env"
+    # dlt resolves its own variables and passes them in as keywords (tests/test_destination_config.py):
+    # read here as well, they would be a second, hand-made resolution
+    for sections in (("destination",), ("sources",)):
+        assert resolve_settings(env=env, sections=sections).site_uuid == "from-bento-env"
     assert resolve_settings(site_uuid="kw", env=env).site_uuid == "kw"
 
 

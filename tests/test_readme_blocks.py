@@ -67,7 +67,7 @@ def _shell(heading: str, marker: str) -> Callable[[Block], bool]:
 
 RULES = (
     # run here
-    Rule("destination", lambda b: b.language == "python" and "check_credentials()" in b.text, "run here"),
+    Rule("destination", lambda b: b.language == "python" and "check_credentials(" in b.text, "run here"),
     Rule("emulator_for_tests", lambda b: b.language == "python" and "BentoEmulator(" in b.text
          and b.heading == "The emulator, for your own tests", "run here, with run_my_pipeline defined first"),
     Rule("cli_emulator", _shell("The command line", "bento-dlt emulator --port"), "run here, on a free port"),
@@ -164,7 +164,7 @@ def test_destination_block_sends_its_dataframe(emu: BentoEmulator, tmp_path: Pat
     assert frame is not None, "the block builds `df` from a literal dict"
     emails = set(ast.literal_eval(frame.group(1))["email"])  # the block's own literal: the rows it sends
     assert emails and emails == set(emu.store.subscribers)
-    assert emu.requests(CHECK_PATH)  # check_credentials' one GET
+    assert len(emu.requests(CHECK_PATH)) == 1  # check_credentials' one GET; the load trusted its proof
     assert (tmp_path / "dlt_data" / "pipelines" / "crm_to_bento").is_dir()
     no_lookups(lookups)
 
