@@ -26,6 +26,7 @@ from .changes import DLT_PREFIX, LEDGER_OPERATIONS, LedgerOptions, PackagePlan, 
 from .changes import _file_rows as file_rows
 from .clients import check_credentials
 from .duplicates import prepare_duplicates, record_duplicates
+from .engine import EngineRows
 from .ledger import LedgerBusyError
 from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
@@ -214,6 +215,7 @@ def load_new_data(
     the package is dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
     """
     threshold = destination_kwargs.get("reject_threshold")
+    engine = data if isinstance(data, EngineRows) else None  # its unchanged rows count in the report
     data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
         data, table_name, table_operations=destination_kwargs.get("table_operations"),
         reject_threshold=threshold, redact=settings.redact, section=pipeline.pipeline_name,
@@ -241,6 +243,8 @@ def load_new_data(
             pipeline.abort_packages()
             raise
         record_duplicates(duplicates, _report_run(pipeline, load_id, settings, destination_kwargs), operation_of)
+        if engine is not None:
+            engine.settle(plan)
         record_plan(pipeline, plan, settings, destination_kwargs)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")

@@ -17,7 +17,7 @@ import duckdb
 import pyarrow as pa
 
 from ..ledger import SyncLedger
-from .columns import BOOLEAN, INTEGER, TEXT, SubscriberColumns, plan_subscribers
+from .columns import BOOLEAN, INTEGER, TEXT, EngineDeclined, SubscriberColumns
 from .ledger_access import on_ledger, roomy, steady
 from .sql import DUCKDB, fingerprint_sql, key_sql, literal, provable_sql, quote
 
@@ -29,7 +29,7 @@ DUCKDB_KINDS: Final = {
     **{name: INTEGER for name in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")},
 }
 #: the engine's own columns in the query (a user column with one of these names makes the engine decline)
-KEY, OK, FP, COPIES = "__bento_key", "__bento_ok", "__bento_fp", "__bento_copies"
+KEY, OK, FP, COPIES, SAME = "__bento_key", "__bento_ok", "__bento_fp", "__bento_copies", "__bento_same"
 
 
 def table_ref(table: str) -> str:
@@ -51,18 +51,34 @@ def diff_sql(plan: SubscriberColumns, table: str) -> str:
         ), counted AS (
             SELECT *, count(*) OVER (PARTITION BY {KEY}) AS {COPIES} FROM src
         ), judged AS (
-            SELECT c.*, coalesce(c.{OK} AND c.{COPIES} = 1 AND e.value = c.{FP}, FALSE) AS __bento_same
+            SELECT c.*, coalesce(c.{OK} AND c.{COPIES} = 1 AND e.value = c.{FP}, FALSE) AS {SAME}
             FROM counted c
             LEFT JOIN ledger_entries e ON e.site = $1 AND e.ns = $2 AND e.sub = '' AND e.key = c.{KEY}
         )"""
-    return body + f" SELECT * EXCLUDE ({own}, __bento_same) FROM judged WHERE NOT __bento_same"
+    return body + f" SELECT * EXCLUDE ({own}, {SAME}) FROM judged WHERE NOT {SAME}"
+
+
+def duckdb_columns(path: str | Path, table: str) -> list[tuple[str, str]]:
+    """(name, kind) of a table of a DuckDB file, through a private in-memory DuckDB that attaches it read-only.
+
+    EngineDeclined if a column has a name the engine's query uses for itself.
+    """
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {literal(str(Path(path).expanduser().resolve()))} AS {ALIAS} (READ_ONLY)")
+        rows = con.execute(f"DESCRIBE SELECT * FROM {table_ref(table)}").fetchall()
+    finally:
+        con.close()
+    columns = [(str(name), DUCKDB_KINDS.get(str(kind), str(kind))) for name, kind, *_ in rows]
+    if {KEY, OK, FP, COPIES, SAME} & {name for name, _ in columns}:
+        raise EngineDeclined("a column has a name the engine uses for itself")
+    return columns
 
 
 class DuckDBDiff:
     """New and changed subscriber rows of one table of a DuckDB file, against one ledger.
 
-    `plan()` reads the column types (EngineDeclined if the engine cannot do the table); `batches()`
-    streams the rows to send; `unchanged` is the count of the others, known when `batches()` ends.
+    `batches()` streams the rows to send; `unchanged` is the count of the others, known when `batches()` ends.
     """
 
     def __init__(self, ledger: SyncLedger, site: str, path: str | Path, table: str,
@@ -81,24 +97,6 @@ class DuckDBDiff:
     def _detach(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DETACH DATABASE IF EXISTS {ALIAS}")
 
-    def plan(self) -> SubscriberColumns:
-        """The column plan from the table's names and DuckDB types."""
-
-        def describe(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str]]:
-            self._attach(con)
-            try:
-                rows = con.execute(f"DESCRIBE SELECT * FROM {table_ref(self._table)}").fetchall()
-            finally:
-                self._detach(con)
-            return [(str(name), DUCKDB_KINDS.get(str(kind), str(kind))) for name, kind, *_ in rows]
-
-        columns = on_ledger(self._ledger, describe)
-        from .columns import EngineDeclined
-
-        if {KEY, OK, FP, COPIES, "__bento_same"} & {name for name, _ in columns}:
-            raise EngineDeclined("a column has a name the engine uses for itself")
-        return plan_subscribers(columns, self._allow_secret)
-
     def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[pa.RecordBatch]:
         """The new and changed rows, `rows` at a time; the file stays attached until the last batch."""
         params = [self._site, "subscribers"]
@@ -107,7 +105,7 @@ class DuckDBDiff:
             self._attach(con)
             try:
                 roomy(con)
-                (total,) = con.execute(f"SELECT count(*) FROM {table_ref(self._table)}").fetchone() or (0,)
+                total = con.execute(f"SELECT count(*) FROM {table_ref(self._table)}").fetchall()[0][0]
                 reader = con.sql(diff_sql(plan, self._table), params=params).to_arrow_reader(rows)
             except BaseException:
                 finish(con, None)
@@ -136,6 +134,8 @@ class DuckDBDiff:
                 if batch.num_rows:
                     self.sent += batch.num_rows
                     yield batch
+            if not self.sent:  # no row to send: the table still gets its load (and its report) with 0 rows
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
             self.unchanged = total - self.sent
         finally:
             on_ledger(self._ledger, lambda con: finish(con, reader))

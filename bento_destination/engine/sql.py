@@ -96,7 +96,7 @@ def provable_sql(plan: SubscriberColumns, d: Dialect) -> str:
     for tags in plan.tag_columns:
         value = quote(tags.column)
         checks.append(
-            f"({value} IS NULL OR ({d.matches(value, PRINTABLE_OR_SPACE_RE)} AND {d.trim(value)} NOT LIKE '[%'))"
+            f"({value} IS NULL OR ({d.matches(value, PRINTABLE_OR_SPACE_RE)} AND left({d.trim(value)}, 1) <> '['))"
         )
     unsub = plan.unsubscribed
     if unsub is not None and unsub.kind != BOOLEAN:
@@ -105,9 +105,8 @@ def provable_sql(plan: SubscriberColumns, d: Dialect) -> str:
             checks.append(f"({value} IS NULL OR {value} IN (0, 1))")
         else:
             words = _words(TRUE_WORDS + FALSE_WORDS)
-            checks.append(
-                f"({value} IS NULL OR ({d.matches(value, PRINTABLE_OR_SPACE_RE)} AND lower({d.trim(value)}) IN ({words})))"
-            )
+            ascii_text = d.matches(value, PRINTABLE_OR_SPACE_RE)
+            checks.append(f"({value} IS NULL OR ({ascii_text} AND lower({d.trim(value)}) IN ({words})))")
     return "(" + " AND ".join(f"coalesce({c}, FALSE)" for c in checks) + ")"
 
 

@@ -1,0 +1,101 @@
+"""`bento-dlt sync --from file.duckdb --table T --as subscribers`: the engine finds the changed rows in DuckDB.
+
+The user's file is attached read-only by the ledger's DuckDB; an unchanged re-sync reads no row into Python
+and sends no batch request, one changed row sends one request of one row, and the report counts the rest as
+`unchanged`. The user's file is never written, and another process reading it meanwhile is not shut out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from bento_api.emulator import BentoEmulator
+from bento_destination.sync import EXIT_OK
+
+from .engine_support import ledger_path, record_v2
+from .test_cli import as_json, base_env, cli, posts
+
+ROWS = 300
+
+
+@pytest.fixture
+def env(emu: BentoEmulator) -> dict[str, str]:
+    return base_env(**emu.env(), BENTO_REQUESTS_PER_MINUTE="60000")
+
+
+def write_contacts(path: Path, rows: int = ROWS) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE contacts AS SELECT 'Person' || i || '@Example.com' AS email, "
+            "'Person ' || i AS \"First Name\", i AS score, i % 2 = 0 AS vip, "
+            "CASE WHEN i % 3 = 0 THEN 'crm, pro' ELSE 'crm' END AS tags, "
+            "'hunter' || i AS password FROM range(?) t(i)", [rows],
+        )
+
+
+def sync_contacts(path: Path, env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return cli("sync", "--from", str(path), "--table", "contacts", "--as", "subscribers", "--yes", "--json",
+               "--pipelines-dir", "p", *extra, env=env, cwd=cwd)
+
+
+def table_report(result: subprocess.CompletedProcess[str], table: str = "contacts") -> dict[str, int]:
+    """The table's counts summed over the run's loads."""
+    out: dict[str, int] = {}
+    for load in as_json(result)["loads"]:
+        for name, value in load["tables"].get(table, {}).items():
+            if isinstance(value, int):
+                out[name] = out.get(name, 0) + value
+    return out
+
+
+def contact_rows(path: Path) -> list[dict[str, object]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        relation = con.sql("SELECT * FROM contacts")
+        return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data)
+    first = sync_contacts(data, env, tmp_path)
+    assert first.returncode == EXIT_OK, first.stderr
+    assert len(emu.store.subscribers) == ROWS
+    sub = emu.store.subscribers["person3@example.com"]
+    assert sub.fields["first_name"] == "Person 3" and sub.fields["score"] == 3 and sub.fields["vip"] is False
+    assert "password" not in sub.fields
+    assert set(emu.store.tag_names(sub)) == {"crm", "pro"}
+
+    assert record_v2(ledger_path(tmp_path), emu.site_uuid, contact_rows(data)) == ROWS
+
+    emu.reset_log()
+    before = digest(data)
+    again = sync_contacts(data, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert posts(emu) == []
+    assert digest(data) == before  # read-only: the user's file is not written
+    assert "contacts: 300 unchanged rows found in duckdb and not read; 0 new or changed rows go on" in again.stderr
+    report = table_report(again)
+    assert report["unchanged"] == ROWS and report["sent"] == 0 and report["requests"] == 0, report
+
+    with duckdb.connect(str(data)) as con:
+        con.execute("UPDATE contacts SET score = 1000 WHERE email = 'Person7@Example.com'")
+    emu.reset_log()
+    changed = sync_contacts(data, env, tmp_path)
+    assert changed.returncode == EXIT_OK, changed.stderr
+    assert [r.emails for r in emu.requests("/batch/subscribers")] == [["person7@example.com"]]
+    assert emu.store.subscribers["person7@example.com"].fields["score"] == 1000
+    assert "contacts: 299 unchanged rows found in duckdb and not read; 1 new or changed rows go on" in changed.stderr
+    report = table_report(changed)
+    assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report
+
