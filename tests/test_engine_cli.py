@@ -38,7 +38,7 @@ def write_contacts(path: Path, rows: int = ROWS) -> None:
         )
 
 
-def sync_contacts(path: Path, env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def sync_contacts(path: Path | str, env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     return cli("sync", "--from", str(path), "--table", "contacts", "--as", "subscribers", "--yes", "--json",
                "--pipelines-dir", "p", *extra, env=env, cwd=cwd)
 
@@ -99,3 +99,70 @@ def test_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
     report = table_report(changed)
     assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report
 
+
+
+# -- Postgres ---------------------------------------------------------------------------------------------
+
+
+def write_pg_contacts(url: str, rows: int = ROWS) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as con:
+            con.exec_driver_sql(
+                "CREATE TABLE contacts AS SELECT 'Person' || i || '@Example.com' AS email, "
+                "'Person ' || i AS \"First Name\", i::bigint AS score, mod(i, 2) = 0 AS vip, "
+                "CASE WHEN mod(i, 3) = 0 THEN 'crm, pro' ELSE 'crm' END AS tags, "
+                f"'hunter' || i AS password FROM generate_series(0, {rows - 1}) AS t(i)"
+            )
+    finally:
+        engine.dispose()
+
+
+def pg_rows(url: str) -> list[dict[str, object]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as con:
+            return [dict(row) for row in con.exec_driver_sql("SELECT * FROM contacts").mappings()]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
+    emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    write_pg_contacts(postgres_url)
+    first = sync_contacts(postgres_url, env, tmp_path)
+    assert first.returncode == EXIT_OK, first.stderr
+    assert len(emu.store.subscribers) == ROWS
+    assert emu.store.subscribers["person4@example.com"].fields["vip"] is True
+    assert record_v2(ledger_path(tmp_path), emu.site_uuid, pg_rows(postgres_url)) == ROWS
+
+    emu.reset_log()
+    again = sync_contacts(postgres_url, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert posts(emu) == []
+    assert "contacts: 300 unchanged rows found in postgres and not read; 0 new or changed rows go on" in again.stderr
+    report = table_report(again)
+    assert report["unchanged"] == ROWS and report["sent"] == 0 and report["requests"] == 0, report
+
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as con:
+            con.exec_driver_sql("UPDATE contacts SET tags = 'crm,vip' WHERE email = 'Person8@Example.com'")
+    finally:
+        engine.dispose()
+    emu.reset_log()
+    changed = sync_contacts(postgres_url, env, tmp_path)
+    assert changed.returncode == EXIT_OK, changed.stderr
+    assert [r.emails for r in emu.requests("/batch/subscribers")] == [["person8@example.com"]]
+    assert set(emu.store.tag_names(emu.store.subscribers["person8@example.com"])) == {"crm", "vip"}
+    assert "contacts: 299 unchanged rows found in postgres and not read; 1 new or changed rows go on" in changed.stderr
+    report = table_report(changed)
+    assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report

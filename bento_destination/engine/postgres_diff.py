@@ -68,6 +68,15 @@ def postgres_columns(url: str, table: str) -> list[tuple[str, str]]:
     return [(str(d[0]), POSTGRES_KINDS.get(int(str(d[1])), f"type {d[1]}")) for d in description or ()]
 
 
+#: Arrow types of an empty batch, with the types dlt infers from the rows of these kinds (others: no type)
+_ARROW_TYPES: Final = {TEXT: pa.string(), INTEGER: pa.int64(), BOOLEAN: pa.bool_()}
+
+
+def empty_table(columns: list[tuple[str, str]]) -> pa.Table:
+    """No rows, the table's columns: what dlt needs to start a load of the table."""
+    return pa.table({name: pa.array([], _ARROW_TYPES.get(kind, pa.null())) for name, kind in columns})
+
+
 class PostgresDiff:
     """New and changed subscriber rows of one Postgres table (through SQLAlchemy), against one ledger."""
 
@@ -76,6 +85,7 @@ class PostgresDiff:
 
         self._ledger = ledger
         self._site = site
+        self._url = url
         self._engine = sa.create_engine(url)
         self._table = table
         self._allow_secret = allow_secret_columns
@@ -141,7 +151,7 @@ class PostgresDiff:
 
         return on_ledger(self._ledger, run)
 
-    def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[list[dict[str, Any]]]:
+    def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[list[dict[str, Any]] | pa.Table]:
         """The new and changed rows (and the unprovable ones) as lists of dicts, `rows` at a time."""
         self._load_pairs(plan)
         same, unproven, keys = self._diff()
@@ -160,3 +170,5 @@ class PostgresDiff:
                     self.sent += len(part)
                     yield [dict(row) for row in part]
         self.unchanged = same
+        if not self.sent:  # no row to send: the table still gets its load (and its report) with 0 rows
+            yield empty_table(postgres_columns(self._url, self._table))
