@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from pathlib import Path
 
 import duckdb
@@ -99,6 +100,48 @@ def test_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
     report = table_report(changed)
     assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report
 
+
+
+HOLD_READ_ONLY = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print(con.execute("SELECT count(*) FROM contacts").fetchone()[0], flush=True)
+sys.stdin.read()  # hold the connection until the test closes stdin
+print(con.execute("SELECT count(*) FROM contacts").fetchone()[0], flush=True)
+"""
+
+
+def test_the_users_file_is_attached_read_only_beside_a_dashboard_reading_it(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A dashboard holds a read-only connection in another process for the whole sync: the engine, which only
+    attaches the file READ_ONLY, runs beside it (DuckDB refuses a read-write open while another process holds
+    the file), never writes it, and lets go of it, so a writer can open it right after the run."""
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data)
+    assert sync_contacts(data, env, tmp_path).returncode == EXIT_OK
+    record_v2(ledger_path(tmp_path), emu.site_uuid, contact_rows(data))
+    before = digest(data)
+    dashboard = subprocess.Popen([sys.executable, "-c", HOLD_READ_ONLY, str(data)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        assert dashboard.stdout is not None and dashboard.stdout.readline().strip() == str(ROWS)
+        with pytest.raises(duckdb.IOException):  # the lock the engine must never take: a writer's
+            duckdb.connect(str(data))
+        emu.reset_log()
+        again = sync_contacts(data, env, tmp_path)
+        assert again.returncode == EXIT_OK, again.stderr
+        assert "300 unchanged rows found in duckdb" in again.stderr
+        assert posts(emu) == []
+        out, _ = dashboard.communicate("", timeout=30)
+        assert out.strip() == str(ROWS) and dashboard.returncode == 0  # it kept reading through the sync
+    finally:
+        if dashboard.poll() is None:
+            dashboard.kill()
+            dashboard.wait()
+    assert digest(data) == before
+    with duckdb.connect(str(data)) as writer:  # nothing of the run holds the file any more
+        writer.execute("UPDATE contacts SET score = -1 WHERE email = 'Person1@Example.com'")
 
 
 # -- Postgres ---------------------------------------------------------------------------------------------
