@@ -1,0 +1,162 @@
+"""Engine benchmark (issue 15, acceptance c): the diff where the data lives, against DuckDB alone.
+
+A DuckDB file (and, with --postgres, a Postgres table) of N subscribers; a sync ledger holding each row's
+version 2 fingerprint, as the Python path records it (`subscriber_fingerprint_v2(*map_subscriber(row))`,
+computed here row by row in Python and acknowledged through the ledger's API); the emulator in its own
+process. Then, side by side in one run:
+
+- measured: `bento-dlt sync --from <file> --table contacts --as subscribers` of the unchanged table, a fresh
+  process, whole wall time, and its batch requests (from the emulator's log);
+- measured: a fresh `python -c` that imports duckdb alone, attaches the same input and ledger files and
+  runs the same diff query (the engine's own SQL) to its end: the baseline;
+- measured: the same sync after 1% of the rows changed (every 100th gets a new `plan`), its batch requests.
+
+Claims: the unchanged re-sync sends 0 batch requests and takes at most 10x the baseline; 1% changed sends
+at most ceil(changed/1000) + 10 requests.
+
+    .venv/bin/python -m bench.bench_engine --rows 1000000 [--postgres]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from bento_destination.engine.columns import plan_subscribers
+from bento_destination.engine.duckdb_diff import ALIAS, diff_sql, duckdb_columns
+from bento_destination.ledger import SyncLedger
+from bento_destination.mapping import MappingOptions, map_subscriber
+from bento_destination.subscriber_fingerprint import subscriber_fingerprint_v2
+
+from .emulator_process import EmulatorProcess, emulator_process
+
+TIME_FACTOR = 10.0
+CHUNK = 100_000
+TABLE = "contacts"
+
+
+def write_duckdb(path: Path, rows: int) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            f"CREATE TABLE {TABLE} AS SELECT 'user' || i || '@example.com' AS email, 'Person ' || i AS first_name, "
+            "CASE WHEN i % 2 = 0 THEN 'free' ELSE 'pro' END AS plan, i AS score, "
+            "CASE WHEN i % 3 = 0 THEN 'crm,pro' ELSE 'crm' END AS tags FROM range(?) t(i)", [rows],
+        )
+
+
+def seed_ledger(ledger_file: Path, site: str, input_rows: Any) -> float:
+    """Acknowledge each row's v2 fingerprint computed by the Python mapping; seconds taken."""
+    started = time.perf_counter()
+    options = MappingOptions()
+    with SyncLedger.open(str(ledger_file), site=site) as ledger:
+        for chunk in input_rows:
+            pairs = []
+            for row in chunk:
+                mapped = map_subscriber({k: v for k, v in row.items() if v is not None}, options)
+                email = mapped.payload["email"] if mapped.payload else mapped.commands[0]["email"]
+                pairs.append((email, subscriber_fingerprint_v2(mapped.payload, mapped.commands)))
+            ledger.acknowledge("subscribers", pairs)
+    return time.perf_counter() - started
+
+
+def duckdb_rows(path: Path) -> Any:
+    with duckdb.connect(str(path), read_only=True) as con:
+        reader = con.sql(f"SELECT * FROM {TABLE}").to_arrow_reader(CHUNK)
+        for batch in reader:
+            yield batch.to_pylist()
+
+
+def cli_sync(source: str, emu: EmulatorProcess, workdir: Path, ledger_file: Path) -> tuple[float, int, str]:
+    """`bento-dlt sync` in a fresh process: (wall seconds, batch requests, its stderr)."""
+    emu.reset_log()
+    env = {**os.environ, **emu.env, "BENTO_REQUESTS_PER_MINUTE": "1000000", "RUNTIME__DLTHUB_TELEMETRY": "false"}
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-m", "pipelines.cli", "sync", "--from", source, "--table", TABLE, "--as", "subscribers",
+         "--yes", "--json", "--no-results", "--pipelines-dir", str(workdir / "p"), "--ledger-url", str(ledger_file)],
+        env=env, capture_output=True, text=True, check=False,
+    )
+    elapsed = time.perf_counter() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"sync failed ({done.returncode}): {done.stderr[-2000:]}")
+    requests = [r for r in emu.log() if r["path"] == "/batch/subscribers"]
+    return elapsed, len(requests), done.stderr
+
+
+BASELINE = """
+import sys, duckdb
+input_file, ledger_file, sql, site = sys.argv[1:5]
+con = duckdb.connect(ledger_file, read_only=True)
+con.execute(f"ATTACH '{input_file}' AS {alias} (READ_ONLY)")
+rows = 0
+for batch in con.sql(sql, params=[site, "subscribers"]).to_arrow_reader(1000):
+    rows += batch.num_rows
+print(rows)
+"""
+
+
+def baseline(input_file: Path, ledger_file: Path, site: str) -> tuple[float, int]:
+    """A fresh process with duckdb alone runs the engine's diff query to its end: (seconds, rows to send)."""
+    plan = plan_subscribers(duckdb_columns(input_file, TABLE))
+    started = time.perf_counter()
+    done = subprocess.run(
+        [sys.executable, "-c", BASELINE.replace("{alias}", ALIAS), str(input_file), str(ledger_file),
+         diff_sql(plan, TABLE), site],
+        capture_output=True, text=True, check=True,
+    )
+    return time.perf_counter() - started, int(done.stdout.strip())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--rows", type=int, default=1_000_000)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-engine-"))
+    emu_args = ["--requests-per-minute", "10000000", "--capacity", "1000000", "--no-log-bodies", "--subscribers", "0"]
+    result: dict[str, Any] = {"rows": args.rows}
+    try:
+        with emulator_process(emu_args) as emu:
+            site = emu.env["BENTO_SITE_UUID"]
+            data, ledger_file = workdir / "crm.duckdb", workdir / "ledger.duckdb"
+            write_duckdb(data, args.rows)
+            result["ledger_seed_seconds_python"] = round(seed_ledger(ledger_file, site, duckdb_rows(data)), 1)
+            base_s, base_rows = baseline(data, ledger_file, site)
+            same_s, same_requests, same_err = cli_sync(str(data), emu, workdir, ledger_file)
+            print(same_err.strip().splitlines()[-3:], flush=True)
+            with duckdb.connect(str(data)) as con:
+                con.execute(f"UPDATE {TABLE} SET plan = 'team' WHERE score % 100 = 0")
+            changed_rows = math.ceil(args.rows / 100)
+            changed_s, changed_requests, _ = cli_sync(str(data), emu, workdir, ledger_file)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    bound = math.ceil(changed_rows / 1000) + 10
+    result.update({
+        "duckdb_alone_diff_seconds": round(base_s, 2),
+        "duckdb_alone_rows_to_send": base_rows,
+        "unchanged_resync_seconds": round(same_s, 2),
+        "unchanged_resync_batch_requests": same_requests,
+        "ratio_to_duckdb_alone": round(same_s / base_s, 2),
+        "changed_1pct_rows": changed_rows,
+        "changed_1pct_seconds": round(changed_s, 2),
+        "changed_1pct_batch_requests": changed_requests,
+        "changed_1pct_bound": bound,
+    })
+    print(json.dumps(result, indent=2))
+    held = same_requests == 0 and same_s <= TIME_FACTOR * base_s and changed_requests <= bound
+    print("HOLDS" if held else "DOES NOT HOLD",
+          f"(0 requests unchanged, at most {TIME_FACTOR:g}x DuckDB alone; 1% changed within ceil(changed/1000) + 10)")
+
+
+if __name__ == "__main__":
+    main()
