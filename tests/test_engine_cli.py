@@ -209,3 +209,44 @@ def test_postgres_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_r
     assert "contacts: 299 unchanged rows found in postgres and not read; 1 new or changed rows go on" in changed.stderr
     report = table_report(changed)
     assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report
+
+
+@pytest.mark.postgres
+def test_postgres_is_only_read_by_a_select_only_role_beside_an_open_write_transaction(
+    emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    """The engine's queries run in READ ONLY transactions: a role that may only SELECT the table is enough, and
+    a writer holding an open transaction on the table meanwhile neither blocks the sync nor is blocked."""
+    import sqlalchemy as sa
+
+    write_pg_contacts(postgres_url)
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as con:
+        con.exec_driver_sql("CREATE ROLE bento_reader LOGIN PASSWORD 'reader-pw'")
+        con.exec_driver_sql("GRANT SELECT ON contacts TO bento_reader")
+    reader_url = sa.make_url(postgres_url).set(username="bento_reader", password="reader-pw").render_as_string(
+        hide_password=False)
+    try:
+        assert sync_contacts(reader_url, env, tmp_path).returncode == EXIT_OK
+        record_v2(ledger_path(tmp_path), emu.site_uuid, pg_rows(postgres_url))
+        writer = admin.connect()
+        transaction = writer.begin()
+        writer.exec_driver_sql("UPDATE contacts SET score = -1 WHERE email = 'Person9@Example.com'")
+        try:
+            emu.reset_log()
+            again = sync_contacts(reader_url, env, tmp_path)
+            assert again.returncode == EXIT_OK, again.stderr
+            assert "300 unchanged rows found in postgres" in again.stderr  # the writer's change is not visible yet
+            assert posts(emu) == []
+            transaction.commit()  # the writer was never blocked by the sync's reads
+        finally:
+            writer.close()
+        emu.reset_log()
+        changed = sync_contacts(reader_url, env, tmp_path)
+        assert changed.returncode == EXIT_OK, changed.stderr
+        assert [r.emails for r in emu.requests("/batch/subscribers")] == [["person9@example.com"]]
+    finally:
+        with admin.begin() as con:
+            con.exec_driver_sql("DROP OWNED BY bento_reader")
+            con.exec_driver_sql("DROP ROLE bento_reader")
+        admin.dispose()
