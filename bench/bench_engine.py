@@ -105,6 +105,7 @@ BASELINE = """
 import sys, duckdb
 input_file, ledger_file, sql, site = sys.argv[1:5]
 con = duckdb.connect(ledger_file, read_only=True)
+con.execute("SET enable_progress_bar = false")
 con.execute(f"ATTACH '{input_file}' AS {alias} (READ_ONLY)")
 rows = 0
 for batch in con.sql(sql, params=[site, "subscribers"]).to_arrow_reader(1000):
@@ -122,7 +123,7 @@ def baseline(input_file: Path, ledger_file: Path, site: str) -> tuple[float, int
          diff_sql(plan, TABLE), site],
         capture_output=True, text=True, check=True,
     )
-    return time.perf_counter() - started, int(done.stdout.strip())
+    return time.perf_counter() - started, int(done.stdout.split()[-1])
 
 
 def write_postgres(url: str, rows: int) -> None:

@@ -102,6 +102,43 @@ def test_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
 
 
 
+def test_rows_the_sql_cannot_prove_go_to_python_and_a_float_column_leaves_the_engine_aside(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data)
+    with duckdb.connect(str(data)) as con:  # an invalid email, a non-ASCII one, and two rows of one person
+        con.execute("UPDATE contacts SET email = 'not-an-email' WHERE email = 'Person1@Example.com'")
+        con.execute("UPDATE contacts SET email = 'zoë@example.com' WHERE email = 'Person2@Example.com'")
+        con.execute("INSERT INTO contacts SELECT * REPLACE (301 AS score) FROM contacts "
+                    "WHERE email = 'Person5@Example.com'")
+    first = sync_contacts(data, env, tmp_path)
+    assert first.returncode == EXIT_OK, first.stderr
+    rejected = table_report(first)["rejected"]  # the bad email; the second row of person5 too
+    assert rejected >= 1 and "zoë@example.com" in emu.store.subscribers
+    unproven = ("not-an-email", "zoë@example.com", "Person5@Example.com")  # the ledger keeps what Python wrote
+    record_v2(ledger_path(tmp_path), emu.site_uuid, [r for r in contact_rows(data) if r["email"] not in unproven])
+
+    emu.reset_log()
+    again = sync_contacts(data, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    # proven unchanged: 301 rows less the bad email, the non-ASCII one and both rows of person5
+    assert "contacts: 297 unchanged rows found in duckdb and not read; 4 new or changed rows go on" in again.stderr
+    assert posts(emu) == []  # Python found the two rows it decides unchanged and rejected the bad one again
+    report = table_report(again)
+    assert report["unchanged"] == 297 + 4 - rejected and report["rejected"] == rejected, report
+
+    with duckdb.connect(str(data)) as con:
+        con.execute("ALTER TABLE contacts ADD COLUMN ltv DOUBLE")
+        con.execute("UPDATE contacts SET ltv = 1.5 WHERE email = 'Person3@Example.com'")
+    emu.reset_log()
+    floats = sync_contacts(data, env, tmp_path)
+    assert floats.returncode == EXIT_OK, floats.stderr
+    assert "not in duckdb: `ltv` is a DOUBLE" in floats.stderr
+    assert [r.emails for r in emu.requests("/batch/subscribers")] != []
+    assert emu.store.subscribers["person3@example.com"].fields["ltv"] == 1.5
+
+
 HOLD_READ_ONLY = """
 import sys, duckdb
 con = duckdb.connect(sys.argv[1], read_only=True)

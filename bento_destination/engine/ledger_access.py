@@ -25,7 +25,9 @@ def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R
 
 
 def roomy(con: duckdb.DuckDBPyConnection) -> None:
-    """The bulk memory cap and every core, for one statement over a whole table."""
+    """The bulk memory cap and every core, for one statement over a whole table (and no progress bar of
+    DuckDB's on stdout, which is the command's JSON summary)."""
+    con.execute("SET enable_progress_bar = false")
     con.execute(f"SET memory_limit = '{DEFAULT_BULK_MEMORY_LIMIT}'")
     con.execute(f"SET threads = {max(1, os.cpu_count() or 1)}")
 
