@@ -106,9 +106,12 @@ class PostgresDiff:
             pa.field("key", pa.string()), pa.field("ok", pa.bool_()), pa.field("fp", pa.string()),
         ]
         schema = pa.schema(fields)
-        on_ledger(self._ledger, lambda con: con.execute(
-            f"CREATE OR REPLACE TEMP TABLE {PAIRS_TABLE} (key VARCHAR, ok BOOLEAN, fp VARCHAR)"
-        ))
+
+        def create(con: duckdb.DuckDBPyConnection) -> None:
+            roomy(con)  # until the diff is done (`_diff` sets the steady settings back)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {PAIRS_TABLE} (key VARCHAR, ok BOOLEAN, fp VARCHAR)")
+
+        on_ledger(self._ledger, create)
 
         def append(chunk: pa.Table) -> None:
             def insert(con: duckdb.DuckDBPyConnection) -> None:
@@ -120,20 +123,23 @@ class PostgresDiff:
 
             on_ledger(self._ledger, insert)
 
-        with self._read_only() as con:
-            result = con.execution_options(stream_results=True, yield_per=PAIR_CHUNK).exec_driver_sql(
-                pairs_sql(plan, self._table)
-            )
-            for part in result.partitions(PAIR_CHUNK):
-                keys, oks, fps = zip(*part, strict=True) if part else ((), (), ())
-                append(pa.table([pa.array(keys, pa.string()), pa.array(oks, pa.bool_()), pa.array(fps, pa.string())],
-                                schema=schema))
+        try:
+            with self._read_only() as con:
+                result = con.execution_options(stream_results=True, yield_per=PAIR_CHUNK).exec_driver_sql(
+                    pairs_sql(plan, self._table)
+                )
+                for part in result.partitions(PAIR_CHUNK):
+                    keys, oks, fps = zip(*part, strict=True) if part else ((), (), ())
+                    append(pa.table([pa.array(keys, pa.string()), pa.array(oks, pa.bool_()),
+                                     pa.array(fps, pa.string())], schema=schema))
+        except BaseException:
+            on_ledger(self._ledger, steady)
+            raise
 
     def _diff(self) -> tuple[int, int, pa.Array]:
         """(unchanged rows, unprovable rows, keys of the provable rows to send) from the pairs and the ledger."""
 
         def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, pa.Array]:
-            roomy(con)
             try:
                 con.execute(f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged('$1', '$2')}",
                             [self._site, "subscribers"])

@@ -11,6 +11,7 @@ so the run's report says `unchanged` as it does when the pre-pass drops rows.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -31,7 +32,9 @@ class EngineSource:
 
 
 class _Counts(Protocol):
-    unchanged: Any
+    """A load's plan (`changes.PackagePlan`): its unchanged rows per table."""
+
+    unchanged: Counter[str]
 
 
 class EngineRows:
