@@ -27,6 +27,7 @@ from .changes import _file_rows as file_rows
 from .clients import prove_credentials
 from .config import BentoDestinationConfig, resolve_destination_config
 from .duplicates import prepare_duplicates, record_duplicates
+from .engine import EngineRows
 from .ledger import LedgerBusyError
 from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
@@ -210,6 +211,7 @@ def load_new_data(
     before anything is sent and drops rows the ledger says Bento already has. If the guard stops the run,
     the package is dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
     """
+    engine = data if isinstance(data, EngineRows) else None  # its unchanged rows count in the report
     data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
         data, table_name, table_operations=config.table_operations,
         reject_threshold=config.reject_threshold, redact=settings.redact, section=pipeline.pipeline_name,
@@ -234,6 +236,8 @@ def load_new_data(
             pipeline.abort_packages()
             raise
         record_duplicates(duplicates, _report_run(pipeline, load_id, settings, config), operation_of)
+        if engine is not None:
+            engine.settle(plan)
         record_plan(pipeline, plan, settings, config)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import duckdb
 import pyarrow as pa
 
+from bento_destination.engine import EngineSource
 from bento_destination.values import field_key
 
 from .cli_common import EXIT_USAGE, CliError
@@ -66,6 +67,11 @@ class SyncInput(Protocol):
     def close(self) -> None: ...
 
 
+def engine_source(source: SyncInput) -> EngineSource | None:
+    """The table the engine may read for this input (a DuckDB file's or Postgres's), else None."""
+    return getattr(source, "engine_source", None)
+
+
 def _table_name(text: str) -> str:
     """A dlt table name from a table or file name (`crm.contacts` -> `contacts`, `New Leads.csv` -> `new_leads`)."""
     name = _NAME_RE.sub("_", text.rsplit(".", 1)[-1] if "." in text else text).strip("_").lower()
@@ -96,6 +102,8 @@ class DuckDBInput:
         self._user_sql = user_sql  # errors point into the user's --query, not into SQL of ours
         self.label = label
         self.table_name = table_name
+        #: a table of a DuckDB file: the engine may find its changed rows (bento_destination/engine)
+        self.engine_source: EngineSource | None = None
 
     def count(self) -> int:
         try:
@@ -139,6 +147,8 @@ class SqlAlchemyInput:
         except Exception as error:  # bad URL, missing driver
             raise InputError(f"cannot use the database URL: {cause(error)}") from None
         shown = self._engine.url.render_as_string(hide_password=True)
+        #: a Postgres table: the engine may find its changed rows (bento_destination/engine)
+        self.engine_source: EngineSource | None = None
         if query:
             self._statement: Any = sa.text(_without_semicolon(query))
             self.label = f"query on {shown}"
@@ -148,6 +158,8 @@ class SqlAlchemyInput:
             self._statement = sa.select(sa.text("*")).select_from(sa.table(name, schema=schema or None))
             self.label = f"table {table} of {shown}"
             self.table_name = _table_name(name)
+            if self._engine.dialect.name == "postgresql":
+                self.engine_source = EngineSource("postgres", url, table)
         else:
             raise InputError("a database URL needs --table T or --query SQL")
 
@@ -261,7 +273,9 @@ def _open_duckdb_file(path: Path, table: str | None, query: str | None) -> DuckD
             listed = ", ".join(tables) if tables else "none"
             raise InputError(f"{path} holds {len(tables)} tables ({listed}): name one with --table, or use --query")
         table = tables[0]
-    return DuckDBInput(con, f"SELECT * FROM {_quote(table)}", f"table {table} of {path}", _table_name(table))
+    opened = DuckDBInput(con, f"SELECT * FROM {_quote(table)}", f"table {table} of {path}", _table_name(table))
+    opened.engine_source = EngineSource("duckdb", str(path), table)
+    return opened
 
 
 def _open_file_view(path: Path, reader: str, query: str | None, options: str = "") -> DuckDBInput:

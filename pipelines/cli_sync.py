@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import inspect
 import sys
 import time
@@ -52,7 +53,7 @@ from .cli_common import (
     share,
 )
 from .cli_emails import email_plan
-from .cli_input import SyncInput, open_input, require_columns
+from .cli_input import SyncInput, engine_source, open_input, require_columns
 from .cli_plan import build_plan
 from .cli_progress import ReportProgress, budget_waits_shown
 from .cli_signals import SignalGuard
@@ -179,6 +180,24 @@ def ledger_options(chosen: dict[str, Any], note: Callable[[str], None]) -> dict[
     return out
 
 
+def _engine_or_batches(
+    source: SyncInput, cfg: SyncSettings, options: dict[str, Any], working_dir: Path, note: Callable[[str], None]
+) -> Any:
+    """The rows `sync()` extracts: the engine's new and changed rows where it can take the input (a DuckDB
+    or Postgres table of subscribers, the ledger on), else every row of the input."""
+    from bento_destination.config import LedgerOptions
+    from bento_destination.engine import engine_rows
+
+    known = {field.name for field in dataclasses.fields(LedgerOptions)}
+    ledger = LedgerOptions(**{key: value for key, value in options.items() if key in known and value is not None})
+    rows = engine_rows(
+        engine_source(source), operation=cfg.operation, table_name=source.table_name,
+        ledger_location=ledger.location(working_dir), site=cfg.settings.site_uuid, sync_ledger=ledger.sync_ledger,
+        full_resync=ledger.full_resync, allow_secret_columns=cfg.allow_secret_columns, note=note,
+    )
+    return source.batches() if rows is None else rows
+
+
 def push(
     source: SyncInput, cfg: SyncSettings, console: Console, total: int | None = None
 ) -> tuple[int, dict[str, Any], str]:
@@ -196,9 +215,10 @@ def push(
     guard = SignalGuard(console, cancel, lambda: _run_progress(working_dir))
     # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
     progress = ReportProgress(working_dir, known, total, console.note, cfg.operation, cfg.budgets)
+    data = _engine_or_batches(source, cfg, options, working_dir, console.note)
     with guard, budget_waits_shown(console), progress, contextlib.suppress(BentoRejectsExceeded):
         sync(
-            source.batches(),
+            data,
             pipeline_name=cfg.pipeline_name,
             pipelines_dir=cfg.pipelines_dir,
             table_name=source.table_name,

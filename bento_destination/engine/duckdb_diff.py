@@ -1,0 +1,141 @@
+"""The diff where the data lives, for a DuckDB file: one query over the user's table and the ledger.
+
+The ledger's DuckDB connection ATTACHes the user's file READ_ONLY (never read-write: a writer's lock
+would shut out the user's dashboards for the whole run) and one query computes each row's email key and
+version 2 fingerprint, joins the ledger and returns the new and changed rows in full, streamed as Arrow
+record batches. Rows the SQL cannot prove (see `sql.provable_sql`) and rows sharing an email with another
+row (the Python path picks one per email) come back too, so the Python path decides them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Final
+
+import duckdb
+import pyarrow as pa
+
+from ..ledger import SyncLedger
+from .columns import BOOLEAN, INTEGER, TEXT, EngineDeclined, SubscriberColumns
+from .ledger_access import on_ledger, roomy, steady
+from .sql import DUCKDB, fingerprint_sql, key_sql, literal, provable_sql, quote
+
+ALIAS: Final = "bento_input"
+#: DuckDB column types whose values `sql.text_sql` renders exactly as `value_text`
+DUCKDB_KINDS: Final = {
+    "VARCHAR": TEXT,
+    "BOOLEAN": BOOLEAN,
+    **{name: INTEGER for name in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")},
+}
+#: the engine's own columns in the query (a user column with one of these names makes the engine decline)
+KEY, OK, FP, COPIES, SAME = "__bento_key", "__bento_ok", "__bento_fp", "__bento_copies", "__bento_same"
+
+
+def table_ref(table: str) -> str:
+    """`schema.table` or `table` of the attached file, quoted part by part."""
+    return ".".join([ALIAS, *(quote(part) for part in table.split("."))])
+
+
+def diff_sql(plan: SubscriberColumns, table: str) -> str:
+    """The query: the new and changed rows in full, with the input's columns only.
+
+    Parameters: the site, then the ledger namespace.
+    """
+    own = ", ".join((KEY, OK, FP, COPIES))
+    body = f"""
+        WITH src AS (
+            SELECT *, {key_sql(plan, DUCKDB)} AS {KEY}, {provable_sql(plan, DUCKDB)} AS {OK},
+                   {fingerprint_sql(plan, DUCKDB)} AS {FP}
+            FROM {table_ref(table)}
+        ), counted AS (
+            SELECT *, count(*) OVER (PARTITION BY {KEY}) AS {COPIES} FROM src
+        ), judged AS (
+            SELECT c.*, coalesce(c.{OK} AND c.{COPIES} = 1 AND e.value = c.{FP}, FALSE) AS {SAME}
+            FROM counted c
+            LEFT JOIN ledger_entries e ON e.site = $1 AND e.ns = $2 AND e.sub = '' AND e.key = c.{KEY}
+        )"""
+    return body + f" SELECT * EXCLUDE ({own}, {SAME}) FROM judged WHERE NOT {SAME}"
+
+
+def duckdb_columns(path: str | Path, table: str) -> list[tuple[str, str]]:
+    """(name, kind) of a table of a DuckDB file, through a private in-memory DuckDB that attaches it read-only.
+
+    EngineDeclined if a column has a name the engine's query uses for itself.
+    """
+    con = duckdb.connect()
+    try:
+        con.execute(f"ATTACH {literal(str(Path(path).expanduser().resolve()))} AS {ALIAS} (READ_ONLY)")
+        rows = con.execute(f"DESCRIBE SELECT * FROM {table_ref(table)}").fetchall()
+    finally:
+        con.close()
+    columns = [(str(name), DUCKDB_KINDS.get(str(kind), str(kind))) for name, kind, *_ in rows]
+    if {KEY, OK, FP, COPIES, SAME} & {name for name, _ in columns}:
+        raise EngineDeclined("a column has a name the engine uses for itself")
+    return columns
+
+
+class DuckDBDiff:
+    """New and changed subscriber rows of one table of a DuckDB file, against one ledger.
+
+    `batches()` streams the rows to send; `unchanged` is the count of the others, known when `batches()` ends.
+    """
+
+    def __init__(self, ledger: SyncLedger, site: str, path: str | Path, table: str,
+                 allow_secret_columns: bool = False) -> None:
+        self._ledger = ledger
+        self._site = site
+        self._path = str(Path(path).expanduser().resolve())
+        self._table = table
+        self._allow_secret = allow_secret_columns
+        self.unchanged = 0
+        self.sent = 0
+
+    def _attach(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(f"ATTACH {literal(self._path)} AS {ALIAS} (READ_ONLY)")
+
+    def _detach(self, con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(f"DETACH DATABASE IF EXISTS {ALIAS}")
+
+    def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[pa.RecordBatch]:
+        """The new and changed rows, `rows` at a time; the file stays attached until the last batch."""
+        params = [self._site, "subscribers"]
+
+        def start(con: duckdb.DuckDBPyConnection) -> tuple[int, pa.RecordBatchReader]:
+            self._attach(con)
+            try:
+                roomy(con)
+                total = con.execute(f"SELECT count(*) FROM {table_ref(self._table)}").fetchall()[0][0]
+                reader = con.sql(diff_sql(plan, self._table), params=params).to_arrow_reader(rows)
+            except BaseException:
+                finish(con, None)
+                raise
+            return int(total), reader
+
+        def read(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+            try:
+                return reader.read_next_batch()
+            except StopIteration:
+                return None
+
+        def finish(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader | None) -> None:
+            if reader is not None:
+                reader.close()
+            steady(con)
+            self._detach(con)
+
+        # the file stays attached (read-only) from the count to the last row: no writer can change it meanwhile
+        total, reader = on_ledger(self._ledger, start)
+        try:
+            while True:
+                batch = on_ledger(self._ledger, lambda _con: read(reader))
+                if batch is None:
+                    break
+                if batch.num_rows:
+                    self.sent += batch.num_rows
+                    yield batch
+            if not self.sent:  # no row to send: the table still gets its load (and its report) with 0 rows
+                yield pa.RecordBatch.from_pylist([], schema=reader.schema)
+            self.unchanged = total - self.sent
+        finally:
+            on_ledger(self._ledger, lambda con: finish(con, reader))

@@ -1,0 +1,38 @@
+"""Work on the sync ledger's own DuckDB connection, on the ledger's worker thread, with room to do it.
+
+The engine's diff joins the input against the ledger table where it lives: in the ledger's DuckDB (the
+file, or the cache a folder ledger reads its segments into). The ledger runs every DuckDB call on one
+thread and caps DuckDB's memory for its steady work; while a diff over a whole table runs, DuckDB gets the
+ledger's bulk cap and every core, and the steady settings come back after it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TypeVar
+
+import duckdb
+
+from ..ledger import DEFAULT_BULK_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, SyncLedger
+
+_R = TypeVar("_R")
+
+
+def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R]) -> _R:
+    """`work(connection)` on the ledger's connection, alone in the process (`SyncLedger.exclusive`)."""
+    return ledger.exclusive(lambda held: work(held._con))
+
+
+def roomy(con: duckdb.DuckDBPyConnection) -> None:
+    """The bulk memory cap and every core, for one statement over a whole table (and no progress bar of
+    DuckDB's on stdout, which is the command's JSON summary)."""
+    con.execute("SET enable_progress_bar = false")
+    con.execute(f"SET memory_limit = '{DEFAULT_BULK_MEMORY_LIMIT}'")
+    con.execute(f"SET threads = {max(1, os.cpu_count() or 1)}")
+
+
+def steady(con: duckdb.DuckDBPyConnection) -> None:
+    """The ledger's steady settings back."""
+    con.execute(f"SET memory_limit = '{DEFAULT_MEMORY_LIMIT}'")
+    con.execute(f"SET threads = {DEFAULT_THREADS}")

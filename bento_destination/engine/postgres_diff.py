@@ -1,0 +1,180 @@
+"""The diff where the data lives, for a Postgres table: only (key, fingerprint) pairs leave the server.
+
+Postgres computes each row's email key, whether the SQL can prove it, and its version 2 fingerprint in one
+read-only query; those pairs (tens of bytes a row) are streamed into the ledger's DuckDB and diffed against
+the ledger there. Then only the rows to send are read in full: the new and changed ones, by chunks of
+keys, and those the SQL could not prove (the Python path decides them). Nothing is written to Postgres:
+the transactions are READ ONLY.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Final
+
+import duckdb
+import pyarrow as pa
+
+from ..ledger import SyncLedger
+from .columns import BOOLEAN, INTEGER, TEXT, SubscriberColumns
+from .ledger_access import on_ledger, roomy, steady
+from .sql import POSTGRES, fingerprint_sql, key_sql, provable_sql, quote
+
+#: Postgres type OIDs whose values `sql.text_sql` renders exactly as `value_text` (text, varchar; int2, int4,
+#: int8; bool). char(n) is left out: its padding is cut by a cast to text but not by the driver.
+POSTGRES_KINDS: Final = {25: TEXT, 1043: TEXT, 21: INTEGER, 23: INTEGER, 20: INTEGER, 16: BOOLEAN}
+#: pairs read from Postgres per Arrow chunk, and keys per query of full rows
+PAIR_CHUNK: Final = 50_000
+KEY_CHUNK: Final = 10_000
+PAIRS_TABLE: Final = "bento_engine_pairs"
+
+
+def table_ref(table: str) -> str:
+    return ".".join(quote(part) for part in table.split("."))
+
+
+def pairs_sql(plan: SubscriberColumns, table: str) -> str:
+    """Per row: the key, whether the SQL proves the row, and its fingerprint."""
+    return (
+        f"SELECT {key_sql(plan, POSTGRES)} AS key, {provable_sql(plan, POSTGRES)} AS ok, "
+        f"{fingerprint_sql(plan, POSTGRES)} AS fp FROM {table_ref(table)}"
+    )
+
+
+def _judged(site_param: str, ns_param: str) -> str:
+    return f"""
+        WITH counted AS (
+            SELECT *, count(*) OVER (PARTITION BY key) AS copies FROM {PAIRS_TABLE}
+        )
+        SELECT c.key, c.ok, coalesce(c.ok AND c.copies = 1 AND e.value = c.fp, FALSE) AS same
+        FROM counted c
+        LEFT JOIN ledger_entries e ON e.site = {site_param} AND e.ns = {ns_param} AND e.sub = '' AND e.key = c.key
+    """
+
+
+def postgres_columns(url: str, table: str) -> list[tuple[str, str]]:
+    """(name, kind) of a Postgres table from its result description (no row is read)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as con:
+            con.exec_driver_sql("SET TRANSACTION READ ONLY")
+            result = con.exec_driver_sql(f"SELECT * FROM {table_ref(table)} LIMIT 0")
+            description = result.cursor.description
+            result.close()
+    finally:
+        engine.dispose()
+    return [(str(d[0]), POSTGRES_KINDS.get(int(str(d[1])), f"type {d[1]}")) for d in description or ()]
+
+
+#: Arrow types of an empty batch, with the types dlt infers from the rows of these kinds (others: no type)
+_ARROW_TYPES: Final = {TEXT: pa.string(), INTEGER: pa.int64(), BOOLEAN: pa.bool_()}
+
+
+def empty_table(columns: list[tuple[str, str]]) -> pa.Table:
+    """No rows, the table's columns: what dlt needs to start a load of the table."""
+    return pa.table({name: pa.array([], _ARROW_TYPES.get(kind, pa.null())) for name, kind in columns})
+
+
+class PostgresDiff:
+    """New and changed subscriber rows of one Postgres table (through SQLAlchemy), against one ledger."""
+
+    def __init__(self, ledger: SyncLedger, site: str, url: str, table: str, allow_secret_columns: bool = False) -> None:
+        import sqlalchemy as sa
+
+        self._ledger = ledger
+        self._site = site
+        self._url = url
+        self._engine = sa.create_engine(url)
+        self._table = table
+        self._allow_secret = allow_secret_columns
+        self.unchanged = 0
+        self.sent = 0
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def _read_only(self) -> Any:
+        con = self._engine.connect()
+        con.exec_driver_sql("SET TRANSACTION READ ONLY")
+        return con
+
+    def _load_pairs(self, plan: SubscriberColumns) -> None:
+        """Stream the pairs from Postgres into a temporary table of the ledger's DuckDB."""
+        fields: list[pa.Field[Any]] = [
+            pa.field("key", pa.string()), pa.field("ok", pa.bool_()), pa.field("fp", pa.string()),
+        ]
+        schema = pa.schema(fields)
+
+        def create(con: duckdb.DuckDBPyConnection) -> None:
+            roomy(con)  # until the diff is done (`_diff` sets the steady settings back)
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {PAIRS_TABLE} (key VARCHAR, ok BOOLEAN, fp VARCHAR)")
+
+        on_ledger(self._ledger, create)
+
+        def append(chunk: pa.Table) -> None:
+            def insert(con: duckdb.DuckDBPyConnection) -> None:
+                con.register("bento_engine_chunk", chunk)
+                try:
+                    con.execute(f"INSERT INTO {PAIRS_TABLE} SELECT key, ok, fp FROM bento_engine_chunk")
+                finally:
+                    con.unregister("bento_engine_chunk")
+
+            on_ledger(self._ledger, insert)
+
+        try:
+            with self._read_only() as con:
+                result = con.execution_options(stream_results=True, yield_per=PAIR_CHUNK).exec_driver_sql(
+                    pairs_sql(plan, self._table)
+                )
+                for part in result.partitions(PAIR_CHUNK):
+                    keys, oks, fps = zip(*part, strict=True) if part else ((), (), ())
+                    append(pa.table([pa.array(keys, pa.string()), pa.array(oks, pa.bool_()),
+                                     pa.array(fps, pa.string())], schema=schema))
+        except BaseException:
+            on_ledger(self._ledger, steady)
+            raise
+
+    def _diff(self) -> tuple[int, int, pa.Array]:
+        """(unchanged rows, unprovable rows, keys of the provable rows to send) from the pairs and the ledger."""
+
+        def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, pa.Array]:
+            try:
+                con.execute(f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged('$1', '$2')}",
+                            [self._site, "subscribers"])
+                same, unproven = con.execute(
+                    "SELECT count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT ok) FROM bento_engine_judged"
+                ).fetchall()[0]
+                keys = con.sql(
+                    "SELECT DISTINCT key FROM bento_engine_judged WHERE ok AND NOT same"
+                ).to_arrow_table().column("key").combine_chunks()
+            finally:
+                con.execute(f"DROP TABLE IF EXISTS {PAIRS_TABLE}")
+                con.execute("DROP TABLE IF EXISTS bento_engine_judged")
+                steady(con)
+            return int(same), int(unproven), keys
+
+        return on_ledger(self._ledger, run)
+
+    def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[list[dict[str, Any]] | pa.Table]:
+        """The new and changed rows (and the unprovable ones) as lists of dicts, `rows` at a time."""
+        self._load_pairs(plan)
+        same, unproven, keys = self._diff()
+        key, ok = key_sql(plan, POSTGRES), provable_sql(plan, POSTGRES)
+        queries: list[tuple[str, dict[str, Any]]] = []
+        if unproven:
+            queries.append((f"SELECT * FROM {table_ref(self._table)} WHERE NOT {ok}", {}))
+        for start in range(0, len(keys), KEY_CHUNK):
+            chunk = keys.slice(start, KEY_CHUNK).to_pylist()
+            queries.append((f"SELECT * FROM {table_ref(self._table)} WHERE {ok} AND {key} = ANY(%(keys)s)",
+                            {"keys": chunk}))
+        with self._read_only() as con:
+            for sql, params in queries:
+                result = con.execution_options(stream_results=True, yield_per=rows).exec_driver_sql(sql, params)
+                for part in result.mappings().partitions(rows):
+                    self.sent += len(part)
+                    yield [dict(row) for row in part]
+        self.unchanged = same
+        if not self.sent:  # no row to send: the table still gets its load (and its report) with 0 rows
+            yield empty_table(postgres_columns(self._url, self._table))

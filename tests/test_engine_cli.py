@@ -1,0 +1,289 @@
+"""`bento-dlt sync --from file.duckdb --table T --as subscribers`: the engine finds the changed rows in DuckDB.
+
+The user's file is attached read-only by the ledger's DuckDB; an unchanged re-sync reads no row into Python
+and sends no batch request, one changed row sends one request of one row, and the report counts the rest as
+`unchanged`. The user's file is never written, and another process reading it meanwhile is not shut out.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from bento_api.emulator import BentoEmulator
+from bento_destination.sync import EXIT_OK
+
+from .engine_support import ledger_path, record_v2
+from .test_cli import as_json, base_env, cli, posts
+
+ROWS = 300
+
+
+@pytest.fixture
+def env(emu: BentoEmulator) -> dict[str, str]:
+    return base_env(**emu.env(), BENTO_REQUESTS_PER_MINUTE="60000")
+
+
+def write_contacts(path: Path, rows: int = ROWS) -> None:
+    with duckdb.connect(str(path)) as con:
+        con.execute(
+            "CREATE TABLE contacts AS SELECT 'Person' || i || '@Example.com' AS email, "
+            "'Person ' || i AS \"First Name\", i AS score, i % 2 = 0 AS vip, "
+            "CASE WHEN i % 3 = 0 THEN 'crm, pro' ELSE 'crm' END AS tags, "
+            "'hunter' || i AS password FROM range(?) t(i)", [rows],
+        )
+
+
+def sync_contacts(path: Path | str, env: dict[str, str], cwd: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return cli("sync", "--from", str(path), "--table", "contacts", "--as", "subscribers", "--yes", "--json",
+               "--pipelines-dir", "p", *extra, env=env, cwd=cwd)
+
+
+def table_report(result: subprocess.CompletedProcess[str], table: str = "contacts") -> dict[str, int]:
+    """The table's counts summed over the run's loads."""
+    out: dict[str, int] = {}
+    for load in as_json(result)["loads"]:
+        for name, value in load["tables"].get(table, {}).items():
+            if isinstance(value, int):
+                out[name] = out.get(name, 0) + value
+    return out
+
+
+def contact_rows(path: Path) -> list[dict[str, object]]:
+    with duckdb.connect(str(path), read_only=True) as con:
+        relation = con.sql("SELECT * FROM contacts")
+        return [dict(zip(relation.columns, row, strict=True)) for row in relation.fetchall()]
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data)
+    first = sync_contacts(data, env, tmp_path)
+    assert first.returncode == EXIT_OK, first.stderr
+    assert len(emu.store.subscribers) == ROWS
+    sub = emu.store.subscribers["person3@example.com"]
+    assert sub.fields["first_name"] == "Person 3" and sub.fields["score"] == 3 and sub.fields["vip"] is False
+    assert "password" not in sub.fields
+    assert set(emu.store.tag_names(sub)) == {"crm", "pro"}
+
+    assert record_v2(ledger_path(tmp_path), emu.site_uuid, contact_rows(data)) == ROWS
+
+    emu.reset_log()
+    before = digest(data)
+    again = sync_contacts(data, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert posts(emu) == []
+    assert digest(data) == before  # read-only: the user's file is not written
+    assert "contacts: 300 unchanged rows found in duckdb and not read; 0 new or changed rows go on" in again.stderr
+    report = table_report(again)
+    assert report["unchanged"] == ROWS and report["sent"] == 0 and report["requests"] == 0, report
+
+    with duckdb.connect(str(data)) as con:
+        con.execute("UPDATE contacts SET score = 1000 WHERE email = 'Person7@Example.com'")
+    emu.reset_log()
+    changed = sync_contacts(data, env, tmp_path)
+    assert changed.returncode == EXIT_OK, changed.stderr
+    assert [r.emails for r in emu.requests("/batch/subscribers")] == [["person7@example.com"]]
+    assert emu.store.subscribers["person7@example.com"].fields["score"] == 1000
+    assert "contacts: 299 unchanged rows found in duckdb and not read; 1 new or changed rows go on" in changed.stderr
+    report = table_report(changed)
+    assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report
+
+
+
+def test_rows_the_sql_cannot_prove_go_to_python_and_a_float_column_leaves_the_engine_aside(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data)
+    with duckdb.connect(str(data)) as con:  # an invalid email, a non-ASCII one, and two rows of one person
+        con.execute("UPDATE contacts SET email = 'not-an-email' WHERE email = 'Person1@Example.com'")
+        con.execute("UPDATE contacts SET email = 'zoë@example.com' WHERE email = 'Person2@Example.com'")
+        con.execute("INSERT INTO contacts SELECT * REPLACE (301 AS score) FROM contacts "
+                    "WHERE email = 'Person5@Example.com'")
+    first = sync_contacts(data, env, tmp_path)
+    assert first.returncode == EXIT_OK, first.stderr
+    rejected = table_report(first)["rejected"]  # the bad email; the second row of person5 too
+    assert rejected >= 1 and "zoë@example.com" in emu.store.subscribers
+    unproven = ("not-an-email", "zoë@example.com", "Person5@Example.com")  # the ledger keeps what Python wrote
+    record_v2(ledger_path(tmp_path), emu.site_uuid, [r for r in contact_rows(data) if r["email"] not in unproven])
+
+    emu.reset_log()
+    again = sync_contacts(data, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    # proven unchanged: 301 rows less the bad email, the non-ASCII one and both rows of person5
+    assert "contacts: 297 unchanged rows found in duckdb and not read; 4 new or changed rows go on" in again.stderr
+    assert posts(emu) == []  # Python found the two rows it decides unchanged and rejected the bad one again
+    report = table_report(again)
+    assert report["unchanged"] == 297 + 4 - rejected and report["rejected"] == rejected, report
+
+    with duckdb.connect(str(data)) as con:
+        con.execute("ALTER TABLE contacts ADD COLUMN ltv DOUBLE")
+        con.execute("UPDATE contacts SET ltv = 1.5 WHERE email = 'Person3@Example.com'")
+    emu.reset_log()
+    floats = sync_contacts(data, env, tmp_path)
+    assert floats.returncode == EXIT_OK, floats.stderr
+    assert "not in duckdb: `ltv` is a DOUBLE" in floats.stderr
+    assert [r.emails for r in emu.requests("/batch/subscribers")] != []
+    assert emu.store.subscribers["person3@example.com"].fields["ltv"] == 1.5
+
+
+HOLD_READ_ONLY = """
+import sys, duckdb
+con = duckdb.connect(sys.argv[1], read_only=True)
+print(con.execute("SELECT count(*) FROM contacts").fetchone()[0], flush=True)
+sys.stdin.read()  # hold the connection until the test closes stdin
+print(con.execute("SELECT count(*) FROM contacts").fetchone()[0], flush=True)
+"""
+
+
+def test_the_users_file_is_attached_read_only_beside_a_dashboard_reading_it(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    """A dashboard holds a read-only connection in another process for the whole sync: the engine, which only
+    attaches the file READ_ONLY, runs beside it (DuckDB refuses a read-write open while another process holds
+    the file), never writes it, and lets go of it, so a writer can open it right after the run."""
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data)
+    assert sync_contacts(data, env, tmp_path).returncode == EXIT_OK
+    record_v2(ledger_path(tmp_path), emu.site_uuid, contact_rows(data))
+    before = digest(data)
+    dashboard = subprocess.Popen([sys.executable, "-c", HOLD_READ_ONLY, str(data)], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        assert dashboard.stdout is not None and dashboard.stdout.readline().strip() == str(ROWS)
+        with pytest.raises(duckdb.IOException):  # the lock the engine must never take: a writer's
+            duckdb.connect(str(data))
+        emu.reset_log()
+        again = sync_contacts(data, env, tmp_path)
+        assert again.returncode == EXIT_OK, again.stderr
+        assert "300 unchanged rows found in duckdb" in again.stderr
+        assert posts(emu) == []
+        out, _ = dashboard.communicate("", timeout=30)
+        assert out.strip() == str(ROWS) and dashboard.returncode == 0  # it kept reading through the sync
+    finally:
+        if dashboard.poll() is None:
+            dashboard.kill()
+            dashboard.wait()
+    assert digest(data) == before
+    with duckdb.connect(str(data)) as writer:  # nothing of the run holds the file any more
+        writer.execute("UPDATE contacts SET score = -1 WHERE email = 'Person1@Example.com'")
+
+
+# -- Postgres ---------------------------------------------------------------------------------------------
+
+
+def write_pg_contacts(url: str, rows: int = ROWS) -> None:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as con:
+            con.exec_driver_sql(
+                "CREATE TABLE contacts AS SELECT 'Person' || i || '@Example.com' AS email, "
+                "'Person ' || i AS \"First Name\", i::bigint AS score, mod(i, 2) = 0 AS vip, "
+                "CASE WHEN mod(i, 3) = 0 THEN 'crm, pro' ELSE 'crm' END AS tags, "
+                f"'hunter' || i AS password FROM generate_series(0, {rows - 1}) AS t(i)"
+            )
+    finally:
+        engine.dispose()
+
+
+def pg_rows(url: str) -> list[dict[str, object]]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as con:
+            return [dict(row) for row in con.exec_driver_sql("SELECT * FROM contacts").mappings()]
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.postgres
+def test_postgres_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
+    emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    write_pg_contacts(postgres_url)
+    first = sync_contacts(postgres_url, env, tmp_path)
+    assert first.returncode == EXIT_OK, first.stderr
+    assert len(emu.store.subscribers) == ROWS
+    assert emu.store.subscribers["person4@example.com"].fields["vip"] is True
+    assert record_v2(ledger_path(tmp_path), emu.site_uuid, pg_rows(postgres_url)) == ROWS
+
+    emu.reset_log()
+    again = sync_contacts(postgres_url, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert posts(emu) == []
+    assert "contacts: 300 unchanged rows found in postgres and not read; 0 new or changed rows go on" in again.stderr
+    report = table_report(again)
+    assert report["unchanged"] == ROWS and report["sent"] == 0 and report["requests"] == 0, report
+
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as con:
+            con.exec_driver_sql("UPDATE contacts SET tags = 'crm,vip' WHERE email = 'Person8@Example.com'")
+    finally:
+        engine.dispose()
+    emu.reset_log()
+    changed = sync_contacts(postgres_url, env, tmp_path)
+    assert changed.returncode == EXIT_OK, changed.stderr
+    assert [r.emails for r in emu.requests("/batch/subscribers")] == [["person8@example.com"]]
+    assert set(emu.store.tag_names(emu.store.subscribers["person8@example.com"])) == {"crm", "vip"}
+    assert "contacts: 299 unchanged rows found in postgres and not read; 1 new or changed rows go on" in changed.stderr
+    report = table_report(changed)
+    assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report
+
+
+@pytest.mark.postgres
+def test_postgres_is_only_read_by_a_select_only_role_beside_an_open_write_transaction(
+    emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    """The engine's queries run in READ ONLY transactions: a role that may only SELECT the table is enough, and
+    a writer holding an open transaction on the table meanwhile neither blocks the sync nor is blocked."""
+    import sqlalchemy as sa
+
+    write_pg_contacts(postgres_url)
+    admin = sa.create_engine(postgres_url)
+    with admin.begin() as con:
+        con.exec_driver_sql("CREATE ROLE bento_reader LOGIN PASSWORD 'reader-pw'")
+        con.exec_driver_sql("GRANT SELECT ON contacts TO bento_reader")
+    reader_url = sa.make_url(postgres_url).set(username="bento_reader", password="reader-pw").render_as_string(
+        hide_password=False)
+    try:
+        assert sync_contacts(reader_url, env, tmp_path).returncode == EXIT_OK
+        record_v2(ledger_path(tmp_path), emu.site_uuid, pg_rows(postgres_url))
+        writer = admin.connect()
+        transaction = writer.begin()
+        writer.exec_driver_sql("UPDATE contacts SET score = -1 WHERE email = 'Person9@Example.com'")
+        try:
+            emu.reset_log()
+            again = sync_contacts(reader_url, env, tmp_path)
+            assert again.returncode == EXIT_OK, again.stderr
+            assert "300 unchanged rows found in postgres" in again.stderr  # the writer's change is not visible yet
+            assert posts(emu) == []
+            transaction.commit()  # the writer was never blocked by the sync's reads
+        finally:
+            writer.close()
+        emu.reset_log()
+        changed = sync_contacts(reader_url, env, tmp_path)
+        assert changed.returncode == EXIT_OK, changed.stderr
+        assert [r.emails for r in emu.requests("/batch/subscribers")] == [["person9@example.com"]]
+    finally:
+        with admin.begin() as con:
+            con.exec_driver_sql("DROP OWNED BY bento_reader")
+            con.exec_driver_sql("DROP ROLE bento_reader")
+        admin.dispose()
