@@ -1,10 +1,10 @@
 """`map_subscriber_batch`: a whole Arrow batch of subscribers mapped at once, with version 2 fingerprints.
 
-The column plan is `mapping._subscriber_plan`'s, decided once from the batch's column names. Each column is then
-converted with Arrow compute (columns.py); the few rows that need Python (errors, nested or odd values, columns
-that could collide, dlt variant columns, text outside ASCII in an email) are mapped again by `map_row` itself,
-so every row's payload, commands, error and notes are exactly those of the per-row path. Payload dicts are built
-only for the rows the caller asks for (`SubscriberBatch.mapped`): the rows it will actually send.
+The column plan is `mapping.subscribers.subscriber_plan`'s, decided once from the batch's column names. Each column
+is then converted with Arrow compute (columns.py); the few rows that need Python (errors, nested or odd values,
+columns that could collide, dlt variant columns, text outside ASCII in an email) are mapped again by `map_row`
+itself, so every row's payload, commands, error and notes are exactly those of the per-row path. Payload dicts are
+built only for the rows the caller asks for (`SubscriberBatch.mapped`): the rows it will actually send.
 """
 
 from __future__ import annotations
@@ -22,18 +22,9 @@ import pyarrow as pa
 
 from bento_api.facts import RESERVED_IMPORT_KEYS
 
-from ..mapping import (
-    _FIELD,
-    _FIELDS_OBJECT,
-    _SUBSCRIBER_RESERVED,
-    _TAGS,
-    MappedRow,
-    MappingOptions,
-    _Step,
-    _subscriber_plan,
-    _tag_string,
-    map_row,
-)
+from ..mapping import MappedRow, MappingOptions, map_row
+from ..mapping.common import FIELD, FIELDS_OBJECT, TAGS, Step
+from ..mapping.subscribers import SUBSCRIBER_RESERVED, subscriber_plan, tag_string
 from ..rows import clean_row, variant_base
 from ..settings import MAX_ROW_BYTES
 from ..subscriber_fingerprint import subscriber_fingerprint_v2
@@ -198,7 +189,7 @@ def as_record_batch(data: pa.RecordBatch | pa.Table) -> pa.RecordBatch:
 def _conflicting(names: list[str]) -> set[str]:
     """Field names that could meet another column's in one row: those rows go through `map_row`'s checks."""
     counts = Counter(names)
-    return {name for name in names if counts[name] > 1 or name in _SUBSCRIBER_RESERVED}
+    return {name for name in names if counts[name] > 1 or name in SUBSCRIBER_RESERVED}
 
 
 def map_subscriber_batch(data: pa.RecordBatch | pa.Table, options: MappingOptions) -> SubscriberBatch:
@@ -212,7 +203,7 @@ def map_subscriber_batch(data: pa.RecordBatch | pa.Table, options: MappingOption
             names.append(column)
         else:  # a row with a variant value has its columns in another order: its own plan, in map_row
             redo |= present(array)
-    plan = _subscriber_plan(tuple(names))
+    plan = subscriber_plan(tuple(names))
     fields: list[_Field] = []
     notes: list[_Note] = []
     unsubscribes = np.zeros(size, np.bool_)
@@ -240,20 +231,20 @@ def map_subscriber_batch(data: pa.RecordBatch | pa.Table, options: MappingOption
 
 
 def _map_steps(
-    batch: pa.RecordBatch, steps: Sequence[_Step], options: MappingOptions, fields: list[_Field], notes: list[_Note],
+    batch: pa.RecordBatch, steps: Sequence[Step], options: MappingOptions, fields: list[_Field], notes: list[_Note],
     redo: Mask,
 ) -> Mask:
     """Convert each planned column (filling `fields`, `notes`, `redo`); returns the unsubscribe flags."""
     size = batch.num_rows
     unsubscribes = np.zeros(size, np.bool_)
-    live = [s.name for s in steps if s.kind == _FIELD and s.name and s.name not in RESERVED_IMPORT_KEYS
+    live = [s.name for s in steps if s.kind == FIELD and s.name and s.name not in RESERVED_IMPORT_KEYS
             and not (s.secret and not options.allow_secret_columns)]
     conflicting = _conflicting(live)
     for step in steps:
         column = step.column
         array = batch.column(column)
         has_value = present(array)
-        if step.kind == _FIELD:
+        if step.kind == FIELD:
             if not step.name or step.name in conflicting:
                 redo |= has_value  # map_row raises (no valid name) or checks the collision
             elif step.name in RESERVED_IMPORT_KEYS:
@@ -264,13 +255,13 @@ def _map_steps(
                 values = field_values(array, step.where)
                 redo |= values.redo
                 fields.append(_Field(step.name, values, present(values.text)))
-        elif step.kind == _FIELDS_OBJECT:
+        elif step.kind == FIELDS_OBJECT:
             redo |= has_value  # a dict or JSON object of fields: per row
-        elif step.kind == _TAGS:
-            values = with_memo(array, partial(_tag_string, column=column))
+        elif step.kind == TAGS:
+            values = with_memo(array, partial(tag_string, column=column))
             redo |= values.redo
             fields.append(_Field(step.name, values, present(values.text)))
-        else:  # _UNSUBSCRIBED
+        else:  # UNSUBSCRIBED
             flags = bool_values(array) or with_memo(array, partial(to_bool, column=column))
             redo |= flags.redo
             unsubscribes = as_flag(flags) & ~flags.redo

@@ -18,7 +18,8 @@ from dlt.common.normalizers.naming.snake_case import NamingConvention
 
 from bento_api.facts import RESERVED_IMPORT_KEYS
 
-from ..mapping import _FIELD, _TAGS, _UNSUBSCRIBED, _subscriber_plan
+from ..mapping.common import FIELD, TAGS, UNSUBSCRIBED
+from ..mapping.subscribers import subscriber_plan
 
 #: kinds of values the SQL renders exactly as `value_text` does
 TEXT, INTEGER, BOOLEAN = "text", "integer", "boolean"
@@ -82,7 +83,7 @@ def plan_subscribers(
         if name in by_dlt or name.startswith(_DLT_PREFIX):
             raise EngineDeclined(f"column `{column}` collides with another column once dlt names it")
         by_dlt[name] = (column, kind)
-    plan = _subscriber_plan(tuple(by_dlt))
+    plan = subscriber_plan(tuple(by_dlt))
     if plan.error is not None:
         raise EngineDeclined(plan.error[1])
     email_column, email_kind = by_dlt[plan.email]
@@ -93,15 +94,15 @@ def plan_subscribers(
     not_sent: list[str] = []
     for step in plan.steps:
         column, kind = by_dlt[step.column]
-        if step.kind == _TAGS:
+        if step.kind == TAGS:
             if kind != TEXT:
                 raise EngineDeclined(f"`{column}` holds {kind} tags (only comma-separated text is proven)")
             fields.append(SentColumn(column, step.name, TEXT))
-        elif step.kind == _UNSUBSCRIBED:
+        elif step.kind == UNSUBSCRIBED:
             if kind not in KINDS:
                 raise EngineDeclined(f"`{column}` is a {kind} (unsubscribed must be boolean, integer or text)")
             unsubscribed = SentColumn(column, "unsubscribed", kind)
-        elif step.kind == _FIELD:
+        elif step.kind == FIELD:
             if not step.name:
                 raise EngineDeclined(f"`{column}` cannot be a Bento field name")
             if step.name in RESERVED_IMPORT_KEYS or (step.secret and not allow_secret_columns):

@@ -61,7 +61,7 @@ class Dialect:
         return f"encode(sha256(convert_to({text}, 'UTF8')), 'hex')"
 
     def tag_list(self, value: str) -> str:
-        """`mapping._tag_string` on printable ASCII text that is not JSON: split on commas, trim, drop empty
+        """`mapping.subscribers.tag_string` on printable ASCII text that is not JSON: split on commas, trim, drop empty
         names, keep each name once in first-seen order, join with commas; NULL when no name is left."""
         if self.name == "duckdb":
             parts = f"list_transform(string_split({value}, ','), lambda y: trim(y, ' '))"
