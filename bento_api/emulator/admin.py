@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from . import codec, counting, limits
-from .api import Response, error
 from .app import App
+from .calls import Response, error
 from .config import AUTO
 from .faults import Fault
 from .ratelimit import RateLimit

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import api, codec, counting, limits
-from .api import Call, Response, error
+from .calls import Call, Response, error
 from .config import EmulatorConfig
 from .faults import BEFORE_APPLY_KINDS, Fault, FaultInjector
 from .ratelimit import RateLimiter, retry_after_header

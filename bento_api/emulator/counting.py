@@ -1,6 +1,6 @@
 """The counts mode's answers: Bento's checks and answers, with writes kept as counts and hashes (tally.py).
 
-Batch bodies are checked exactly as in api.py (the same functions), so a client meets the same 400s, 422s and
+Batch bodies are checked exactly as in writes.py (the same functions), so a client meets the same 400s, 422s and
 `failed` counts; only what an accepted write leaves behind differs. Reads that would need records (one
 subscriber, the search) answer 409 saying so, never an empty page a client could take for "nobody".
 """
@@ -11,20 +11,17 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import limits
-from .api import (
+from .calls import Call, Handler, Response, error
+from .tally import Tally, text_hashes
+from .validation import normalize_email
+from .writes import (
     IMPORT_COMMANDS,
-    Call,
-    Handler,
-    Response,
     batch_rows,
     check_command,
     check_email_rows,
-    error,
     parse_event_row,
     parse_subscriber_row,
 )
-from .tally import Tally, text_hashes
-from .validation import normalize_email
 
 #: the answer of a read that needs records, in the API and the admin routes alike
 NO_RECORDS = ("this emulator runs with records=counts: it keeps counts and hashes, no subscriber, event or "

@@ -18,8 +18,8 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from . import admin, codec, limits
-from .api import JSON_TYPE, Response, error
 from .app import App, Outcome, api_path
+from .calls import JSON_TYPE, Response, error
 
 
 class EmulatorHTTPServer(ThreadingHTTPServer):
