@@ -9,58 +9,21 @@ After the load, the destination's report decides between exit 0 and 3 (rejects p
 from __future__ import annotations
 
 import argparse
-import contextlib
-import dataclasses
-import inspect
 import sys
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO
 
-from bento_api import BentoConfigError, BentoSettings, Budgets
-from bento_destination import (
-    DEFAULT_REJECT_THRESHOLD,
-    BentoRejectsExceeded,
-    LoadReport,
-    bento,
-    bento_dir,
-    list_rejects,
-    load_ids,
-    read_report,
-)
+from bento_destination import DEFAULT_REJECT_THRESHOLD
 from bento_destination.clients import prove_credentials
-from bento_destination.config import BentoDestinationConfig
-from bento_destination.report import two_shares
 from bento_destination.results import results_target
-from bento_destination.rows import iter_rows
-from bento_destination.runcontext import RunCancel, active_run
 from bento_destination.runlock import FOREVER
 
-from .cli_common import (
-    EXIT_OK,
-    EXIT_REJECTS,
-    EXIT_USAGE,
-    PROG,
-    CliError,
-    Console,
-    Result,
-    destination_config,
-    is_local,
-    mask,
-    reject_example,
-    share,
-)
-from .cli_emails import email_plan
-from .cli_input import SyncInput, engine_source, open_input, require_columns
-from .cli_plan import build_plan
-from .cli_progress import ReportProgress, budget_waits_shown
-from .cli_signals import SignalGuard
+from .cli_common import EXIT_OK, EXIT_USAGE, CliError, Console, Result, destination_config, is_local, mask, share
+from .cli_input import SyncInput, open_input, require_columns
+from .cli_sync_dry import dry_run
+from .cli_sync_push import push
+from .cli_sync_settings import SyncSettings
 
 OPERATIONS = ("subscribers", "events", "commands", "emails")
-#: rejected rows printed after a sync (all of them stay listed by `bento-dlt rejects`)
-REJECTS_SHOWN = 10
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -125,164 +88,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "SECONDS (no value: as long as it runs); without --wait, stop at once with exit 75")
 
 
-@dataclass
-class SyncSettings:
-    """Everything `push` needs besides the rows (the demo builds one too)."""
-
-    operation: str
-    settings: BentoSettings
-    budgets: Budgets
-    pipeline_name: str
-    pipelines_dir: str | None = None
-    reject_threshold: float = DEFAULT_REJECT_THRESHOLD
-    allow_secret_columns: bool = False
-    allow_email_sends: bool = False
-    #: sync-ledger keywords the user set (see LEDGER_FLAGS); None = the destination's default
-    ledger: dict[str, Any] = field(default_factory=dict)
-    #: seconds to wait for another run holding the lock (None: exit 75 at once)
-    wait: float | None = None
-    #: sync results: True the local DuckDB file, False none, else a URL or path (bento_destination/results.py)
-    results: Any = True
-    results_dataset: str | None = None
-
-    #: rejected rows' contents in the JSON summary (`--show-rows`)
-    show_rows: bool = False
-
-
-#: sync-ledger keywords of `bento(...)` and the flags that set them (absent from a destination without a ledger)
-LEDGER_FLAGS: dict[str, str] = {
-    "sync_ledger": "--no-ledger",
-    "ledger_url": "--ledger-url",
-    "full_resync": "--full-resync",
-    "allow_events_for_unsubscribed": "--allow-events-for-unsubscribed",
-    "max_blast_radius": "--max-blast-radius",
-    "force": "--force",
-    "tag_ownership": "--tag-ownership",
-    "event_keys": "--no-event-keys",
-}
-
-
-def ledger_options(chosen: dict[str, Any], note: Callable[[str], None]) -> dict[str, Any]:
-    """The ledger keywords the user set, if this build's destination has them (it keeps a sync ledger)."""
-    supported = inspect.signature(bento).parameters
-    out: dict[str, Any] = {}
-    for keyword, value in chosen.items():
-        if value is None:
-            continue
-        if keyword in supported:
-            out[keyword] = value
-        elif keyword == "full_resync":
-            note("note: this destination keeps no sync ledger, so every row is sent on every run; "
-                 "--full-resync changes nothing")
-        else:
-            raise CliError(f"{LEDGER_FLAGS[keyword]} needs a destination with the sync ledger; this one has none",
-                           EXIT_USAGE)
-    return out
-
-
-def _engine_or_batches(
-    source: SyncInput, cfg: SyncSettings, options: dict[str, Any], working_dir: Path, note: Callable[[str], None]
-) -> Any:
-    """The rows `sync()` extracts: the engine's new and changed rows where it can take the input (a DuckDB
-    or Postgres table of subscribers, the ledger on), else every row of the input."""
-    from bento_destination.config import LedgerOptions
-    from bento_destination.engine import engine_rows
-
-    known = {field.name for field in dataclasses.fields(LedgerOptions)}
-    ledger = LedgerOptions(**{key: value for key, value in options.items() if key in known and value is not None})
-    rows = engine_rows(
-        engine_source(source), operation=cfg.operation, table_name=source.table_name,
-        ledger_location=ledger.location(working_dir), site=cfg.settings.site_uuid, sync_ledger=ledger.sync_ledger,
-        full_resync=ledger.full_resync, allow_secret_columns=cfg.allow_secret_columns, note=note,
-    )
-    return source.batches() if rows is None else rows
-
-
-def push(
-    source: SyncInput, cfg: SyncSettings, console: Console, total: int | None = None
-) -> tuple[int, dict[str, Any], str]:
-    """Send the input with the shared `bento_destination.sync.sync` routine (credentials first, pending packages
-    first, the sync ledger's pre-pass); returns (exit code, JSON summary, text)."""
-    from bento_destination.sync import balanced_file_rows, sync
-
-    options = ledger_options(cfg.ledger, console.note)
-    working_dir = bento_dir(cfg.pipeline_name, cfg.pipelines_dir).parent
-    known = set(load_ids(working_dir))
-    total = source.count() if total is None else total
-    notes: list[str] = []
-    started = time.monotonic()
-    cancel = RunCancel()
-    guard = SignalGuard(console, cancel, lambda: _run_progress(working_dir))
-    # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
-    progress = ReportProgress(working_dir, known, total, console.note, cfg.operation, cfg.budgets)
-    data = _engine_or_batches(source, cfg, options, working_dir, console.note)
-    with guard, budget_waits_shown(console), progress, contextlib.suppress(BentoRejectsExceeded):
-        sync(
-            data,
-            pipeline_name=cfg.pipeline_name,
-            pipelines_dir=cfg.pipelines_dir,
-            table_name=source.table_name,
-            file_max_items=balanced_file_rows(total),
-            out=notes.append,
-            **_keywords(cfg.settings),
-            requests_per_minute=cfg.budgets.requests_per_minute,
-            **({"allow_email_sends": True, "emails_per_minute": cfg.budgets.emails_per_minute}
-               if cfg.allow_email_sends else {}),
-            table_operations={source.table_name: cfg.operation},
-            reject_threshold=cfg.reject_threshold,
-            allow_secret_columns=cfg.allow_secret_columns,
-            wait=cfg.wait,
-            cancel=cancel,
-            results=cfg.results,
-            results_dataset=cfg.results_dataset,
-            **options,
-        )
-    elapsed = time.monotonic() - started
-    reports = [r for lid in load_ids(working_dir) if lid not in known
-               if (r := read_report(working_dir, lid)) is not None]
-    problems = [problem for report in reports for problem in report.problems()]
-    rejects = [r for report in reports for r in list_rejects(working_dir, report.load_id)]
-    summary: dict[str, Any] = {
-        "pipeline_name": cfg.pipeline_name,
-        "pipelines_dir": str(working_dir.parent.resolve()),
-        "table": source.table_name,
-        "operation": cfg.operation,
-        "input": source.label,
-        "rows": total,
-        "elapsed_seconds": round(elapsed, 2),
-        "loads": [report.to_dict() for report in reports],
-        "totals": _sum_totals(reports),
-        "reject_examples": [reject_example(record, cfg.show_rows) for record in rejects[:REJECTS_SHOWN]],
-        "rejected_by_reason": _reasons(reports),
-        "problems": problems,
-    }
-    results_to = results_target(cfg.results, working_dir, cfg.results_dataset)
-    summary["results"] = None if results_to is None else results_to.describe()  # where bento_sync_runs is
-    if problems:  # what `--quiet` prints as its one line (exit 3)
-        summary["error"] = "; ".join(problems)
-    lines = [note for note in notes if not note.startswith("Bento load ")]
-    lines += [report.format() for report in reports] or [f"{source.label}: no rows to send"]
-    for record in rejects[:REJECTS_SHOWN]:
-        lines.append(f"  rejected ({record['reason']}): {record['detail']}")
-    if len(rejects) > REJECTS_SHOWN:
-        lines.append(f"  ... {len(rejects) - REJECTS_SHOWN} more")
-    if rejects:
-        where = f" --pipelines-dir {summary['pipelines_dir']}" if cfg.pipelines_dir else ""
-        lines.append(f"  list them all: {PROG} rejects --pipeline-name {cfg.pipeline_name}{where}")
-    uncertain = sum(t.rejected_by_reason.get("email_send_uncertain", 0) for r in reports for t in r.tables.values())
-    if uncertain:
-        where = f" --pipelines-dir {summary['pipelines_dir']}" if cfg.pipelines_dir else ""
-        lines.append(f"  {uncertain} emails may or may not have reached Bento and are not sent again: "
-                     f"{PROG} emails uncertain --pipeline-name {cfg.pipeline_name}{where}")
-    return (EXIT_REJECTS if problems else EXIT_OK), summary, "\n".join(lines)
-
-
-def _run_progress(working_dir: Path) -> tuple[int, int]:
-    """(rows sent, rows not sent yet) of the run going on in this pipeline folder."""
-    run = active_run(working_dir)
-    return (run.sent, run.not_sent) if run is not None else (0, 0)
-
-
 def seconds(text: str) -> float:
     try:
         value = float(text)
@@ -291,23 +96,6 @@ def seconds(text: str) -> float:
     if not value >= 0:
         raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text!r}")
     return value
-
-
-def _reasons(reports: list[LoadReport]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for report in reports:
-        for table in report.tables.values():
-            for reason, count in table.rejected_by_reason.items():
-                out[reason] = out.get(reason, 0) + count
-    return out
-
-
-def _sum_totals(reports: list[LoadReport]) -> dict[str, float]:
-    out: dict[str, float] = {}
-    for report in reports:
-        for key, value in report.totals().items():
-            out[key] = out.get(key, 0) + value
-    return out
 
 
 def confirm(message: str, stdin: TextIO, err: TextIO) -> bool:
@@ -337,34 +125,7 @@ def _run(args: argparse.Namespace, console: Console, source: SyncInput) -> Resul
         refuse_unsafe_emails(args)
     require_columns(source, operation)  # exit 2 naming the columns found, before any request
     if args.dry_run:
-        plan = build_plan(source, operation, allow_secret_columns=args.allow_secret_columns, event_keys=event_keys)
-        plan.show_rows = args.show_rows
-        settings, credentials, note = _dry_run_credentials(config, console)
-        emails = counts = None
-        if operation == "emails":  # only emails the ledger does not hold would go out, in these requests
-            emails = email_plan(source, settings.site_uuid if settings else None, args, budgets, config.ledger_url)
-            plan.skip(plan.valid - emails.would_send, "already sent, uncertain or refused before (sync ledger)")
-        if settings is not None and not args.no_ledger and not args.full_resync and operation != "emails":
-            counts = ledger_preview(source, operation, settings, args, config.ledger_url)
-            if counts is not None:  # the headline counts only what would go out
-                plan.skip(counts["unchanged"], "unchanged since Bento last acknowledged them (sync ledger)")
-        summary: dict[str, Any] = {"command": "sync", "dry_run": True, **plan.to_dict(budgets, args.reject_threshold)}
-        summary["credentials"] = credentials
-        text = plan.format(budgets, args.reject_threshold)
-        text += f"\n  credentials: {note}"
-        if emails is not None:
-            summary["emails"] = emails.to_dict(budgets)
-            text += "\n" + emails.format(budgets)
-        if counts is not None:
-            summary["ledger"] = counts
-            text += (f"\n  sync ledger: {counts['unchanged']} rows unchanged since Bento last acknowledged them "
-                     f"(not sent), {counts['new']} new, {counts['changed']} changed")
-        if plan.rejected_share > args.reject_threshold:
-            shown, threshold = two_shares(plan.rejected_share, args.reject_threshold)
-            summary["error"] = f"a real sync would exit 3: {shown} of the rows rejected, past the threshold {threshold}"
-        code = EXIT_REJECTS if plan.rejected_share > args.reject_threshold else EXIT_OK
-        summary.update(exit_code=code, ok=code == EXIT_OK)
-        return Result(code, summary, text)
+        return dry_run(source, args, console, config, budgets, event_keys)
 
     results = False if args.no_results else (args.results_url or True)
     try:  # a results URL naming no dlt destination is a usage error, found before anything is sent
@@ -425,39 +186,3 @@ def refuse_unsafe_emails(args: argparse.Namespace) -> None:
     if args.no_ledger:
         raise CliError("--as emails needs the sync ledger: it records every email sent so that no rerun sends it "
                        "twice; drop --no-ledger", EXIT_USAGE)
-
-
-def _keywords(settings: BentoSettings) -> dict[str, Any]:
-    return {"site_uuid": settings.site_uuid, "publishable_key": settings.publishable_key,
-            "secret_key": settings.secret_key, "base_url": settings.base_url}
-
-
-def _dry_run_credentials(
-    config: BentoDestinationConfig, console: Console
-) -> tuple[BentoSettings | None, str, str]:
-    """A dry run checks the credentials with one GET when they are set; without them it still validates."""
-    try:
-        settings = config.settings()
-    except BentoConfigError as error:
-        return None, "not_checked", f"not checked ({error})"
-    console.secrets += list(settings.secrets)
-    prove_credentials(config)
-    return settings, "ok", f"accepted by {settings.base_url} (site {mask(settings.site_uuid)}); one GET, no rows"
-
-
-def ledger_preview(
-    source: SyncInput, operation: str, settings: BentoSettings, args: argparse.Namespace, ledger_url: str | None
-) -> dict[str, int] | None:
-    """New / changed / unchanged rows according to the sync ledger, if there is one yet (reads the input again)."""
-    try:
-        from bento_destination.changes import LEDGER_FILENAME, classify_rows
-    except ImportError:  # a destination without the ledger
-        return None
-    working_dir = bento_dir(args.pipeline_name or f"bento_sync_{operation}", args.pipelines_dir).parent
-    if not ledger_url and not (working_dir / LEDGER_FILENAME).is_file():
-        return None  # no sync ran yet: every valid row is new (and a dry run creates no ledger)
-    rows = (row for batch in source.batches() for row in iter_rows(batch))
-    counts = classify_rows(rows, operation, site_uuid=settings.site_uuid, ledger_url=ledger_url,
-                           working_dir=working_dir, allow_secret_columns=args.allow_secret_columns,
-                           event_keys="none" if args.no_event_keys else "derived")
-    return counts.as_dict()

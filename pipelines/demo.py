@@ -29,7 +29,8 @@ from bento_source import ALL_RESOURCES
 from .cli_common import EXIT_FAILED, EXIT_OK, PROG, Console, Result
 from .cli_extract import ExtractSettings, extract
 from .cli_input import open_input
-from .cli_sync import SyncSettings, push
+from .cli_sync_push import push
+from .cli_sync_settings import SyncSettings
 from .telemetry import turn_off_dlt_telemetry
 
 DEFAULT_OUTPUT = "demo_output"
