@@ -323,3 +323,19 @@ def test_tag_lists_are_grouped_only_when_equal_keys_mean_equal_lists() -> None:
         assert [(row.payload or {}).get("tags") for row in result.mapped(range(len(lists)))] in (
             ["a\x00,b", "a,\x00b", None, None], ["x", "x", "y"],
         )
+
+
+def test_a_flag_column_whose_every_value_is_refused_rejects_each_row_as_map_row_does() -> None:
+    """Found by the property test: every `unsubscribed` refused left a null-typed flag column to fill."""
+    table = pa.table({
+        "email": ["a@example.com", "b@example.com"],
+        "unsubscribed": ["maybe", "maybe"],
+        "fields": pa.array([None, None], pa.struct([("x", pa.int64())])),
+    })
+    batch = map_subscriber_batch(table, MappingOptions())
+    expected = {}
+    for index, row in enumerate(iter_rows(table)):
+        with pytest.raises(RowError) as refused:
+            map_row("subscribers", row, MappingOptions())
+        expected[index] = (refused.value.reason, refused.value.detail)
+    assert batch.errors == expected

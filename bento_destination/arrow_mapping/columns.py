@@ -56,7 +56,9 @@ class ColumnValues:
 
 
 def mask(array: pa.Array | pa.ChunkedArray) -> Mask:
-    """A boolean Arrow array (nulls false) as a numpy mask."""
+    """A boolean Arrow array (nulls false) as a numpy mask; an all-null array of null type is all false."""
+    if array.type == pa.null():
+        return np.zeros(len(array), dtype=np.bool_)
     filled = pc.fill_null(array, False)
     return np.asarray(filled.to_numpy(zero_copy_only=False), dtype=np.bool_)
 
