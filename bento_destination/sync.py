@@ -22,11 +22,12 @@ import dlt
 from bento_api import BentoError, BentoSettings
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import DLT_PREFIX, LEDGER_OPERATIONS, LedgerOptions, PackagePlan, close_ledgers, prepare_package
-from .changes import _file_rows as file_rows
+from .changes import DLT_PREFIX, LEDGER_OPERATIONS, LedgerOptions, close_ledgers, prepare_package
 from .clients import check_credentials
 from .duplicates import prepare_duplicates, record_duplicates
+from .file_progress import rows_not_done
 from .ledger import LedgerBusyError
+from .load_files import count_rows, file_key
 from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
 from .rejects import bento_dir
@@ -34,7 +35,6 @@ from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
 from .results import record_results, results_target
 from .runcontext import BentoRunCancelled, BentoRunStopped, RunCancel, RunContext, bento_run
 from .runlock import BentoBusyError
-from .send import BatchOutcome
 from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME, SINK_BATCH_SIZE
 from .sink import bento, resolve_operation, validate_options
 
@@ -158,7 +158,7 @@ def _signal_in(error: BaseException) -> int | None:
 
 
 def pending_rows(pipeline: Any) -> int:
-    """Rows of the pipeline's pending load packages not sent yet (dlt's per-file offsets subtracted)."""
+    """Rows of the pipeline's pending load packages not sent yet (the sink's progress per file subtracted)."""
     total = 0
     for load_id in pipeline.list_normalized_load_packages():
         offsets = pipeline.get_load_package_state(load_id).get("destination_state", {}) or {}
@@ -168,8 +168,8 @@ def pending_rows(pipeline: Any) -> int:
                 file = job.job_file_info
                 if file.table_name.startswith(DLT_PREFIX):
                     continue
-                done = int(offsets.get(f"{file.table_name}.{file.file_id}", 0) or 0)
-                total += max(0, file_rows(str(job.file_path)) - done)
+                path = str(job.file_path)
+                total += rows_not_done(offsets, file_key(path), count_rows(path))
     return total
 
 
@@ -208,10 +208,11 @@ def load_new_data(
 ) -> Any:
     """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
 
-    First one subscriber row per email (duplicates.prepare_duplicates). Then the pre-pass of
-    changes.prepare_package numbers identical events (keys.py), checks the blast radius of the whole package
-    before anything is sent and drops rows the ledger says Bento already has. If the guard stops the run,
-    the package is dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
+    First one subscriber row per email (duplicates.prepare_duplicates: the others are rejected and skipped
+    by the sink). Then the pre-pass of changes.prepare_package checks the blast radius of the whole package
+    before anything is sent and counts the rows the ledger says Bento already has (the sink leaves them
+    out). If the guard stops the run, the package is dropped (nothing was sent) so it cannot load on a
+    later run; BlastRadiusExceeded is raised. dlt's files are never rewritten.
     """
     threshold = destination_kwargs.get("reject_threshold")
     data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
@@ -241,7 +242,6 @@ def load_new_data(
             pipeline.abort_packages()
             raise
         record_duplicates(duplicates, _report_run(pipeline, load_id, settings, destination_kwargs), operation_of)
-        record_plan(pipeline, plan, settings, destination_kwargs)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
     _drop_if_cancelled(pipeline, run)
@@ -256,27 +256,6 @@ def _drop_if_cancelled(pipeline: Any, run: RunContext | None) -> None:
         return
     pipeline.abort_packages()  # only this run's: pending packages were loaded before extracting
     _stop_if_cancelled(pipeline, run)
-
-
-def record_plan(
-    pipeline: Any, plan: PackagePlan, settings: BentoSettings, destination_kwargs: dict[str, Any]
-) -> None:
-    """Count in the load's report what the pre-pass decided: unchanged rows (not sent, so received here),
-    the new and changed rows of the tables it compared row by row (the sink does not compare them again),
-    and the derived event keys of the tables it numbered (the sink does not count them again).
-    """
-    counters = (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed),
-                ("derived_keys", plan.derived_keys), ("identical_rows", plan.identical_rows))
-    tables = {table for _, counter in counters for table, count in counter.items() if count}
-    if not tables:
-        return
-    run = _report_run(pipeline, plan.load_id, settings, destination_kwargs)
-    for table in sorted(tables):
-        outcome = BatchOutcome(received=plan.unchanged[table])
-        for name, counter in counters:
-            if counter[table]:
-                outcome.ledger[name] += counter[table]
-        run.merge(table, resolve_operation(table, destination_kwargs.get("table_operations")), outcome)
 
 
 def _report_run(pipeline: Any, load_id: str, settings: BentoSettings, destination_kwargs: dict[str, Any]) -> LoadRun:
