@@ -264,7 +264,11 @@ def bento(
         ledger_options.validate()
     except BentoError as error:
         raise _as_dlt_error(error) from None
-    path = str(items)  # batch_size=0: dlt hands over the load file; the sink reads it (load_files.py)
+    if not isinstance(items, str):
+        raise _as_dlt_error(TypeError(
+            "the bento sink reads whole load files (batch_size=0); do not set batch_size, dlt passed rows"
+        ))
+    path = items  # dlt hands over the load file; the sink reads it (load_files.py)
     key = file_key(path)
     columns = sink_columns(list(table.get("columns") or {}))
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
