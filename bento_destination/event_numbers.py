@@ -19,6 +19,8 @@ from .values import RowError
 
 #: rows read at a time while numbering
 CHUNK_ROWS = 10_000
+#: listings of the package's files tried before a moving file is an error
+ATTEMPTS = 5
 
 
 def table_files(pipeline: Any, load_id: str, table: str) -> list[tuple[str, str]]:
@@ -34,7 +36,23 @@ def table_files(pipeline: Any, load_id: str, table: str) -> list[tuple[str, str]
 def event_numbers(
     pipeline: Any, load_id: str, table: str, columns: list[str], options: MappingOptions
 ) -> dict[str, dict[int, int]]:
-    """file key -> {row number: n} for every n-th (n >= 2) identical event without its own key."""
+    """file key -> {row number: n} for every n-th (n >= 2) identical event without its own key.
+
+    dlt moves a job's file between folders while it loads; a file gone between the listing and the read
+    is found again by listing anew (a few times at most).
+    """
+    for attempt in range(ATTEMPTS):
+        try:
+            return _numbers(pipeline, load_id, table, columns, options)
+        except FileNotFoundError:
+            if attempt == ATTEMPTS - 1:
+                raise
+    return {}
+
+
+def _numbers(
+    pipeline: Any, load_id: str, table: str, columns: list[str], options: MappingOptions
+) -> dict[str, dict[int, int]]:
     counter = IdenticalRows()
     out: dict[str, dict[int, int]] = {}
     for key, path in table_files(pipeline, load_id, table):

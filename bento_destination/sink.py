@@ -264,12 +264,8 @@ def bento(
         ledger_options.validate()
     except BentoError as error:
         raise _as_dlt_error(error) from None
-    if not isinstance(items, str):
-        raise _as_dlt_error(TypeError(
-            "the bento sink reads whole load files (batch_size=0); do not set batch_size, dlt passed rows"
-        ))
-    path = items  # dlt hands over the load file; the sink reads it (load_files.py)
-    key = file_key(path)
+    path = items if isinstance(items, str) else ""  # dlt hands over the load file; the sink reads it
+    key = file_key(path) if path else ""
     columns = sink_columns(list(table.get("columns") or {}))
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
     run.expect(table_name, lambda: package_rows(pipeline, load_id, table_name))  # counted once per table
@@ -284,6 +280,8 @@ def bento(
         run.record_error(table_name, operation, str(_as_dlt_error(error)), outcome.stats)
 
     try:
+        if not path:
+            raise TypeError("the bento sink reads whole load files (batch_size=0); do not set batch_size")
         context.check()
         if context.implicit:  # a plain pipeline.run: lock the folder from its first file on
             context.hold_pipeline()
