@@ -132,7 +132,7 @@ def test_killed_loads_resume_without_resending_acknowledged_batches(emu: BentoEm
             )
             sent_again[killed].append(batch)
     for process, again in sent_again.items():
-        assert len(again) <= DEFAULT_MAX_IN_FLIGHT, f"more of process {process}'s requests sent again than it had in flight: {again}"
+        assert len(again) <= DEFAULT_MAX_IN_FLIGHT, f"process {process}: more sent again than were in flight: {again}"
     statuses = [r.status for r in emu.requests(path="/batch/subscribers")]
     assert {200, 502, 429} <= set(statuses)
     print(json.dumps({  # the figures quoted in BENCHMARKS.md
