@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy
@@ -125,7 +127,7 @@ class _Window:
             if index in load.skip or (self.plan is not None and not self.plan.kept[offset]):
                 continue
             chosen.append((offset, row))
-        copies: list[int | None] = []
+        copies: list[int] = []
         main: list[Item] = []
         derived: list[Item] = []
         numbers = [row.pop(COPY_COLUMN, None) or load.copies.get(self.first + offset, 1) for offset, row in chosen]
@@ -181,14 +183,14 @@ class _Window:
         for _, items in requests:
             for row_id in {id(item.row) for item in items}:
                 self.pending[row_id] = self.pending.get(row_id, 0) + 1
-        mains = []
+        mains: list[Future[None]] = []
         for name, items in requests:
             if name.startswith("m"):
-                future = pipeline.submit(lambda name=name, items=items: self._send(name, items, []))
+                future = pipeline.submit(partial(self._send, name, items, []))
                 if future is None:
                     return
                 mains.append(future)
-            elif pipeline.submit(lambda name=name, items=items: self._send(name, items, mains)) is None:
+            elif pipeline.submit(partial(self._send, name, items, mains)) is None:
                 return
 
     def _requests(
@@ -208,7 +210,7 @@ class _Window:
                 self.load.progress.request_done(self.number, name)
         return out
 
-    def _send(self, name: str, items: list[Item], before: list[Any]) -> None:
+    def _send(self, name: str, items: list[Item], before: list[Future[None]]) -> None:
         for future in before:  # a row's commands go after its own request (an upsert, then its unsubscribe)
             future.result()
         load = self.load

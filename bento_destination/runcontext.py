@@ -156,6 +156,7 @@ class RunContext:
         self.done = 0
         self.planned = 0
         self._load_id: tuple[str, str | None] | None = None
+        #: values of any type, one per key: each caller of a key gets back the type it computed
         self._remembered: dict[tuple[str, ...], Any] = {}
         self._computing: dict[tuple[str, ...], threading.Lock] = {}
 
@@ -166,12 +167,12 @@ class RunContext:
         numbers of identical events. Other threads asking for the same key wait for the first."""
         with self._lock:
             if key in self._remembered:
-                return self._remembered[key]  # type: ignore[no-any-return]
+                return self._remembered[key]
             computing = self._computing.setdefault(key, threading.Lock())
         with computing:
             with self._lock:
                 if key in self._remembered:
-                    return self._remembered[key]  # type: ignore[no-any-return]
+                    return self._remembered[key]
             value = compute()
             with self._lock:
                 self._remembered[key] = value
