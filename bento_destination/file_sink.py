@@ -177,7 +177,8 @@ class _Window:
             )
             load.progress.plan(self.number, self.plan)
         load.run.merge(load.table, load.operation, outcome)
-        load.context.add_batch(outcome.received, 0)
+        going = {id(item.row) for item in main + derived}
+        load.context.add_batch(max(0, outcome.received - len(going)), 0)  # rows done without a request
         requests = self._requests("m", main, self.plan.main, rank)
         requests += self._requests("d", derived, self.plan.derived, rank)
         for _, items in requests:
@@ -235,4 +236,4 @@ class _Window:
             self.changes.acknowledge_rows([by_id[row_id] for row_id in finished], refused)
         load.progress.request_done(self.number, name)
         load.run.merge(load.table, load.operation, outcome)
-        load.context.add_batch(0, outcome.sent)
+        load.context.add_batch(len(finished), outcome.sent)
