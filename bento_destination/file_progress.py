@@ -1,9 +1,9 @@
 """Which requests of a load file Bento acknowledged, kept in dlt's load package state, for exact resume.
 
-The sink reads a file in windows of WINDOW_ROWS input rows (load_files.py). Before the first request of a
-window goes out, the window's plan is committed: which of its rows survived the ledger's filter (a bitmap)
-and how many items each request holds (`main`: the operation's own requests; `derived`: commands made from
-rows). The plan fixes every request's rows for good: request k holds the planned items k-th in order. Each
+The sink reads a file in windows of input rows (load_files.py): FIRST_WINDOW_ROWS, then WINDOW_ROWS each.
+Before the first request of a window goes out, the window's plan is committed: which of its rows survived
+the ledger's filter (a bitmap) and how many items each request holds (`main`: the operation's own
+requests; `derived`: commands made from rows). The plan fixes every request's rows for good: request k holds the planned items k-th in order. Each
 request, once Bento answered and the ledger acknowledged it, is added to the window's `done` list and the
 state is committed; a window whose requests are all done shrinks to `1`. A resumed load (after a crash, a
 signal or the breaker) re-reads the file, skips done windows, re-plans nothing, and sends only the
@@ -26,6 +26,15 @@ import numpy
 
 #: input rows per window: large enough that requests of changed rows fill up, small enough to hold in memory
 WINDOW_ROWS: Final = 20_000
+#: the first window is small, so the first requests go out while the rest of the file is still being mapped
+FIRST_WINDOW_ROWS: Final = 2_000
+
+
+def window_span(number: int) -> tuple[int, int]:
+    """(first row, rows) of window `number`, counted from where the file's reading starts."""
+    if number == 0:
+        return 0, FIRST_WINDOW_ROWS
+    return FIRST_WINDOW_ROWS + (number - 1) * WINDOW_ROWS, WINDOW_ROWS
 #: the state's key prefix (dlt's own offsets use the bare `<table>.<file_id>`)
 STATE_PREFIX: Final = "bento:"
 DONE: Final = 1
@@ -123,15 +132,16 @@ def package_progress(key: str) -> FileProgress:
     return FileProgress(destination_state(), context.commit, context.state_save_lock, key)
 
 
-def rows_not_done(state: dict[str, Any], key: str, rows: int, window_rows: int = WINDOW_ROWS) -> int:
+def rows_not_done(state: dict[str, Any], key: str, rows: int) -> int:
     """Rows of a file no acknowledged request covers yet (for the stop message and progress): an estimate
     for planned windows (rows of done requests of the operation's own requests)."""
     start = int(state.get(key, 0) or 0)
     windows: dict[str, Any] = (state.get(STATE_PREFIX + key) or {}).get("windows", {})
     left = max(0, rows - start)
     for name, value in windows.items():
-        first = start + int(name) * window_rows
-        size = max(0, min(window_rows, rows - first))
+        offset, span = window_span(int(name))
+        first = start + offset
+        size = max(0, min(span, rows - first))
         if value == DONE:
             left -= size
         else:

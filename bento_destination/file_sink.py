@@ -22,7 +22,7 @@ import numpy
 from bento_api import BentoClient, RequestGate
 
 from .changes import BatchChanges
-from .file_progress import WINDOW_ROWS, FileProgress, WindowPlan, ranges
+from .file_progress import FIRST_WINDOW_ROWS, WINDOW_ROWS, FileProgress, WindowPlan, ranges, window_span
 from .keys import COPY_COLUMN, key_events
 from .load_files import read_windows
 from .loadrun import LoadRun
@@ -30,7 +30,7 @@ from .mapping import MappedRow, MappingOptions, map_row
 from .request_pipeline import RequestPipeline
 from .rows import iter_rows
 from .runcontext import RunContext
-from .send import BatchOutcome, Item, Sender, pack
+from .send import BatchOutcome, EncodedBody, Item, Sender, pack
 from .settings import ENDPOINTS, REQUEST_MAXIMA
 from .values import RowError
 
@@ -77,8 +77,9 @@ class FileLoad:
 def windows(load: FileLoad) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
     """(window number, its first row number, its rows as dicts) from the legacy offset on."""
     start = load.progress.legacy_offset
-    for number, window in enumerate(read_windows(load.path, load.columns, WINDOW_ROWS, start)):
-        yield number, start + number * WINDOW_ROWS, list(iter_rows(window))
+    chunks = read_windows(load.path, load.columns, WINDOW_ROWS, start, FIRST_WINDOW_ROWS)
+    for number, window in enumerate(chunks):
+        yield number, start + window_span(number)[0], list(iter_rows(window))
 
 
 def load_file(load: FileLoad, each_window: Callable[[int, int, list[dict[str, Any]]], bool] | None = None) -> None:
@@ -117,6 +118,7 @@ class _Window:
         self.pending: dict[int, int] = {}  # id(row) -> requests of this window still to answer for it
         self.refused: set[int] = set()
         self.changes: BatchChanges | None = None
+        self.bodies: dict[str, EncodedBody] = {}
 
     def _items(self, outcome: BatchOutcome) -> tuple[list[Item], list[Item]]:
         """Map the window's rows (the planned ones on a resume); events get their numbered keys."""
@@ -170,11 +172,12 @@ class _Window:
             kept = numpy.zeros(len(self.rows), numpy.bool_)
             for offset, row in enumerate(self.rows):
                 kept[offset] = id(row) in kept_rows
-            self.plan = WindowPlan(
-                kept,
-                [len(chunk) for chunk, _ in pack(ENDPOINTS[load.operation][1], main, REQUEST_MAXIMA[load.operation])],
-                [len(chunk) for chunk, _ in pack(ENDPOINTS["commands"][1], derived, REQUEST_MAXIMA["commands"])],
-            )
+            packed = list(pack(ENDPOINTS[load.operation][1], main, REQUEST_MAXIMA[load.operation]))
+            commands = list(pack(ENDPOINTS["commands"][1], derived, REQUEST_MAXIMA["commands"]))
+            self.plan = WindowPlan(kept, [len(chunk) for chunk, _ in packed], [len(chunk) for chunk, _ in commands])
+            # bodies encoded while packing go out as they are (a resume encodes its requests again)
+            self.bodies = {f"m{k}": body for k, (_, body) in enumerate(packed)}
+            self.bodies |= {f"d{k}": body for k, (_, body) in enumerate(commands)}
             load.progress.plan(self.number, self.plan)
         load.run.merge(load.table, load.operation, outcome)
         going = {id(item.row) for item in main + derived}
@@ -219,7 +222,8 @@ class _Window:
         sender = Sender(load.client, outcome, None, load.gates)
         operation = "commands" if name.startswith("d") else load.operation
         try:
-            sender.send_request(operation, items, f"{load.key}:{self.number}:{name}", derived=name.startswith("d"))
+            sender.send_request(operation, items, f"{load.key}:{self.number}:{name}", name.startswith("d"),
+                                self.bodies.pop(name, None))
         except BaseException as error:
             load.on_error(error, outcome)
             raise

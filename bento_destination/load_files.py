@@ -55,7 +55,9 @@ def _jsonl_rows(path: str, columns: Sequence[str] | None) -> Iterator[dict[str, 
                 yield record
 
 
-def _parquet_windows(path: str, columns: Sequence[str] | None, size: int, start: int) -> Iterator[pa.Table]:
+def _parquet_windows(
+    path: str, columns: Sequence[str] | None, size: int, start: int, first: int
+) -> Iterator[pa.Table]:
     with pq.ParquetFile(path) as reader:
         names = reader.schema_arrow.names
         selected = [c for c in (columns or names) if c in names and not c.startswith(DLT_PREFIX)]
@@ -69,31 +71,33 @@ def _parquet_windows(path: str, columns: Sequence[str] | None, size: int, start:
                 batch, start = batch.slice(start), 0
             pending.append(batch)
             held += batch.num_rows
-            while held >= size:
+            while held >= first:
                 table = pa.Table.from_batches(pending)
-                yield table.slice(0, size)
-                rest = table.slice(size)
-                pending, held = rest.to_batches(), rest.num_rows
+                yield table.slice(0, first)
+                rest = table.slice(first)
+                pending, held, first = rest.to_batches(), rest.num_rows, size
         if held:
             yield pa.Table.from_batches(pending)
 
 
 def read_windows(
-    path: str, columns: Sequence[str] | None, size: int, start: int = 0
+    path: str, columns: Sequence[str] | None, size: int, start: int = 0, first: int | None = None
 ) -> Iterator[pa.Table | list[dict[str, Any]]]:
-    """The file's rows from row `start` on, in windows of exactly `size` rows (the last may be shorter), only
-    `columns` (None: all but dlt's own). Parquet windows stay Arrow tables; jsonl windows are lists of dicts."""
+    """The file's rows from row `start` on, in windows of exactly `size` rows (`first` for the first one; the
+    last may be shorter), only `columns` (None: all but dlt's own). Parquet windows stay Arrow tables;
+    jsonl windows are lists of dicts."""
+    want = size if first is None else first
     if path.endswith(".parquet"):
-        yield from _parquet_windows(path, columns, size, start)
+        yield from _parquet_windows(path, columns, size, start, want)
         return
     window: list[dict[str, Any]] = []
     for index, row in enumerate(_jsonl_rows(path, columns)):
         if index < start:
             continue
         window.append(row)
-        if len(window) == size:
+        if len(window) == want:
             yield window
-            window = []
+            window, want = [], size
     if window:
         yield window
 
