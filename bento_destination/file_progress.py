@@ -4,10 +4,11 @@ The sink reads a file in windows of input rows (load_files.py): FIRST_WINDOW_ROW
 Before the first request of a window goes out, the window's plan is committed: which of its rows survived
 the ledger's filter (a bitmap) and how many items each request holds (`main`: the operation's own
 requests; `derived`: commands made from rows). The plan fixes every request's rows for good: request k
-holds the planned items k-th in order. Each request, once Bento answered and the ledger acknowledged it, is added to the window's `done` list and the
-state is committed; a window whose requests are all done shrinks to `1`. A resumed load (after a crash, a
-signal or the breaker) re-reads the file, skips done windows, re-plans nothing, and sends only the
-requests not in `done`: no acknowledged request is sent twice and no row is skipped.
+holds the planned items k-th in order. Each request, once Bento answered and the ledger acknowledged it,
+is added to the window's `done` list and the state is committed; a window whose requests are all done
+shrinks to `1`. A resumed load (after a crash, a signal or the breaker) re-reads the file, skips done
+windows, re-plans nothing, and sends only the requests not in `done`: no acknowledged request is sent
+twice and no row is skipped.
 
 A package left pending by the release before this one kept dlt's own offsets (`"<table>.<file_id>" ->
 rows done`, batches of 1000); those rows are skipped and windows count from there.
