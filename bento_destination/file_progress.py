@@ -1,6 +1,6 @@
 """Which requests of a load file Bento acknowledged, kept in dlt's load package state, for exact resume.
 
-The sink reads a file in windows of input rows (load_files.py): FIRST_WINDOW_ROWS, then WINDOW_ROWS each.
+The sink reads a file in windows of input rows (load_files.py): small ones first, then WINDOW_ROWS each.
 Before the first request of a window goes out, the window's plan is committed: which of its rows survived
 the ledger's filter (a bitmap) and how many items each request holds (`main`: the operation's own
 requests; `derived`: commands made from rows). The plan fixes every request's rows for good: request k
@@ -19,7 +19,7 @@ from __future__ import annotations
 import base64
 import threading
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -27,15 +27,32 @@ import numpy
 
 #: input rows per window: large enough that requests of changed rows fill up, small enough to hold in memory
 WINDOW_ROWS: Final = 20_000
-#: the first window is small, so the first requests go out while the rest of the file is still being mapped
+#: the first windows are small and grow by half each time up to WINDOW_ROWS, so the first requests go out at
+#: once and each window is mapped while the one before it is being sent
 FIRST_WINDOW_ROWS: Final = 2_000
+GROWTH: Final = 1.5
+
+
+def window_sizes() -> Iterator[int]:
+    """The size of each window in turn: FIRST_WINDOW_ROWS, growing by GROWTH, then WINDOW_ROWS for good."""
+    size = FIRST_WINDOW_ROWS
+    while size < WINDOW_ROWS:
+        yield size
+        size = int(size * GROWTH)
+    while True:
+        yield WINDOW_ROWS
 
 
 def window_span(number: int) -> tuple[int, int]:
     """(first row, rows) of window `number`, counted from where the file's reading starts."""
-    if number == 0:
-        return 0, FIRST_WINDOW_ROWS
-    return FIRST_WINDOW_ROWS + (number - 1) * WINDOW_ROWS, WINDOW_ROWS
+    offset = 0
+    for index, size in enumerate(window_sizes()):
+        if index == number:
+            return offset, size
+        offset += size
+    raise AssertionError("window_sizes() never ends")
+
+
 #: the state's key prefix (dlt's own offsets use the bare `<table>.<file_id>`)
 STATE_PREFIX: Final = "bento:"
 DONE: Final = 1

@@ -22,7 +22,7 @@ import numpy
 from bento_api import BentoClient, RequestGate
 
 from .changes import BatchChanges
-from .file_progress import FIRST_WINDOW_ROWS, WINDOW_ROWS, FileProgress, WindowPlan, ranges, window_span
+from .file_progress import FileProgress, WindowPlan, ranges, window_sizes
 from .keys import COPY_COLUMN, key_events
 from .load_files import read_windows
 from .loadrun import LoadRun
@@ -77,9 +77,11 @@ class FileLoad:
 def windows(load: FileLoad) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
     """(window number, its first row number, its rows as dicts) from the legacy offset on."""
     start = load.progress.legacy_offset
-    chunks = read_windows(load.path, load.columns, WINDOW_ROWS, start, FIRST_WINDOW_ROWS)
-    for number, window in enumerate(chunks):
-        yield number, start + window_span(number)[0], list(iter_rows(window))
+    first = start
+    for number, window in enumerate(read_windows(load.path, load.columns, window_sizes(), start)):
+        rows = list(iter_rows(window))
+        yield number, first, rows
+        first += len(rows)
 
 
 def load_file(load: FileLoad, each_window: Callable[[int, int, list[dict[str, Any]]], bool] | None = None) -> None:

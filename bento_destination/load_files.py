@@ -9,7 +9,8 @@ the pre-pass's decisions (row numbers to skip, event numbers) refer to rows by t
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator, Sequence
+import itertools
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,14 +57,15 @@ def _jsonl_rows(path: str, columns: Sequence[str] | None) -> Iterator[dict[str, 
 
 
 def _parquet_windows(
-    path: str, columns: Sequence[str] | None, size: int, start: int, first: int
+    path: str, columns: Sequence[str] | None, sizes: Iterator[int], start: int
 ) -> Iterator[pa.Table]:
     with pq.ParquetFile(path) as reader:
         names = reader.schema_arrow.names
         selected = [c for c in (columns or names) if c in names and not c.startswith(DLT_PREFIX)]
         pending: list[pa.RecordBatch] = []
         held = 0
-        for batch in reader.iter_batches(batch_size=size, columns=selected):
+        want = next(sizes)
+        for batch in reader.iter_batches(batch_size=want, columns=selected):
             if start >= batch.num_rows:
                 start -= batch.num_rows
                 continue
@@ -71,33 +73,34 @@ def _parquet_windows(
                 batch, start = batch.slice(start), 0
             pending.append(batch)
             held += batch.num_rows
-            while held >= first:
+            while held >= want:
                 table = pa.Table.from_batches(pending)
-                yield table.slice(0, first)
-                rest = table.slice(first)
-                pending, held, first = rest.to_batches(), rest.num_rows, size
+                yield table.slice(0, want)
+                rest = table.slice(want)
+                pending, held, want = rest.to_batches(), rest.num_rows, next(sizes)
         if held:
             yield pa.Table.from_batches(pending)
 
 
 def read_windows(
-    path: str, columns: Sequence[str] | None, size: int, start: int = 0, first: int | None = None
+    path: str, columns: Sequence[str] | None, size: int | Iterable[int], start: int = 0
 ) -> Iterator[pa.Table | list[dict[str, Any]]]:
-    """The file's rows from row `start` on, in windows of exactly `size` rows (`first` for the first one; the
+    """The file's rows from row `start` on, in windows of exactly `size` rows (or the sizes given in turn; the
     last may be shorter), only `columns` (None: all but dlt's own). Parquet windows stay Arrow tables;
     jsonl windows are lists of dicts."""
-    want = size if first is None else first
+    sizes = itertools.repeat(size) if isinstance(size, int) else iter(size)
     if path.endswith(".parquet"):
-        yield from _parquet_windows(path, columns, size, start, want)
+        yield from _parquet_windows(path, columns, sizes, start)
         return
     window: list[dict[str, Any]] = []
+    want = next(sizes)
     for index, row in enumerate(_jsonl_rows(path, columns)):
         if index < start:
             continue
         window.append(row)
         if len(window) == want:
             yield window
-            window, want = [], size
+            window, want = [], next(sizes)
     if window:
         yield window
 

@@ -1,7 +1,7 @@
 """Requests of one sink call in flight side by side, each finished on its own as soon as Bento answers.
 
 The sink's thread reads and plans; requests run on a small pool, at most `in_flight` at once (the
-client's own cap, pacing and the run's gate apply inside `client.post`), with up to `in_flight` more
+client's own cap, pacing and the run's gate apply inside `client.post`), with a few windows' requests
 planned and waiting, so reading never runs far ahead. Nothing waits for a group of requests: a sink call
 waits only at its very end, for the last requests of its file. The first failure stops new requests from
 starting; those in flight finish (and are acknowledged); `finish()` raises that failure.
@@ -13,13 +13,17 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 
+#: requests planned per request in flight: about a window's worth, so the next window is mapped while the
+#: requests of this one go out (the items are held by their windows anyway)
+QUEUED_PER_SLOT = 6
+
 
 class RequestPipeline:
     """A bounded pool of request tasks (see the module docstring)."""
 
     def __init__(self, in_flight: int) -> None:
         self._pool = ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="bento-request")
-        self._slots = threading.BoundedSemaphore(max(1, in_flight) * 2)
+        self._slots = threading.BoundedSemaphore(max(1, in_flight) * QUEUED_PER_SLOT)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
         self._futures: list[Future[None]] = []

@@ -21,7 +21,7 @@ from dlt.pipeline.exceptions import PipelineStepFailed
 
 from bento_api.emulator import BentoEmulator, Fault
 from bento_destination import bento
-from bento_destination.file_progress import STATE_PREFIX, WINDOW_ROWS
+from bento_destination.file_progress import STATE_PREFIX, WINDOW_ROWS, window_span
 from bento_destination.runcontext import RunCancel, bento_run, end_plain_runs
 
 LATENCY = 0.3
@@ -58,7 +58,7 @@ def test_one_dataframe_is_one_file_sent_with_requests_in_flight_side_by_side(
 def test_a_stopped_load_resumes_mid_file_without_resending_and_lost_answers_are_the_only_repeats(
     emu: BentoEmulator, tmp_path: Path
 ) -> None:
-    rows = WINDOW_ROWS + 10_000  # two windows of one file
+    rows = sum(window_span(0)) + WINDOW_ROWS  # several windows of one file, the last a full one
     emu.add_fault(Fault(kind="drop_after_apply", count=2, path_prefix="/batch/subscribers"))
     emu.add_fault(Fault(kind="latency", seconds=0.05, path_prefix="/batch"))
     pipeline = dlt.pipeline("stopped", pipelines_dir=str(tmp_path),
