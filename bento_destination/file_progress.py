@@ -27,18 +27,14 @@ import numpy
 
 #: input rows per window: large enough that requests of changed rows fill up, small enough to hold in memory
 WINDOW_ROWS: Final = 20_000
-#: the first windows are small and grow by half each time up to WINDOW_ROWS, so the first requests go out at
-#: once and each window is mapped while the one before it is being sent
-FIRST_WINDOW_ROWS: Final = 2_000
-GROWTH: Final = 1.5
+#: the first windows are small and grow, so the first requests go out at once and each window is mapped while
+#: the one before it is being sent; whole thousands, so that full windows pack into full requests
+RAMP: Final = (2_000, 3_000, 5_000, 8_000, 12_000, 16_000)
 
 
 def window_sizes() -> Iterator[int]:
-    """The size of each window in turn: FIRST_WINDOW_ROWS, growing by GROWTH, then WINDOW_ROWS for good."""
-    size = FIRST_WINDOW_ROWS
-    while size < WINDOW_ROWS:
-        yield size
-        size = int(size * GROWTH)
+    """The size of each window in turn: the RAMP, then WINDOW_ROWS for good."""
+    yield from RAMP
     while True:
         yield WINDOW_ROWS
 
