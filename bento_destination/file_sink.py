@@ -27,7 +27,7 @@ from .keys import COPY_COLUMN, key_events
 from .load_files import read_windows
 from .loadrun import LoadRun
 from .mapping import MappedRow, MappingOptions, map_row
-from .request_pipeline import RequestPipeline
+from .request_pipeline import RequestPipeline, request_pool
 from .rows import iter_rows
 from .runcontext import RunContext
 from .send import BatchOutcome, EncodedBody, Item, Sender, pack
@@ -87,7 +87,8 @@ def windows(load: FileLoad) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
 def load_file(load: FileLoad, each_window: Callable[[int, int, list[dict[str, Any]]], bool] | None = None) -> None:
     """Send the file's rows not acknowledged yet; `each_window` handles a window itself (refusals, emails)
     when it returns True. Raises the first failure after the requests in flight finished."""
-    pipeline = RequestPipeline(load.in_flight)
+    pool = load.context.remember(("request_pool", str(load.in_flight)), lambda: request_pool(load.in_flight))
+    pipeline = RequestPipeline(load.in_flight, pool)
     try:
         for number, first, rows in windows(load):
             if pipeline.failed:

@@ -1,6 +1,7 @@
 """Requests of one sink call in flight side by side, each finished on its own as soon as Bento answers.
 
-The sink's thread reads and plans; requests run on a small pool, at most `in_flight` at once (the
+The sink's thread reads and plans; requests run on a small pool shared by the run's load jobs, at most
+`in_flight` at once (the
 client's own cap, pacing and the run's gate apply inside `client.post`), with a few windows' requests
 planned and waiting, so reading never runs far ahead. Nothing waits for a group of requests: a sink call
 waits only at its very end, for the last requests of its file. The first failure stops new requests from
@@ -18,11 +19,19 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 QUEUED_PER_SLOT = 6
 
 
+def request_pool(in_flight: int) -> ThreadPoolExecutor:
+    """Threads for requests: share one among the load jobs of a run, so that no more threads wait on the
+    client's pacing than it lets requests fly (a thread that got its turn and then waits for a free slot
+    would start its request late, together with the next one: a 429 at a strict limiter)."""
+    return ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="bento-request")
+
+
 class RequestPipeline:
     """A bounded pool of request tasks (see the module docstring)."""
 
-    def __init__(self, in_flight: int) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="bento-request")
+    def __init__(self, in_flight: int, pool: ThreadPoolExecutor | None = None) -> None:
+        self._own = pool is None
+        self._pool = pool or request_pool(in_flight)
         self._slots = threading.BoundedSemaphore(max(1, in_flight) * QUEUED_PER_SLOT)
         self._lock = threading.Lock()
         self._error: BaseException | None = None
@@ -61,7 +70,8 @@ class RequestPipeline:
         with self._lock:
             futures = list(self._futures)
         wait(futures)
-        self._pool.shutdown(wait=True)
+        if self._own:
+            self._pool.shutdown(wait=True)
         with self._lock:
             error = self._error
         if error is not None:
