@@ -1,4 +1,4 @@
-"""`bento`: the dlt destination. Maps each sink batch to Bento payloads, sends them, and tallies the load.
+"""`bento`: the dlt destination. Gets each load file whole, sends it (file_sink.py), and tallies the load.
 
 No `from __future__ import annotations` here: dlt builds the config spec from the signature's real types.
 
@@ -243,7 +243,7 @@ def bento(
     event_keys: str = DEFAULT_EVENT_KEYS,
     record_sent_rows: bool = False,
 ) -> None:
-    """Send a batch of rows of `table` to Bento (tables subscribers, events, commands, emails).
+    """Send one load file of `table` to Bento (tables subscribers, events, commands, emails); dlt passes its path.
 
     Use as `dlt.pipeline(..., destination=bento(...))`; see docs/destination.md for the row contract.
     """
