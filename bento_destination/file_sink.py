@@ -182,9 +182,10 @@ class _Window:
             self.bodies = {f"m{k}": body for k, (_, body) in enumerate(packed)}
             self.bodies |= {f"d{k}": body for k, (_, body) in enumerate(commands)}
             load.progress.plan(self.number, self.plan)
-        load.run.merge(load.table, load.operation, outcome)
         going = {id(item.row) for item in main + derived}
-        load.context.add_batch(max(0, outcome.received - len(going)), 0)  # rows done without a request
+        outcome.received = max(0, outcome.received - len(going))  # the others count when their request is done
+        load.run.merge(load.table, load.operation, outcome)
+        load.context.add_batch(outcome.received, 0)
         requests = self._requests("m", main, self.plan.main, rank)
         requests += self._requests("d", derived, self.plan.derived, rank)
         for _, items in requests:
@@ -242,5 +243,6 @@ class _Window:
             by_id = {id(item.row): item.row for item in items}
             self.changes.acknowledge_rows([by_id[row_id] for row_id in finished], refused)
         load.progress.request_done(self.number, name)
+        outcome.received = len(finished)  # rows whose every request is answered
         load.run.merge(load.table, load.operation, outcome)
-        load.context.add_batch(len(finished), outcome.sent)
+        load.context.add_batch(outcome.received, outcome.sent)

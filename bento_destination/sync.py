@@ -158,7 +158,21 @@ def _signal_in(error: BaseException) -> int | None:
 
 
 def pending_rows(pipeline: Any) -> int:
-    """Rows of the pipeline's pending load packages not sent yet (the sink's progress per file subtracted)."""
+    """Rows of the pipeline's pending load packages not sent yet (the sink's progress per file subtracted).
+
+    dlt moves a job's file while it loads (and renames it when it retries the job): a file gone between the
+    listing and the count is counted from a new listing, a few times at most.
+    """
+    for attempt in range(3):
+        try:
+            return _pending_rows(pipeline)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    return 0
+
+
+def _pending_rows(pipeline: Any) -> int:
     total = 0
     for load_id in pipeline.list_normalized_load_packages():
         offsets = pipeline.get_load_package_state(load_id).get("destination_state", {}) or {}
