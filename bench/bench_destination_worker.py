@@ -1,8 +1,10 @@
 """One side of the destination benchmark, run in its own process so its peak RSS is its own.
 
-    python -m bench.bench_destination_worker ours|plain|ours-stream INPUT.parquet SPEC_JSON
+    python -m bench.bench_destination_worker ours|plain|ours-stream|plain-run|cli-sync INPUT.parquet SPEC_JSON
 
 `ours`: the DataFrame through dlt and the bento destination, timing extract+normalize and load apart.
+`plain-run`: `pipeline.run(df, table_name="subscribers")` of the whole DataFrame (nothing split).
+`cli-sync`: `bento-dlt sync --from INPUT.parquet --as subscribers`, the command line in its own process.
 `ours-stream`: the shipped file path (`pipelines.dataframe_to_bento.run(read_file(...))`), never
 reading the file whole. `plain`: what Bento's SDKs lead to: the DataFrame to dicts, 1000-row chunks,
 one POST after another with httpx, sleeping on 429. Prints one JSON line; `maxrss_mb` is this
@@ -80,6 +82,59 @@ def ours_stream(path: str, spec: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def plain_run(path: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """The README's first example: `pipeline.run(df, table_name=...)` of one whole DataFrame, nothing split."""
+    import dlt
+    import pandas as pd
+
+    from bento_destination import bento, check_run
+
+    credentials, rpm = spec["credentials"], float(spec["rpm"])
+    frame = pd.read_parquet(path)
+    pipeline = dlt.pipeline(
+        "bench_plain_run", pipelines_dir=tempfile.mkdtemp(prefix="bench_dest_"),
+        destination=bento(**credentials, requests_per_minute=rpm, **spec.get("destination", {})),
+    )
+    started = time.monotonic()
+    info = pipeline.run(frame, table_name="subscribers")
+    elapsed = time.monotonic() - started
+    table = check_run(pipeline, info)[0].tables["subscribers"]
+    trace = pipeline.last_trace
+    assert trace is not None, "dlt keeps a trace of the run"
+    [load_step] = [step for step in trace.steps if step.step == "load"]
+    jobs = sum(
+        1 for package in info.load_packages for job in package.jobs["completed_jobs"]
+        if job.job_file_info.table_name == "subscribers"
+    )
+    return {
+        "rows": len(frame), "sent": table.sent, "rejected": table.rejected, "load_files": jobs,
+        "requests": table.requests, "rate_limited": table.rate_limited,
+        "load_seconds": round((load_step.finished_at - load_step.started_at).total_seconds(), 3),
+        "total_seconds": round(elapsed, 3), "maxrss_mb": maxrss_mb(),
+    }
+
+
+def cli_sync(path: str, spec: dict[str, Any]) -> dict[str, Any]:
+    """`bento-dlt sync --from INPUT --as subscribers` as a user runs it (its own process, its report on stdout)."""
+    import os
+    import subprocess
+
+    credentials = spec["credentials"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BENTO_", "DESTINATION__", "DATA_WRITER__"))}
+    env.update({f"BENTO_{k.upper()}": v for k, v in credentials.items()})
+    folder = tempfile.mkdtemp(prefix="bench_dest_")
+    command = [os.path.join(os.path.dirname(sys.executable), "bento-dlt"), "sync", "--from", path, "--as",
+               "subscribers", "--pipelines-dir", folder, "--requests-per-minute", str(spec["rpm"]), "--json"]
+    started = time.monotonic()
+    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    elapsed = time.monotonic() - started
+    if done.returncode != 0:
+        raise RuntimeError(f"bento-dlt sync failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"rows": summary.get("received", summary.get("rows")), "summary": summary,
+            "total_seconds": round(elapsed, 3), "started_monotonic": started}
+
+
 def plain(path: str, spec: dict[str, Any]) -> dict[str, Any]:
     import httpx
     import pandas as pd
@@ -113,7 +168,7 @@ def plain(path: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def main() -> None:
     who, path, spec = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-    side = {"ours": ours, "ours-stream": ours_stream, "plain": plain}[who]
+    side = {"ours": ours, "ours-stream": ours_stream, "plain": plain, "plain-run": plain_run, "cli-sync": cli_sync}[who]
     print(json.dumps({"who": who, **side(path, spec)}))
 
 

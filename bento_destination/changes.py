@@ -25,8 +25,6 @@ reopened when a new load starts (a folder ledger then sees other processes' segm
 from __future__ import annotations
 
 import atexit
-import contextlib
-import os
 import threading
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
@@ -37,7 +35,6 @@ from typing import Any, Literal
 import numpy
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from bento_api import BentoConfigError, BentoSettings
 
@@ -46,7 +43,6 @@ from .config import LedgerOptions, resolve_destination_config
 from .keys import (
     COPY_COLUMN,
     DEFAULT_EVENT_KEYS,
-    NUMBERED_HINT,
     IdenticalRows,
     base_event_key,
     check_event_keys,
@@ -69,6 +65,7 @@ from .ledger import (
     settle_stale,
     subscriber_fingerprint_v1,
 )
+from .load_files import count_rows, file_key, read_windows
 from .mapping import MappedRow, MappingOptions, map_row
 from .policy import (
     TAG_NOT_OWNED,
@@ -83,6 +80,7 @@ from .policy import (
     removal_people,
 )
 from .rows import iter_rows, variant_base
+from .runcontext import current_run
 from .send import BatchOutcome, Item
 from .settings import SINK_BATCH_SIZE
 from .subscriber_fingerprint import VERSION as SUBSCRIBER_FINGERPRINT_VERSION
@@ -136,20 +134,6 @@ def _close_location(location: str, site: str) -> None:
         entry = _OPEN.pop((location, site), None)
     if entry is not None:
         entry[0].close()
-
-
-# --------------------------------------------------------------------------- packages the pre-pass classified
-
-#: (working dir, load_id) -> subscriber tables whose rows the pre-pass classified (counts are in its plan);
-#: the newest few only: a package missing here is compared per batch, which is slower, never wrong
-_PREPARED: dict[tuple[str, str], frozenset[str]] = {}
-_PREPARED_KEPT = 64
-
-
-def _prepared_tables(working_dir: str | Path, load_id: str) -> frozenset[str] | None:
-    """The tables the pre-pass classified in this package, or None if no pre-pass ran in this process."""
-    with _LOCK:
-        return _PREPARED.get((str(working_dir), load_id))
 
 
 # --------------------------------------------------------------------------- keys and fingerprints
@@ -345,7 +329,13 @@ class BatchChanges:
     def acknowledge(self) -> None:
         """Record, in one ledger transaction, what Bento acknowledged (call after sending the batch)."""
         refused = {id(record.row) for record in self.outcome.rejects}
-        acked = [p for p in self._plans if p.items and id(p.row) not in refused]
+        self.acknowledge_rows([p.row for p in self._plans], refused)
+
+    def acknowledge_rows(self, rows: list[dict[str, Any]], refused: set[int]) -> None:
+        """Record what Bento acknowledged for these rows of the filtered batch (one request's, as soon as it
+        is answered), leaving out the rows in `refused` (ids of rows Bento refused); one ledger transaction."""
+        wanted = {id(row) for row in rows} - refused
+        acked = [p for p in self._plans if p.items and id(p.row) in wanted]
         if not acked:
             return
         fingerprints: list[tuple[str, str]] = []
@@ -403,19 +393,11 @@ def batch_changes(
     options: LedgerOptions, working_dir: str | Path, site: str, load_id: str, table: str, operation: str | None,
     outcome: BatchOutcome,
 ) -> BatchChanges | None:
-    """The sink's hook: a BatchChanges for this batch, or None (ledger off, emails, unknown tables).
-
-    Subscribers of a package the pre-pass handled in this process are not compared with the ledger again
-    (a join per batch against a table of a million keys): only new and changed rows are left in it.
-    """
+    """The sink's hook: a BatchChanges for this window of rows, or None (ledger off, emails, unknown tables)."""
     if not options.sync_ledger or operation not in LEDGER_OPERATIONS:
         return None
     ledger = ledger_for(options.location(working_dir), site, load_id)
-    prepared: Prepared | None = None
-    classified = _prepared_tables(working_dir, load_id) if operation == "subscribers" else None
-    if classified is not None:
-        prepared = "classified" if table in classified else "all_new"
-    return BatchChanges(ledger, options, operation, outcome, prepared)
+    return BatchChanges(ledger, options, operation, outcome)
 
 
 # --------------------------------------------------------------------------- classify without sending
@@ -625,21 +607,17 @@ def _package_jobs(
         if not table.startswith(DLT_PREFIX):
             columns = frozenset((tables.get(table) or {}).get("columns", {}) or ())
             out.append((table, str(job.file_path), columns))
-    return out
+    return sorted(out, key=lambda job: (job[0], file_key(job[1])))  # event numbers count in file-id order
 
 
 def _read_batches(path: str) -> Iterator[Any]:
-    from dlt.destinations.file_batching import JsonlFileBatchIterator, ParquetFileBatchIterator
-
-    if path.endswith(".parquet"):
-        yield from ParquetFileBatchIterator(path, SINK_BATCH_SIZE, 0)
-    else:
-        yield from JsonlFileBatchIterator(path, SINK_BATCH_SIZE, 0)
+    """A load file in chunks of SINK_BATCH_SIZE rows, without dlt's columns (load_files.py)."""
+    yield from read_windows(path, None, SINK_BATCH_SIZE)
 
 
 def _without_dlt_columns(batch: Any) -> Any:
     """The batch as the sink sees it: dlt's own columns (`_dlt_id`, `_dlt_load_id`) are not passed to it."""
-    if isinstance(batch, pa.RecordBatch):
+    if isinstance(batch, pa.RecordBatch | pa.Table):
         return batch.select([name for name in batch.schema.names if not name.startswith(DLT_PREFIX)])
     return [{k: v for k, v in row.items() if not k.startswith(DLT_PREFIX)} for row in batch]
 
@@ -675,9 +653,7 @@ def _may_remove(operation: str, columns: frozenset[str]) -> bool:
 
 
 def _file_rows(path: str) -> int:
-    if path.endswith(".parquet"):
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    return sum(len(batch) for batch in _read_batches(path))
+    return count_rows(path)
 
 
 def _scan_file(
@@ -779,46 +755,38 @@ def prepare_package(
     *,
     in_load: bool = False,
 ) -> PackagePlan:
-    """Before `pipeline.load()`: check the blast radius of the whole package, then drop its unchanged rows.
+    """Before anything of a package is sent: check the blast radius of the whole package, count what it holds.
 
-    `in_load`: called by the sink while dlt loads the package (a plain `pipeline.run`): the blast radius
-    only, over the jobs not completed yet; files are left as they are and the sink compares per batch.
+    `in_load`: called by the sink while dlt loads the package (a plain `pipeline.run`): over the jobs not
+    completed yet. Raises BlastRadiusExceeded before anything is sent (the caller drops the package, or the
+    sink rejects its rows). Decides only: dlt's files and schema are never rewritten. The sink compares
+    every row with the ledger itself and numbers identical events the same way (event_numbers.py); the
+    unchanged rows counted here are only what `sync()` says before loading.
 
-    Raises BlastRadiusExceeded before anything is sent (the caller drops the package). Rows that are
-    unchanged per the ledger are removed from the package's files, so the sink receives only new and
-    changed rows, in full batches; their count is returned (and goes to the run report).
-
-    Streams: one load file at a time, one sink batch of it as Python rows at a time. A file is not
-    mapped at all when nothing in it can be unchanged (the ledger holds no fingerprint of its operation,
-    or `full_resync`) and its columns cannot remove anything (a first sync of plain subscribers).
+    Streams: one load file at a time, one chunk of it as Python rows at a time. A file is not mapped at
+    all when nothing in it can be unchanged (the ledger holds no fingerprint of its operation, or
+    `full_resync`) and its columns cannot remove anything (a first sync of plain subscribers).
     """
     from .sink import resolve_operation
 
     plan = PackagePlan(load_id)
-    numbering = not in_load and options.event_keys == "derived"
-    if not options.sync_ledger and not numbering:
+    if not options.sync_ledger:
         return plan
-    # without the ledger, only the event tables are read (to number their identical rows)
-    ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id) if (
-        options.sync_ledger) else None
+    ledger = ledger_for(options.location(pipeline.working_dir), settings.site_uuid, load_id)
     mapping = MappingOptions(allow_secret_columns)
     tracked: dict[str, bool] = {}
     people: list[pa.Array] = []
     unmapped: list[_Job] = []
-    rewrites: dict[str, tuple[int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]] = {}
     identical: dict[str, IdenticalRows] = {}
-    numbered_files: dict[str, list[str]] = {}
-    copies: dict[str, dict[int, int]] = {}
     states = ("new_jobs", "started_jobs") if in_load else ("new_jobs",)
     for table, path, columns in _package_jobs(pipeline, load_id, states):
         operation = resolve_operation(table, table_operations)
-        if operation not in LEDGER_OPERATIONS or (ledger is None and operation != "events"):
+        if operation not in LEDGER_OPERATIONS:
             continue
         job = _Job(table, operation, path, columns)
         if operation not in tracked:
             tracked[operation] = (
-                ledger is not None
-                and operation in ("subscribers", "events")
+                operation in ("subscribers", "events")
                 and not options.full_resync
                 and ledger.known_audience(operation) > 0
             )
@@ -828,16 +796,10 @@ def prepare_package(
             unmapped.append(job)
             continue
         counter = None
-        if numbering and operation == "events":
+        if options.event_keys == "derived" and operation == "events" and not in_load:
             counter = identical.setdefault(table, IdenticalRows())
-            numbered_files.setdefault(table, []).append(path)
         scan = _scan_file(ledger, job, mapping, options, tracked[operation], counter)
         plan.rows[table] += scan.rows
-        if counter is not None:
-            plan.derived_keys[table] += scan.derived
-            plan.identical_rows[table] += len(scan.copies)
-            if scan.copies:
-                copies[path] = scan.copies
         if operation == "subscribers" and tracked[operation]:
             plan.classified.add(table)
             plan.new[table] += scan.new
@@ -845,14 +807,10 @@ def prepare_package(
         people.extend(scan.people)
         if len(scan.unchanged) and not in_load:
             plan.unchanged[table] += len(scan.unchanged)
-            rewrites[path] = (scan.rows, scan.unchanged)
-        if scan.removals and ledger is not None:
+        if scan.removals:
             _count_removals(ledger, options, scan.removals, set(scan.unchanged.tolist()), plan)
         del scan
         _release_arrow_memory()
-    if ledger is None:
-        _number_files(pipeline, load_id, numbered_files, copies, rewrites)
-        return plan
     plan.known_audience = ledger.known_audience("subscribers")
     if plan.would_unsubscribe or plan.would_remove_tags:
         for job in unmapped:  # rare: removals in one table, a first sync of another
@@ -867,58 +825,10 @@ def prepare_package(
             options.force,
         )
     del people
-    _number_files(pipeline, load_id, numbered_files, copies, rewrites)
     _release_arrow_memory()
-    if not in_load:
-        with _LOCK:
-            _PREPARED[(str(pipeline.working_dir), load_id)] = frozenset(plan.classified)
-            for stale in list(_PREPARED)[:-_PREPARED_KEPT]:
-                del _PREPARED[stale]
+    if not in_load:  # the sink need not scan the package again for its verdict
+        current_run(pipeline.working_dir).remember(("verdict", load_id), lambda: None)
     return plan
-
-
-def _number_files(
-    pipeline: Any, load_id: str, numbered_files: dict[str, list[str]], copies: dict[str, dict[int, int]],
-    rewrites: dict[str, tuple[int, numpy.ndarray[Any, numpy.dtype[numpy.int64]]]],
-) -> None:
-    """Rewrite the files: drop unchanged rows, and write each identical event's number into COPY_COLUMN.
-
-    The number is part of the data (a resumed load sends the same keys). dlt passes the sink only the
-    columns of the package's schema, so the column is added there, to every file of a table that has
-    one numbered row; the table is marked (NUMBERED_HINT) so the sink knows its keys were counted here.
-    """
-    with_column = {path for paths in numbered_files.values() if any(p in copies for p in paths) for path in paths}
-    for path in sorted(set(rewrites) | with_column):
-        keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]] | None = None
-        if path in rewrites:
-            rows, unchanged = rewrites[path]
-            keep = numpy.ones(rows, numpy.bool_)
-            keep[unchanged] = False
-        _rewrite(path, keep, copies.get(path, {}) if path in with_column else None)
-    if numbered_files:
-        schema = pipeline.get_load_package_info(load_id).schema
-        for table, paths in numbered_files.items():
-            schema.tables[table][NUMBERED_HINT] = True
-            if with_column.intersection(paths):
-                schema.tables[table]["columns"][COPY_COLUMN] = {
-                    "name": COPY_COLUMN, "data_type": "bigint", "nullable": True,
-                }
-        _save_package_schema(pipeline, load_id, schema)
-
-
-def _save_package_schema(pipeline: Any, load_id: str, schema: Any) -> None:
-    """Write the package's schema back (the loader reads it from the package when the load starts)."""
-    from dlt.common import json as dlt_json
-
-    path = Path(pipeline.get_load_package_info(load_id).package_path) / "schema.json"
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(dlt_json.dumps(schema.to_dict()), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-#: (working dir, load_id) -> None if the package may be sent, else why not (plain `pipeline.run` loads)
-_VERDICTS: dict[tuple[str, str], str | None] = {}
-_VERDICT_LOCK = threading.Lock()
 
 
 def blast_radius_verdict(
@@ -929,27 +839,25 @@ def blast_radius_verdict(
     table_operations: dict[str, str] | None = None,
     allow_secret_columns: bool = False,
 ) -> str | None:
-    """The blast-radius guard for a load `sync()` did not prepare: None to go on, else why nothing may be sent.
+    """The blast-radius guard for a load: None to go on, else why nothing may be sent.
 
-    The sink asks on every batch; the first batch of a load scans the whole package (the jobs not yet
-    completed) while the other load jobs wait here, so no batch is sent before the verdict. Rows of a
-    stopped load are rejected (the package completes, nothing stays pending); rerun with force=True.
+    The sink asks on every file; the first call of a load scans the whole package (the jobs not yet
+    completed) while the other load jobs wait for it, so no request goes out before the verdict (a
+    `sync()` pre-pass gave it already). Rows of a stopped load are rejected (the package completes,
+    nothing stays pending); rerun with force=True.
     """
-    key = (str(pipeline.working_dir), load_id)
-    if options.force or not options.sync_ledger or _prepared_tables(*key) is not None:
+    if options.force or not options.sync_ledger:
         return None
-    with _VERDICT_LOCK:
-        if key not in _VERDICTS:
-            try:
-                prepare_package(
-                    pipeline, load_id, settings, options, table_operations, allow_secret_columns, in_load=True
-                )
-                _VERDICTS[key] = None
-            except BlastRadiusExceeded as error:
-                _VERDICTS[key] = str(error)
-            for stale in list(_VERDICTS)[:-_PREPARED_KEPT]:
-                del _VERDICTS[stale]
-        return _VERDICTS[key]
+
+    def verdict() -> str | None:
+        try:
+            prepare_package(pipeline, load_id, settings, options, table_operations, allow_secret_columns, in_load=True)
+        except BlastRadiusExceeded as error:
+            return str(error)
+        return None
+
+    result: str | None = current_run(pipeline.working_dir).remember(("verdict", load_id), verdict)
+    return result
 
 
 def _count_removals(
@@ -966,54 +874,3 @@ def _count_removals(
     plan.would_unsubscribe |= unsubscribing
     plan.would_remove_tags |= untagging
 
-
-def _rewrite(
-    path: str, keep: numpy.ndarray[Any, numpy.dtype[numpy.bool_]] | None, copies: dict[int, int] | None = None
-) -> None:
-    """Rewrite a normalized load file (before dlt starts loading it), batch by batch: only the kept rows
-    (`keep`, None: all), and with `copies` each row's number among identical events in COPY_COLUMN.
-
-    Written beside it and moved over it, so a crash leaves the old file or the new one, never half.
-    """
-    from dlt.common import json
-
-    tmp = f"{path}.bento-rewrite"
-    start = 0
-    try:
-        if path.endswith(".parquet"):
-            with pq.ParquetFile(path) as reader:
-                schema = reader.schema_arrow
-                if copies is not None and COPY_COLUMN not in schema.names:
-                    schema = schema.append(pa.field(COPY_COLUMN, pa.int64()))
-                with pq.ParquetWriter(tmp, schema) as writer:
-                    for batch in reader.iter_batches(batch_size=SINK_BATCH_SIZE * 10):
-                        if copies is not None:
-                            if COPY_COLUMN in batch.schema.names:
-                                batch = batch.drop_columns([COPY_COLUMN])
-                            numbers = [copies.get(start + i) for i in range(batch.num_rows)]
-                            batch = batch.append_column(COPY_COLUMN, pa.array(numbers, pa.int64()))
-                        mask = numpy.ones(batch.num_rows, numpy.bool_) if keep is None else (
-                            keep[start : start + batch.num_rows])
-                        start += batch.num_rows
-                        if mask.any():
-                            writer.write_batch(batch.filter(pa.array(mask, pa.bool_())))
-        else:
-            with open(tmp, "wb") as f:
-                for batch in _read_batches(path):
-                    kept = []
-                    for i, row in enumerate(batch, start):
-                        if keep is not None and not keep[i]:
-                            continue
-                        if copies is not None:
-                            row.pop(COPY_COLUMN, None)
-                            if i in copies:
-                                row[COPY_COLUMN] = copies[i]
-                        kept.append(row)
-                    start += len(batch)
-                    if kept:
-                        json.typed_dump(kept, f)
-                        f.write(b"\n")
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp)

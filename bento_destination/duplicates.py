@@ -5,7 +5,8 @@ case-insensitive) would both be sent and Bento would keep whichever it applied l
 every run, since a SELECT without ORDER BY, or parallel load files, has no order. `sync()` therefore reads
 the whole normalized load package before it loads it (`prepare_duplicates`), and the dry run its input:
 of the rows sharing an email one is kept, chosen by `winner_rank`, which looks only at the rows' content;
-the others are removed from the load files and rejected as `duplicate_email`, naming the kept row.
+the others are rejected as `duplicate_email`, naming the kept row, and listed (by file and row number) in
+`<load_id>.skip.json` beside the load's report, so the sink skips them; dlt's files are left as they are.
 
 A plain `pipeline.run` has no such pre-pass: it sends every row (Bento keeps the last it applies).
 Identical events are the other rule that needs the whole input; the sync ledger's pre-pass numbers them
@@ -15,21 +16,25 @@ Identical events are the other rule that needs the whole input; the sync ledger'
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Final
 
 import numpy
 import pyarrow as pa
 
-from .changes import _file_rows, _package_jobs, _read_batches, _rewrite, _without_dlt_columns
+from .changes import _package_jobs, _read_batches, _without_dlt_columns
 from .ledger import canonical_json, fingerprint
+from .load_files import file_key
 from .loadrun import LoadRun
 from .mapping import MappedRow, MappingOptions, map_row
 from .rows import iter_rows, variant_base
 from .send import BatchOutcome
+from .settings import REJECTS_DIRNAME
 from .values import RowError, check_email, field_key
 
 DUPLICATE_EMAIL: Final = "duplicate_email"
@@ -166,7 +171,7 @@ def _rows_of(path: str) -> Iterator[tuple[int, dict[str, Any]]]:
 def _emails_of(path: str) -> Iterator[str | None]:
     """Each row's email (None if it has none the sink would send); Arrow files read only their email columns."""
     for batch in _read_batches(path):
-        if isinstance(batch, pa.RecordBatch):
+        if isinstance(batch, pa.RecordBatch | pa.Table):
             batch = batch.select(list(_email_columns(tuple(batch.schema.names))))
         for row in iter_rows(_without_dlt_columns(batch)):
             yield email_of(row)
@@ -210,14 +215,39 @@ def _duplicate_emails(
     return losers, verdicts, [rows[loser.where] for loser, _, _ in verdicts]
 
 
+SKIP_SUFFIX: Final = ".skip.json"
+
+
+def _skip_path(folder: Path, load_id: str) -> Path:
+    return folder / f"{load_id}{SKIP_SUFFIX}"
+
+
+def write_skips(folder: Path, load_id: str, skips: dict[str, list[int]]) -> None:
+    """Record the rows the sink must skip (file key -> row numbers); written whole or not at all."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = _skip_path(folder, load_id)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(skips, sort_keys=True), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def read_skips(folder: Path, load_id: str, key: str) -> frozenset[int]:
+    """The row numbers of one load file (`<table>.<file_id>`) the pre-pass rejected already."""
+    path = _skip_path(folder, load_id)
+    if not path.exists():
+        return frozenset()
+    rows: list[int] = json.loads(path.read_text(encoding="utf-8")).get(key, [])
+    return frozenset(rows)
+
+
 def prepare_duplicates(
-    pipeline: Any, load_id: str, resolve: Callable[[str], str | None], allow_secret_columns: bool = False
+    pipeline: Any, load_id: str, resolve: Callable[[str], str | None], allow_secret_columns: bool = False,
+    folder: Path | None = None,
 ) -> dict[str, BatchOutcome]:
     """Keep one row per email in each subscriber table of a normalized package; the others are rejected.
 
-    Call between normalize and load, before the sync ledger's pre-pass (which then sees no duplicate).
-    Returns, per table with duplicates, the rejected rows as a BatchOutcome for the load's report. Only
-    files holding a rejected row are rewritten.
+    Call between normalize and load. Returns, per table with duplicates, the rejected rows as a BatchOutcome
+    for the load's report; the rows to skip go to `folder` (the pipeline's rejects folder) for the sink.
     """
     options = MappingOptions(allow_secret_columns)
     tables: dict[str, list[str]] = defaultdict(list)
@@ -225,6 +255,7 @@ def prepare_duplicates(
         if resolve(table) == "subscribers":
             tables[table].append(path)
     out: dict[str, BatchOutcome] = {}
+    skips: dict[str, list[int]] = {}
     for table, paths in sorted(tables.items()):
         losers, verdicts, rows = _duplicate_emails(sorted(paths), options)
         if not verdicts:
@@ -233,9 +264,9 @@ def prepare_duplicates(
         for (loser, kept, count), row in zip(verdicts, rows, strict=True):
             outcome.reject(DUPLICATE_EMAIL, duplicate_detail(loser, kept, count), row)
         for path, indices in losers.items():
-            keep = numpy.ones(_file_rows(path), numpy.bool_)
-            keep[sorted(indices)] = False
-            _rewrite(path, keep)
+            skips[file_key(path)] = sorted(indices)
+    if skips:
+        write_skips(folder or Path(pipeline.working_dir) / REJECTS_DIRNAME, load_id, skips)
     return out
 
 

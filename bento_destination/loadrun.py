@@ -19,6 +19,7 @@ from bento_api import RequestStats
 from .mapping import redact_row
 from .rejects import RejectWriter
 from .report import ALWAYS_FATAL, LoadReport, TableReport, read_report, two_shares
+from .runcontext import current_run
 from .send import BatchOutcome
 from .sent_rows import SentWriter
 from .values import safe_for_file
@@ -183,20 +184,16 @@ class LoadRun:
             self._save()
 
 
-_RUNS: dict[tuple[Path, str], LoadRun] = {}
-_RUNS_LOCK = threading.Lock()
-
-
 def load_run(
     folder: Path, load_id: str, pipeline_name: str, threshold: float, redact: Callable[[str], str]
 ) -> LoadRun:
-    """The process's LoadRun for this load (created on the first batch, or by rejects found before extract).
+    """The run's LoadRun for this load (created on the first batch, or by rejects found before extract).
 
-    The threshold is the latest caller's: the sink's own setting wins over one given at extract time.
+    Kept in the run context of the pipeline's folder (`folder` is its rejects folder). The threshold is the
+    latest caller's: the sink's own setting wins over one given at extract time.
     """
-    with _RUNS_LOCK:
-        run = _RUNS.get((folder, load_id))
-        if run is None:
-            run = _RUNS[(folder, load_id)] = LoadRun(folder, load_id, pipeline_name, threshold, redact)
-        run.report.reject_threshold = threshold
-        return run
+    run: LoadRun = current_run(folder.parent).remember(
+        ("load_run", str(folder), load_id), lambda: LoadRun(folder, load_id, pipeline_name, threshold, redact)
+    )
+    run.report.reject_threshold = threshold
+    return run

@@ -57,7 +57,7 @@ def clean_row(row: Mapping[str, Any]) -> dict[str, Any]:
 def iter_rows(items: Any, chunk: int = SINK_BATCH_SIZE) -> Iterator[dict[str, Any]]:
     """Yield clean row dicts from a list of dicts, a RecordBatch or a Table, converting `chunk` rows at a time."""
     if isinstance(items, str):
-        raise TypeError("the bento sink expects rows, not a file path (do not set batch_size=0)")
+        raise TypeError("expected rows, not a file path (the sink reads load files with load_files.py)")
     if isinstance(items, (pa.RecordBatch, pa.Table)):
         plain = not _has_variants(tuple(items.schema.names))  # every row has the schema's columns
         for start in range(0, items.num_rows, chunk):

@@ -29,9 +29,9 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bento_api import BentoError
 from bento_api.gate import BentoCancelledError
@@ -47,6 +47,10 @@ DEFAULT_CANCEL_GRACE = 10.0
 ENV_CANCEL_GRACE = "BENTO_CANCEL_GRACE_SECONDS"
 #: how often a back-off wait looks at the cancel flags
 PAUSE_SLICE = 0.05
+#: what a run remembers per load (reports, verdicts, event numbers): the newest entries only, since a plain
+#: run's context lives as long as the process
+REMEMBERED = 256
+T = TypeVar("T")
 
 _ACTIVE: dict[str, RunContext] = {}
 _ACTIVE_LOCK = threading.Lock()
@@ -156,6 +160,30 @@ class RunContext:
         self.planned = 0
         self._load_id: tuple[str, str | None] | None = None
         self.clients = RunClients()
+        #: values of any type, one per key: each caller of a key gets back the type it computed
+        self._remembered: dict[tuple[str, ...], Any] = {}
+        self._computing: dict[tuple[str, ...], threading.Lock] = {}
+
+    # -- what a load decided once ------------------------------------------------------------
+
+    def remember(self, key: tuple[str, ...], compute: Callable[[], T]) -> T:
+        """The value of `key` in this run, computed once: the load's report, the pre-pass's verdict, the
+        numbers of identical events. Other threads asking for the same key wait for the first."""
+        with self._lock:
+            if key in self._remembered:
+                return self._remembered[key]
+            computing = self._computing.setdefault(key, threading.Lock())
+        with computing:
+            with self._lock:
+                if key in self._remembered:
+                    return self._remembered[key]
+            value = compute()
+            with self._lock:
+                self._remembered[key] = value
+                self._computing.pop(key, None)
+                for stale in list(self._remembered)[:-REMEMBERED]:
+                    del self._remembered[stale]
+            return value
 
     # -- locks ---------------------------------------------------------------------------------
 

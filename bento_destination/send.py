@@ -228,6 +228,12 @@ class Sender:
             else:
                 self._send(operation, chunk, f"{batch_id}:{index}", derived, body)
 
+    def send_request(
+        self, operation: str, chunk: list[Item], batch: str, derived: bool = False, body: EncodedBody | None = None
+    ) -> None:
+        """Send one request already packed (its rows fixed by the file's plan, file_progress.py)."""
+        self._send(operation, chunk, batch, derived, body)
+
     # -- idempotent operations ----------------------------------------------------------------
 
     def _send(

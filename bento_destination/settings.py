@@ -21,8 +21,8 @@ OPERATIONS: Final = tuple(ENDPOINTS)
 #: rows per request for each operation (Bento's maxima, from the one table in bento_api.facts)
 REQUEST_MAXIMA: Final[dict[str, int]] = {op: e.maximum for op, e in WRITE_ENDPOINTS.items()}
 
-#: dlt's batch_size is per destination, not per table: the largest maximum, so one dlt batch is one
-#: subscribers/events request; emails and commands are split inside the sink
+#: rows the pre-pass and the dry run read at a time, and the rows of a batch of the release before the sink
+#: read whole files (dlt's offsets of a package it left pending count in these): the largest maximum
 SINK_BATCH_SIZE: Final = max(REQUEST_MAXIMA.values())
 
 #: a 400 or 422 on a request of more rows than this applied nothing: it is halved and sent again; a smaller one is

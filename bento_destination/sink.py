@@ -1,4 +1,4 @@
-"""`bento`: the dlt destination. Maps each sink batch to Bento payloads, sends them, and tallies the load.
+"""`bento`: the dlt destination. Gets each load file whole, sends it (file_sink.py), and tallies the load.
 
 No `from __future__ import annotations` here: dlt builds the config spec from the signature's real types.
 
@@ -42,12 +42,16 @@ from .changes import (
     blast_radius_verdict,
     ledger_for,
 )
-from .changes import _file_rows as file_rows
 from .config import BentoDestinationConfig
+from .duplicates import read_skips
 from .email_identity import base_key
 from .email_ledger import EmailStates, KeyNumbering
+from .event_numbers import event_numbers
+from .file_progress import package_progress
+from .file_sink import FileLoad, load_file
 from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, NUMBERED_HINT, key_events
 from .ledger import DEFAULT_MAX_SHARE
+from .load_files import count_rows, file_key, sink_columns
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
 from .rows import iter_rows
@@ -60,7 +64,6 @@ from .settings import (
     EMAIL_NEEDS_LEDGER,
     OPERATIONS,
     REJECTS_DIRNAME,
-    SINK_BATCH_SIZE,
 )
 from .values import RowError
 
@@ -195,7 +198,7 @@ def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:
         try:
             info = pipeline.get_load_package_info(load_id)
             return sum(
-                file_rows(str(job.file_path))
+                count_rows(str(job.file_path))
                 for jobs in info.jobs.values() for job in jobs if job.job_file_info.table_name == table_name
             )
         except FileNotFoundError:
@@ -206,7 +209,7 @@ def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:
 @dlt.destination(
     name=DESTINATION_NAME,
     spec=BentoDestinationConfig,  # config.py: resolved once per load; sync() and the CLI resolve the same spec
-    batch_size=SINK_BATCH_SIZE,
+    batch_size=0,  # the sink gets each load file whole and sends its requests side by side (file_sink.py)
     loader_file_format="typed-jsonl",  # list[dict] keeps its types; Arrow (DataFrames, sql_table) stays parquet
     naming_convention="direct",
     skip_dlt_columns_and_tables=True,
@@ -240,7 +243,7 @@ def bento(
     record_sent_rows: bool = False,
     config: BentoDestinationConfig = dlt.config.value,
 ) -> None:
-    """Send a batch of rows of `table` to Bento (tables subscribers, events, commands, emails).
+    """Send one load file of `table` to Bento (tables subscribers, events, commands, emails); dlt passes its path.
 
     Use as `dlt.pipeline(..., destination=bento(...))`; see docs/destination.md for the row contract.
     The keywords are the fields of BentoDestinationConfig (config.py); dlt passes the resolved spec itself
@@ -258,13 +261,25 @@ def bento(
         ledger_options = config.ledger_options()
     except BentoError as error:
         raise _as_dlt_error(error) from None
+    path = items if isinstance(items, str) else ""  # dlt hands over the load file; the sink reads it
+    key = file_key(path) if path else ""
+    columns = sink_columns(list(table.get("columns") or {}))
     run: LoadRun = load_run(folder, load_id, pipeline.pipeline_name, float(reject_threshold), settings.redact)
     run.expect(table_name, lambda: package_rows(pipeline, load_id, table_name))  # counted once per table
-    outcome = BatchOutcome(sent_rows=[] if record_sent_rows else None)  # sync()'s results (sent_rows.py)
     context.begin_load(load_id, load_call(pipeline))
+    recorded: set[int] = set()
+
+    def on_error(error: BaseException, outcome: BatchOutcome) -> None:
+        if isinstance(error, BentoAttemptsSpentError):
+            context.trip(f"a request of `{table_name}` failed {MAX_ATTEMPTS} times in this run: {error.message}")
+        recorded.add(id(error))
+        run.record_error(table_name, operation, str(_as_dlt_error(error)), outcome.stats)
+
     try:
+        if not path:
+            raise TypeError("the bento sink reads whole load files (batch_size=0); do not set batch_size")
         context.check()
-        if context.implicit:  # a plain pipeline.run: lock the folder from its first batch on
+        if context.implicit:  # a plain pipeline.run: lock the folder from its first file on
             context.hold_pipeline()
         if operation in (*LEDGER_OPERATIONS, "emails") and ledger_options.sync_ledger:  # emails: one sender
             context.hold_ledger(ledger_options.location(pipeline.working_dir), settings.site_uuid, operation)
@@ -276,29 +291,53 @@ def bento(
                 pipeline, load_id, settings, ledger_options, table_operations, allow_secret_columns
             )
             refusal = None if stopped is None else (BLAST_RADIUS, stopped)
-        if refusal is not None:
-            for row in iter_rows(items):
-                outcome.received += 1
-                outcome.reject(*refusal, row)
-        else:
-            assert operation is not None  # _batch_refusal refuses tables without one
-            changes = batch_changes(
-                ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, operation, outcome
+        mapping = MappingOptions(allow_secret_columns)
+        copies: dict[int, int] = {}
+        if operation == "events" and ledger_options.event_keys == "derived" and not table.get(NUMBERED_HINT):
+            numbers = context.remember(  # a package of the previous release carries its numbers in COPY_COLUMN
+                ("event_numbers", load_id, table_name),
+                lambda: event_numbers(pipeline, load_id, table_name, columns, mapping),
             )
-            emails = None
-            if operation == "emails":  # each email's intent and outcome go to the sync ledger (email_ledger.py)
+            copies = numbers.get(key, {})
+        load = FileLoad(
+            path=path, key=key, table=table_name, operation=str(operation), columns=columns, client=client,
+            run=run, context=context, progress=package_progress(key), options=mapping,
+            changes_for=lambda outcome: batch_changes(
+                ledger_options, pipeline.working_dir, settings.site_uuid, load_id, table_name, str(operation), outcome
+            ),
+            gates=lambda request: context.gate(load_id, request), on_error=on_error,
+            event_keys=ledger_options.event_keys, copies=copies, skip=read_skips(folder, load_id, key),
+            record_sent_rows=record_sent_rows, in_flight=client.budgets.max_in_flight,
+        )
+
+        def whole_window(number: int, first: int, rows: list[dict[str, Any]]) -> bool:
+            """Windows sent the old way: refused as a whole, or emails (claimed and sent one request at a time)."""
+            if refusal is None and operation != "emails":
+                return False
+            outcome = BatchOutcome(sent_rows=[] if record_sent_rows else None)
+            kept = [row for offset, row in enumerate(rows) if first + offset not in load.skip]
+            if refusal is not None:
+                for row in kept:
+                    outcome.received += 1
+                    outcome.reject(*refusal, row)
+            else:
                 ledger = ledger_for(ledger_options.location(pipeline.working_dir), settings.site_uuid, load_id)
                 emails = EmailStates(ledger, load_id, pipeline.pipeline_name)
-            _process(
-                items, table_name, operation, client, outcome, MappingOptions(allow_secret_columns), changes, emails,
-                lambda key: context.gate(load_id, key), ledger_options.event_keys, bool(table.get(NUMBERED_HINT)),
-            )
+                try:
+                    _process(kept, table_name, "emails", client, outcome, mapping, None, emails, load.gates)
+                except BaseException as error:
+                    on_error(error, outcome)
+                    raise
+            run.merge(table_name, operation, outcome)
+            context.add_batch(outcome.received, outcome.sent)
+            return True
+
+        load_file(load, whole_window)
     except Exception as error:
         if isinstance(error, BentoAttemptsSpentError):
             context.trip(f"a request of `{table_name}` failed {MAX_ATTEMPTS} times in this run: {error.message}")
         dlt_error = _as_dlt_error(error)
-        run.record_error(table_name, operation, str(dlt_error), outcome.stats)
+        if id(error) not in recorded:
+            run.record_error(table_name, operation, str(dlt_error), BatchOutcome().stats)
         keep = isinstance(error, (*STOPPED, BentoBusyError)) or not isinstance(error, BentoError)
         raise dlt_error from (error if keep else None)
-    run.merge(table_name, operation, outcome)
-    context.add_batch(outcome.received, outcome.sent)

@@ -22,13 +22,14 @@ import dlt
 from bento_api import BentoError, BentoSettings
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import DLT_PREFIX, LEDGER_OPERATIONS, PackagePlan, close_ledgers, prepare_package
-from .changes import _file_rows as file_rows
+from .changes import DLT_PREFIX, LEDGER_OPERATIONS, close_ledgers, prepare_package
 from .clients import prove_credentials
 from .config import BentoDestinationConfig, resolve_destination_config
 from .duplicates import prepare_duplicates, record_duplicates
 from .engine import EngineRows
+from .file_progress import rows_not_done
 from .ledger import LedgerBusyError
+from .load_files import count_rows, file_key
 from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
 from .rejects import bento_dir
@@ -156,7 +157,21 @@ def _signal_in(error: BaseException) -> int | None:
 
 
 def pending_rows(pipeline: Any) -> int:
-    """Rows of the pipeline's pending load packages not sent yet (dlt's per-file offsets subtracted)."""
+    """Rows of the pipeline's pending load packages not sent yet (the sink's progress per file subtracted).
+
+    dlt moves a job's file while it loads (and renames it when it retries the job): a file gone between the
+    listing and the count is counted from a new listing, a few times at most.
+    """
+    for attempt in range(3):
+        try:
+            return _pending_rows(pipeline)
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+    return 0
+
+
+def _pending_rows(pipeline: Any) -> int:
     total = 0
     for load_id in pipeline.list_normalized_load_packages():
         offsets = pipeline.get_load_package_state(load_id).get("destination_state", {}) or {}
@@ -166,8 +181,8 @@ def pending_rows(pipeline: Any) -> int:
                 file = job.job_file_info
                 if file.table_name.startswith(DLT_PREFIX):
                     continue
-                done = int(offsets.get(f"{file.table_name}.{file.file_id}", 0) or 0)
-                total += max(0, file_rows(str(job.file_path)) - done)
+                path = str(job.file_path)
+                total += rows_not_done(offsets, file_key(path), count_rows(path))
     return total
 
 
@@ -206,10 +221,11 @@ def load_new_data(
 ) -> Any:
     """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
 
-    First one subscriber row per email (duplicates.prepare_duplicates). Then the pre-pass of
-    changes.prepare_package numbers identical events (keys.py), checks the blast radius of the whole package
-    before anything is sent and drops rows the ledger says Bento already has. If the guard stops the run,
-    the package is dropped (nothing was sent) so it cannot load on a later run; BlastRadiusExceeded is raised.
+    First one subscriber row per email (duplicates.prepare_duplicates: the others are rejected and skipped
+    by the sink). Then the pre-pass of changes.prepare_package checks the blast radius of the whole package
+    before anything is sent and counts the rows the ledger says Bento already has (the sink leaves them
+    out). If the guard stops the run, the package is dropped (nothing was sent) so it cannot load on a
+    later run; BlastRadiusExceeded is raised. dlt's files are never rewritten.
     """
     engine = data if isinstance(data, EngineRows) else None  # its unchanged rows count in the report
     data = reject_non_finite(  # dlt would drop NaN from dict rows: reject those rows before extract
@@ -238,7 +254,7 @@ def load_new_data(
         record_duplicates(duplicates, _report_run(pipeline, load_id, settings, config), operation_of)
         if engine is not None:
             engine.settle(plan)
-        record_plan(pipeline, plan, settings, config)
+            _record_engine_unchanged(pipeline, load_id, engine, settings, config)
         if sum(plan.unchanged.values()):
             out(f"{pipeline.pipeline_name}: {sum(plan.unchanged.values())} unchanged rows not sent (sync ledger)")
     _drop_if_cancelled(pipeline, run)
@@ -255,23 +271,17 @@ def _drop_if_cancelled(pipeline: Any, run: RunContext | None) -> None:
     _stop_if_cancelled(pipeline, run)
 
 
-def record_plan(pipeline: Any, plan: PackagePlan, settings: BentoSettings, config: BentoDestinationConfig) -> None:
-    """Count in the load's report what the pre-pass decided: unchanged rows (not sent, so received here),
-    the new and changed rows of the tables it compared row by row (the sink does not compare them again),
-    and the derived event keys of the tables it numbered (the sink does not count them again).
-    """
-    counters = (("unchanged", plan.unchanged), ("new", plan.new), ("changed", plan.changed),
-                ("derived_keys", plan.derived_keys), ("identical_rows", plan.identical_rows))
-    tables = {table for _, counter in counters for table, count in counter.items() if count}
-    if not tables:
+def _record_engine_unchanged(
+    pipeline: Any, load_id: str, engine: EngineRows, settings: BentoSettings, config: BentoDestinationConfig
+) -> None:
+    """Count in the load's report the rows the engine found unchanged: they were never extracted, so the sink
+    never sees them (it counts the unchanged rows of what it reads itself)."""
+    if not engine.unchanged:
         return
-    run = _report_run(pipeline, plan.load_id, settings, config)
-    for table in sorted(tables):
-        outcome = BatchOutcome(received=plan.unchanged[table])
-        for name, counter in counters:
-            if counter[table]:
-                outcome.ledger[name] += counter[table]
-        run.merge(table, resolve_operation(table, config.table_operations), outcome)
+    outcome = BatchOutcome(received=engine.unchanged)
+    outcome.ledger["unchanged"] += engine.unchanged
+    run = _report_run(pipeline, load_id, settings, config)
+    run.merge(engine.table_name, resolve_operation(engine.table_name, config.table_operations), outcome)
 
 
 def _report_run(pipeline: Any, load_id: str, settings: BentoSettings, config: BentoDestinationConfig) -> LoadRun:

@@ -199,7 +199,8 @@ def test_a_row_over_the_cap_is_rejected_before_sending_and_wide_rows_are_packed_
     assert len(emu.store.subscribers) == 60 and "huge@example.com" not in emu.store.subscribers
     sizes = [len(json.dumps(r.body, separators=(",", ":"), ensure_ascii=False).encode()) for r in records]
     assert max(sizes) <= MAX_REQUEST_BYTES
-    assert [sum(e.startswith("wide") for e in r.emails) for r in records] == [4, 4, 2]
+    # requests go side by side, so the log's order is the order of their answers
+    assert sorted(sum(e.startswith("wide") for e in r.emails) for r in records) == [2, 4, 4]
     table = only_table(as_json(result))
     assert_report_matches_log(table, records)
     assert table["rejected_by_reason"] == {"row_too_large": 1}

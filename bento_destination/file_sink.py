@@ -1,0 +1,248 @@
+"""One load file through the sink: read in windows, map, filter by the ledger, plan, send pipelined.
+
+dlt hands the sink a whole file (`batch_size=0`). For each window of input rows (file_progress.py) the
+rows are mapped (`map_rows`, one call per window so a vectorized mapper can replace it), keyed (events),
+filtered by the sync ledger (changes.BatchChanges), and packed into requests; the window's plan is
+committed to the load package state before its first request. Requests then go out side by side
+(request_pipeline.py); each, once Bento answers, acknowledges its rows in the ledger, is marked done in
+the package state and is merged into the load's report, on its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+
+import numpy
+
+from bento_api import BentoClient, RequestGate
+
+from .changes import BatchChanges
+from .file_progress import FileProgress, WindowPlan, ranges, window_sizes
+from .keys import COPY_COLUMN, key_events
+from .load_files import read_windows
+from .loadrun import LoadRun
+from .mapping import MappedRow, MappingOptions, map_row
+from .request_pipeline import RequestPipeline, request_pool
+from .rows import iter_rows
+from .runcontext import RunContext
+from .send import BatchOutcome, EncodedBody, Item, Sender, pack
+from .settings import ENDPOINTS, REQUEST_MAXIMA
+from .values import RowError
+
+
+def map_rows(operation: str, rows: list[dict[str, Any]], options: MappingOptions) -> list[MappedRow | RowError]:
+    """Map a window's rows in one call (the place for a vectorized mapper): a MappedRow or the row's error."""
+    out: list[MappedRow | RowError] = []
+    for row in rows:
+        try:
+            out.append(map_row(operation, row, options))
+        except RowError as error:
+            out.append(error)
+    return out
+
+
+@dataclass
+class FileLoad:
+    """What the sink needs to load one file of one table."""
+
+    path: str
+    key: str  # `<table>.<file_id>`
+    table: str
+    operation: str
+    columns: list[str]
+    client: BentoClient
+    run: LoadRun
+    context: RunContext
+    progress: FileProgress
+    options: MappingOptions
+    #: a BatchChanges for a window's rows (None: ledger off), given the outcome its filter counts into
+    changes_for: Callable[[BatchOutcome], BatchChanges | None]
+    gates: Callable[[str], RequestGate]
+    #: the error hook of a failed request (the sink records it and trips the breaker if its budget is spent)
+    on_error: Callable[[BaseException, BatchOutcome], None]
+    event_keys: str = "none"
+    #: the n-th identical event (n >= 2) by input row number (keys.py); rows not here are the first
+    copies: dict[int, int] = field(default_factory=dict)
+    #: rows the pre-pass rejected already (duplicates.py): neither sent nor counted again
+    skip: frozenset[int] = frozenset()
+    record_sent_rows: bool = False
+    in_flight: int = 8
+
+
+def windows(load: FileLoad) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
+    """(window number, its first row number, its rows as dicts) from the legacy offset on."""
+    start = load.progress.legacy_offset
+    first = start
+    for number, window in enumerate(read_windows(load.path, load.columns, window_sizes(), start)):
+        rows = list(iter_rows(window))
+        yield number, first, rows
+        first += len(rows)
+
+
+def load_file(load: FileLoad, each_window: Callable[[int, int, list[dict[str, Any]]], bool] | None = None) -> None:
+    """Send the file's rows not acknowledged yet; `each_window` handles a window itself (refusals, emails)
+    when it returns True. Raises the first failure after the requests in flight finished."""
+    pool = load.context.remember(("request_pool", str(load.in_flight)), lambda: request_pool(load.in_flight))
+    pipeline = RequestPipeline(load.in_flight, pool)
+    try:
+        for number, first, rows in windows(load):
+            if pipeline.failed:
+                break
+            state = load.progress.window(number)
+            if state == 1:
+                continue
+            load.context.check()
+            if each_window is not None and each_window(number, first, rows):
+                load.progress.finish(number)
+                continue
+            plan = state if isinstance(state, WindowPlan) else None
+            _Window(load, number, first, rows, plan).send(pipeline)
+    finally:
+        pipeline.finish()
+
+
+class _Window:
+    """One window of a file: its mapped rows, its plan, and the bookkeeping of its requests."""
+
+    def __init__(
+        self, load: FileLoad, number: int, first: int, rows: list[dict[str, Any]], plan: WindowPlan | None
+    ) -> None:
+        self.load = load
+        self.number = number
+        self.first = first
+        self.rows = rows
+        self.plan = plan
+        self.lock = threading.Lock()
+        self.pending: dict[int, int] = {}  # id(row) -> requests of this window still to answer for it
+        self.refused: set[int] = set()
+        self.changes: BatchChanges | None = None
+        self.bodies: dict[str, EncodedBody] = {}
+
+    def _items(self, outcome: BatchOutcome) -> tuple[list[Item], list[Item]]:
+        """Map the window's rows (the planned ones on a resume); events get their numbered keys."""
+        load = self.load
+        chosen: list[tuple[int, dict[str, Any]]] = []
+        for offset, row in enumerate(self.rows):
+            index = self.first + offset
+            if index in load.skip or (self.plan is not None and not self.plan.kept[offset]):
+                continue
+            chosen.append((offset, row))
+        copies: list[int] = []
+        main: list[Item] = []
+        derived: list[Item] = []
+        numbers = [row.pop(COPY_COLUMN, None) or load.copies.get(self.first + offset, 1) for offset, row in chosen]
+        results = map_rows(load.operation, [row for _, row in chosen], load.options)
+        for (_, row), mapped, copy in zip(chosen, results, numbers, strict=True):
+            outcome.received += 1
+            if isinstance(mapped, RowError):
+                outcome.reject(mapped.reason, mapped.detail, row)
+                continue
+            outcome.dropped |= mapped.dropped
+            outcome.reserved |= mapped.reserved
+            outcome.ignored |= mapped.ignored
+            if mapped.payload is not None:
+                main.append(Item(mapped.payload, row))
+                copies.append(int(copy))
+            if mapped.commands:
+                derived.extend(Item(c, row, counts_row=mapped.payload is None) for c in mapped.commands)
+        if load.operation == "events":
+            outcome.ledger["derived_keys"] += key_events([i.payload for i in main], copies, load.event_keys)
+            outcome.ledger["identical_rows"] += sum(1 for c in copies if c > 1)
+        return main, derived
+
+    def send(self, pipeline: RequestPipeline) -> None:
+        load = self.load
+        outcome = BatchOutcome(sink_batch=True)
+        resumed = self.plan is not None
+        main, derived = self._items(outcome)
+        rank = {id(item): n for n, item in enumerate(main)} | {id(item): n for n, item in enumerate(derived)}
+        counts = outcome if not resumed else BatchOutcome()  # a resume counts nothing twice
+        self.changes = load.changes_for(counts)
+        if self.changes is not None:
+            main, derived = self.changes.filter(main, derived)
+        if resumed:  # the rows were counted when the window was planned; only new refusals count now
+            outcome.received = 0
+            outcome.rejects.extend(counts.rejects)
+            outcome.rejected_by_reason.update(counts.rejected_by_reason)
+        if self.plan is None:
+            rank = {id(item): n for n, item in enumerate(main)} | {id(item): n for n, item in enumerate(derived)}
+            kept_rows = {id(item.row) for item in main + derived}
+            kept = numpy.zeros(len(self.rows), numpy.bool_)
+            for offset, row in enumerate(self.rows):
+                kept[offset] = id(row) in kept_rows
+            packed = list(pack(ENDPOINTS[load.operation][1], main, REQUEST_MAXIMA[load.operation]))
+            commands = list(pack(ENDPOINTS["commands"][1], derived, REQUEST_MAXIMA["commands"]))
+            self.plan = WindowPlan(kept, [len(chunk) for chunk, _ in packed], [len(chunk) for chunk, _ in commands])
+            # bodies encoded while packing go out as they are (a resume encodes its requests again)
+            self.bodies = {f"m{k}": body for k, (_, body) in enumerate(packed)}
+            self.bodies |= {f"d{k}": body for k, (_, body) in enumerate(commands)}
+            load.progress.plan(self.number, self.plan)
+        going = {id(item.row) for item in main + derived}
+        outcome.received = max(0, outcome.received - len(going))  # the others count when their request is done
+        load.run.merge(load.table, load.operation, outcome)
+        load.context.add_batch(outcome.received, 0)
+        requests = self._requests("m", main, self.plan.main, rank)
+        requests += self._requests("d", derived, self.plan.derived, rank)
+        for _, items in requests:
+            for row_id in {id(item.row) for item in items}:
+                self.pending[row_id] = self.pending.get(row_id, 0) + 1
+        mains: list[Future[None]] = []
+        for name, items in requests:
+            if name.startswith("m"):
+                future = pipeline.submit(partial(self._send, name, items, []))
+                if future is None:
+                    return
+                mains.append(future)
+            elif pipeline.submit(partial(self._send, name, items, mains)) is None:
+                return
+
+    def _requests(
+        self, kind: str, items: list[Item], sizes: list[int], rank: dict[int, int]
+    ) -> list[tuple[str, list[Item]]]:
+        """The plan's requests of one kind not done yet, with their items still to send."""
+        assert self.plan is not None
+        out: list[tuple[str, list[Item]]] = []
+        for k, (start, end) in enumerate(ranges(sizes)):
+            name = f"{kind}{k}"
+            if name in self.plan.done:
+                continue
+            chosen = [item for item in items if start <= rank[id(item)] < end]
+            if chosen:
+                out.append((name, chosen))
+            else:  # every row of it was acknowledged meanwhile (the ledger says so): nothing to send
+                self.load.progress.request_done(self.number, name)
+        return out
+
+    def _send(self, name: str, items: list[Item], before: list[Future[None]]) -> None:
+        for future in before:  # a row's commands go after its own request (an upsert, then its unsubscribe)
+            future.result()
+        load = self.load
+        outcome = BatchOutcome(sink_batch=False, sent_rows=[] if load.record_sent_rows else None)
+        sender = Sender(load.client, outcome, None, load.gates)
+        operation = "commands" if name.startswith("d") else load.operation
+        try:
+            sender.send_request(operation, items, f"{load.key}:{self.number}:{name}", name.startswith("d"),
+                                self.bodies.pop(name, None))
+        except BaseException as error:
+            load.on_error(error, outcome)
+            raise
+        with self.lock:
+            self.refused |= {id(record.row) for record in outcome.rejects}
+            finished = []
+            for row_id in {id(item.row) for item in items}:
+                self.pending[row_id] -= 1
+                if not self.pending[row_id]:
+                    finished.append(row_id)
+            refused = set(self.refused)
+        if self.changes is not None and finished:
+            by_id = {id(item.row): item.row for item in items}
+            self.changes.acknowledge_rows([by_id[row_id] for row_id in finished], refused)
+        load.progress.request_done(self.number, name)
+        outcome.received = len(finished)  # rows whose every request is answered
+        load.run.merge(load.table, load.operation, outcome)
+        load.context.add_batch(outcome.received, outcome.sent)

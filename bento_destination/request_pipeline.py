@@ -1,0 +1,78 @@
+"""Requests of one sink call in flight side by side, each finished on its own as soon as Bento answers.
+
+The sink's thread reads and plans; requests run on a small pool shared by the run's load jobs, at most
+`in_flight` at once (the
+client's own cap, pacing and the run's gate apply inside `client.post`), with a few windows' requests
+planned and waiting, so reading never runs far ahead. Nothing waits for a group of requests: a sink call
+waits only at its very end, for the last requests of its file. The first failure stops new requests from
+starting; those in flight finish (and are acknowledged); `finish()` raises that failure.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+
+#: requests planned per request in flight: about a window's worth, so the next window is mapped while the
+#: requests of this one go out (the items are held by their windows anyway)
+QUEUED_PER_SLOT = 6
+
+
+def request_pool(in_flight: int) -> ThreadPoolExecutor:
+    """Threads for requests: share one among the load jobs of a run, so that no more threads wait on the
+    client's pacing than it lets requests fly (a thread that got its turn and then waits for a free slot
+    would start its request late, together with the next one: a 429 at a strict limiter)."""
+    return ThreadPoolExecutor(max_workers=max(1, in_flight), thread_name_prefix="bento-request")
+
+
+class RequestPipeline:
+    """A bounded pool of request tasks (see the module docstring)."""
+
+    def __init__(self, in_flight: int, pool: ThreadPoolExecutor | None = None) -> None:
+        self._own = pool is None
+        self._pool = pool or request_pool(in_flight)
+        self._slots = threading.BoundedSemaphore(max(1, in_flight) * QUEUED_PER_SLOT)
+        self._lock = threading.Lock()
+        self._error: BaseException | None = None
+        self._futures: list[Future[None]] = []
+
+    @property
+    def failed(self) -> bool:
+        with self._lock:
+            return self._error is not None
+
+    def submit(self, task: Callable[[], None]) -> Future[None] | None:
+        """Run `task` on the pool (blocks while the pool is full); None once a task has failed."""
+        self._slots.acquire()
+        if self.failed:
+            self._slots.release()
+            return None
+        future = self._pool.submit(self._run, task)
+        with self._lock:
+            self._futures = [f for f in self._futures if not f.done()]
+            self._futures.append(future)
+        return future
+
+    def _run(self, task: Callable[[], None]) -> None:
+        try:
+            task()
+        except BaseException as error:
+            with self._lock:
+                if self._error is None:
+                    self._error = error
+            raise
+        finally:
+            self._slots.release()
+
+    def finish(self) -> None:
+        """Wait for every request still in flight, then raise the first failure, if any."""
+        with self._lock:
+            futures = list(self._futures)
+        wait(futures)
+        if self._own:
+            self._pool.shutdown(wait=True)
+        with self._lock:
+            error = self._error
+        if error is not None:
+            raise error
