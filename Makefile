@@ -55,23 +55,20 @@ $(VENV)/.installed-s3: pyproject.toml $(STAMP)
 	touch $@
 
 test-postgres: postgres-server $(VENV)/.installed-postgres
-	$(BIN)/pytest -q -m postgres tests/test_postgres.py tests/test_sync_results.py
+	$(BIN)/pytest -q -m postgres tests/test_postgres.py tests/test_sync_results.py tests/test_engine_cli.py \
+		tests/test_engine_fingerprint.py
 
 test-s3: $(VENV)/.installed-s3
 	$(BIN)/pytest -q -m s3 tests/test_s3_ledger.py tests/test_s3_lease.py
 
-# dlt versions: the whole suite on the newest dlt below 2 that the registry serves, then a smoke run on the oldest
-# allowed (1.31.0), each in its own venv. It needs pyproject's `dlt>=1.31,<2` (prepared there, not yet on: the
-# destination must first stop importing dlt.destinations.file_batching); .ci/run runs it with DLT_VERSIONS=on.
+# dlt versions: pyproject allows dlt>=1.31,<2, so .venv (and `make test`) gets the newest dlt the registry serves;
+# this adds a smoke run on the oldest allowed (1.31.0) in its own venv.
 DLT_OLDEST := 1.31.0
 DLT_EXTRAS := duckdb,parquet,sql-database
 DLT_SMOKE := tests/test_destination_behaviour.py tests/test_source_duckdb.py tests/test_cli.py \
-	tests/test_destination_load_resume.py
-test-dlt-versions:
-	$(PYTHON) -m venv .venv-dlt-newest
-	.venv-dlt-newest/bin/pip install --quiet --upgrade -e '.[dev]' 'dlt[$(DLT_EXTRAS)]<2'
-	.venv-dlt-newest/bin/python -c 'import dlt; print("dlt", dlt.__version__, "(newest served)")'
-	.venv-dlt-newest/bin/pytest -q -n 3
+	tests/test_destination_load_resume.py tests/test_destination_pending_v1.py tests/test_destination_file_sink.py
+test-dlt-versions: $(STAMP)
+	$(BIN)/python -c 'import dlt; print("dlt", dlt.__version__, "in .venv: the newest served, which make test ran on")'
 	$(PYTHON) -m venv .venv-dlt-$(DLT_OLDEST)
 	.venv-dlt-$(DLT_OLDEST)/bin/pip install --quiet -e '.[dev]' 'dlt[$(DLT_EXTRAS)]==$(DLT_OLDEST)'
 	.venv-dlt-$(DLT_OLDEST)/bin/python -c 'import dlt; print("dlt", dlt.__version__, "(oldest allowed)")'
