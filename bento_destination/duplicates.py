@@ -27,11 +27,11 @@ from typing import Any, Final
 import numpy
 import pyarrow as pa
 
-from .changes import _package_jobs, _read_batches, _without_dlt_columns
 from .ledger import canonical_json, fingerprint
 from .load_files import file_key
 from .loadrun import LoadRun
 from .mapping import MappedRow, MappingOptions, map_row
+from .prepass import _package_jobs, _read_batches, _without_dlt_columns
 from .rows import iter_rows, variant_base
 from .send import BatchOutcome
 from .settings import REJECTS_DIRNAME
