@@ -10,7 +10,7 @@ the others are rejected as `duplicate_email`, naming the kept row, and listed (b
 
 A plain `pipeline.run` has no such pre-pass: it sends every row (Bento keeps the last it applies).
 Identical events are the other rule that needs the whole input; the sync ledger's pre-pass numbers them
-(changes.prepare_package, keys.py).
+(prepass.prepare_package, keys.py).
 """
 
 from __future__ import annotations

@@ -112,6 +112,24 @@ def _package_jobs(
     return sorted(out, key=lambda job: (job[0], file_key(job[1])))  # event numbers count in file-id order
 
 
+def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:
+    """Rows of `table_name` in the load package's files, whatever state their jobs are in; None if unknown.
+
+    Jobs move between folders while the load runs, so a file may move away between the listing and the
+    count: the listing is read again then, a few times at most.
+    """
+    for _ in range(3):
+        try:
+            info = pipeline.get_load_package_info(load_id)
+            return sum(
+                count_rows(str(job.file_path))
+                for jobs in info.jobs.values() for job in jobs if job.job_file_info.table_name == table_name
+            )
+        except FileNotFoundError:
+            continue
+    return None
+
+
 def _read_batches(path: str) -> Iterator[Any]:
     """A load file in chunks of SINK_BATCH_SIZE rows, without dlt's columns (load_files.py)."""
     yield from read_windows(path, None, SINK_BATCH_SIZE)

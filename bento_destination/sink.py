@@ -44,11 +44,11 @@ from .file_progress import package_progress
 from .file_sink import FileLoad, load_file
 from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, NUMBERED_HINT, key_events
 from .ledger import DEFAULT_MAX_SHARE
-from .load_files import count_rows, file_key, sink_columns
+from .load_files import file_key, sink_columns
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
 from .operations import resolve_operation as resolve_operation  # imported from here by callers
-from .prepass import blast_radius_verdict
+from .prepass import blast_radius_verdict, package_rows
 from .rows import iter_rows
 from .runcontext import MAX_ATTEMPTS, current_run
 from .runlock import BentoBusyError
@@ -169,24 +169,6 @@ def _as_dlt_error(error: BaseException) -> Exception:
     return DestinationTerminalException(
         f"bento destination failed unexpectedly ({type(error).__name__}: {error}); this is a bug, please report it"
     )
-
-
-def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:
-    """Rows of `table_name` in the load package's files, whatever state their jobs are in; None if unknown.
-
-    Jobs move between folders while the load runs, so a file may move away between the listing and the
-    count: the listing is read again then, a few times at most.
-    """
-    for _ in range(3):
-        try:
-            info = pipeline.get_load_package_info(load_id)
-            return sum(
-                count_rows(str(job.file_path))
-                for jobs in info.jobs.values() for job in jobs if job.job_file_info.table_name == table_name
-            )
-        except FileNotFoundError:
-            continue
-    return None
 
 
 @dlt.destination(
