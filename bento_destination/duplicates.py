@@ -10,7 +10,7 @@ the others are rejected as `duplicate_email`, naming the kept row, and listed (b
 
 A plain `pipeline.run` has no such pre-pass: it sends every row (Bento keeps the last it applies).
 Identical events are the other rule that needs the whole input; the sync ledger's pre-pass numbers them
-(changes.prepare_package, keys.py).
+(prepass.prepare_package, keys.py).
 """
 
 from __future__ import annotations
@@ -27,11 +27,11 @@ from typing import Any, Final
 import numpy
 import pyarrow as pa
 
-from .changes import _package_jobs, _read_batches, _without_dlt_columns
 from .ledger import canonical_json, fingerprint
 from .load_files import file_key
 from .loadrun import LoadRun
 from .mapping import MappedRow, MappingOptions, map_row
+from .prepass import _package_jobs, _read_batches, _without_dlt_columns
 from .rows import iter_rows, variant_base
 from .send import BatchOutcome
 from .settings import REJECTS_DIRNAME

@@ -31,8 +31,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from .config import LedgerOptions
 from .keys import number_identical
 from .ledger import SyncLedger
+from .ledger_admin import location_or_fail
+from .runcontext import close_ledger_location
 
 #: the ledger namespace of email states (reserved: a leading underscore)
 EMAILS_NS: Final = "_emails"
@@ -304,10 +307,8 @@ def open_email_ledger(
     site_uuid: str, *, ledger_url: str | None = None, working_dir: str | Path | None = None
 ) -> SyncLedger:
     """The sync ledger of a pipeline (its DuckDB file in `working_dir`, or `ledger_url`), for listing and release."""
-    from .changes import LedgerOptions, _close_location, _location_or_fail
-
-    location = _location_or_fail(LedgerOptions(ledger_url=ledger_url), working_dir)
-    _close_location(location, site_uuid)
+    location = location_or_fail(LedgerOptions(ledger_url=ledger_url), working_dir)
+    close_ledger_location(location, site_uuid)
     return SyncLedger.open(location, site=site_uuid)
 
 

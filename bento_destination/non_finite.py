@@ -31,10 +31,10 @@ from dlt.extract import DltResource, DltSource
 from dlt.extract.items import TableNameMeta
 
 from .loadrun import load_run
+from .operations import resolve_operation
 from .rows import iter_rows
 from .send import BatchOutcome
 from .settings import DEFAULT_REJECT_THRESHOLD, REJECTS_DIRNAME
-from .sink import resolve_operation
 
 REASON = "non_finite_number"
 Found = tuple[str, Any]  # (column path, the value)

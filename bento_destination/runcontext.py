@@ -14,16 +14,20 @@ must hold for the whole run lives here instead of in each call:
   key is the same), within the client's back-off and deadlines (docs/destination.md gives the bound);
 - **circuit breaker**: when one request has spent its budget, the run stops: every job stops starting
   requests, the load package stays pending and the next run resumes it;
-- **client** (run_clients.py): the run's Bento client, its credentials check and proof, closed when it ends.
+- **client** (run_clients.py): the run's Bento client, its credentials check and proof, closed when it ends;
+- **ledgers** (run_ledgers.py): the sync ledgers the run's jobs share, closed when it ends.
 
 `sync()` opens a context with `bento_run(...)`; a plain `pipeline.run` gets one on its first batch that
 lives as long as the process (wrap the run in `with bento_run(pipeline):` to lock it end to end and to
 release the locks when it returns). The sink finds the context of its pipeline's working folder, so
-the table of active contexts is the one piece of process-wide state here.
+the table of active contexts (`_ACTIVE`) is the one piece of process-wide state here, and it must be:
+dlt calls the sink with no handle but the pipeline, so a plain run's sink can only find its context
+by the pipeline's folder. Everything else a run holds lives on its context.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -38,6 +42,7 @@ from bento_api.gate import BentoCancelledError
 
 from .ledger_lock import lock_for_ledger
 from .run_clients import RunClients
+from .run_ledgers import RunLedgers
 from .runlock import BentoBusyError, FileRunLock, RunLock, pipeline_lock
 
 #: attempts of one request in one run, client retries and dlt job retries together
@@ -52,6 +57,7 @@ PAUSE_SLICE = 0.05
 REMEMBERED = 256
 T = TypeVar("T")
 
+#: working folder -> its run context: the anchor a plain run's sink finds its context by (module docstring)
 _ACTIVE: dict[str, RunContext] = {}
 _ACTIVE_LOCK = threading.Lock()
 
@@ -160,6 +166,7 @@ class RunContext:
         self.planned = 0
         self._load_id: tuple[str, str | None] | None = None
         self.clients = RunClients()
+        self.ledgers = RunLedgers()
         #: values of any type, one per key: each caller of a key gets back the type it computed
         self._remembered: dict[tuple[str, ...], Any] = {}
         self._computing: dict[tuple[str, ...], threading.Lock] = {}
@@ -212,7 +219,8 @@ class RunContext:
             self._hold(f"ledger:{lock.path}", lock)
 
     def release(self) -> None:
-        """The run ended: its locks are released and its clients closed."""
+        """The run ended: its ledgers closed (before their locks go), its locks released, its clients closed."""
+        self.ledgers.close()
         with self._lock:
             locks, self._locks = list(self._locks.values()), {}
         for lock in reversed(locks):
@@ -380,3 +388,23 @@ def active_run(working_dir: str | os.PathLike[str]) -> RunContext | None:
     """The run context of this pipeline folder if a run is going on (never creates one)."""
     with _ACTIVE_LOCK:
         return _ACTIVE.get(_key(working_dir))
+
+
+@atexit.register
+def close_ledgers() -> None:
+    """Close the ledgers every run context of this process holds (tests, exit); its locks stay held.
+
+    A run closes its own when it ends (`RunContext.release`); what was committed is already durable.
+    """
+    with _ACTIVE_LOCK:
+        runs = list(_ACTIVE.values())
+    for run in runs:
+        run.ledgers.close()
+
+
+def close_ledger_location(location: str, site: str) -> None:
+    """Close this process's open handles on one ledger, before a caller opens it on its own (reset, release)."""
+    with _ACTIVE_LOCK:
+        runs = list(_ACTIVE.values())
+    for run in runs:
+        run.ledgers.close_location(location, site)

@@ -1,12 +1,13 @@
 """Send mapped rows to Bento in requests no larger than the operation's maximum, and account for each row.
 
-Rules: requests hold at most the operation's maximum of rows and MAX_REQUEST_BYTES of body. A 400 on more
-than HALVE_ABOVE rows applied nothing, so the request is halved and sent again; a smaller one refused as
-invalid is recorded as rejected (never looped on). A 413 (body too large) is split down to single rows, so
-only a row Bento refuses on its own is rejected, as `row_too_large`. Bento's answer
-counts `failed` rows without saying which: for subscribers (upserts, safe to send again) halves of the
-request are sent again until exactly those rows are found (`_Bisection`, O(k log n) requests for k bad
-rows); events and commands are not sent again, the count is recorded with the request's rows.
+Rules: requests hold at most the operation's maximum of rows and MAX_REQUEST_BYTES of body
+(request_packing.py). A 400 on more than HALVE_ABOVE rows applied nothing, so the request is halved and
+sent again; a smaller one refused as invalid is recorded as rejected (never looped on). A 413 (body too
+large) is split down to single rows, so only a row Bento refuses on its own is rejected, as
+`row_too_large`. Bento's answer counts `failed` rows without saying which: for subscribers (upserts, safe
+to send again) halves of the request are sent again until exactly those rows are found (bisection.py,
+O(k log n) requests for k bad rows); events and commands are not sent again, the count is recorded with
+the request's rows.
 Emails are never sent twice: each email's key is claimed in the sync ledger before its request
 leaves and its outcome recorded after (email_ledger.py), so a retried batch, a resumed load or a
 later run skips emails already sent and never repeats one whose outcome is unknown (those rows are
@@ -17,10 +18,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 from bento_api import (
@@ -28,15 +27,20 @@ from bento_api import (
     BentoAttemptsSpentError,
     BentoCancelledError,
     BentoClient,
-    BentoConfigError,
     BentoError,
     BentoInvalidRequestError,
     BentoRateLimitedError,
     EncodedBody,
     RequestGate,
-    RequestStats,
 )
 
+from .batch_outcome import BatchOutcome as BatchOutcome  # imported from here by callers
+from .batch_outcome import RejectRecord
+from .bisection import STOPPED as STOPPED
+from .bisection import Bisection as _Bisection
+from .bisection import failed_count as _failed_count
+from .bisection import split as _split
+from .bisection import stops_the_load as _stops_the_load
 from .email_ledger import (
     ALREADY_SENT,
     CLAIMED,
@@ -49,33 +53,15 @@ from .email_ledger import (
     EmailStates,
     EmailToSend,
 )
-from .sent_rows import row_identity
-from .settings import ENDPOINTS, HALVE_ABOVE, MAX_REQUEST_BYTES, REQUEST_MAXIMA
+from .request_packing import pack as pack
+from .request_packing import request_body
+from .settings import ENDPOINTS, REQUEST_MAXIMA
 from .values import encode_payload
 
 #: operations whose `failed` rows are found exactly by re-sending halves of the request: subscriber
 #: imports are upserts by email, so sending a row again changes nothing. Events are not re-sent (each
 #: send triggers automations), commands neither (`change_email` fails the second time it is applied).
 BISECTABLE: Final = frozenset({"subscribers"})
-#: errors that stop the run's sending: never a verdict on the rows
-STOPPED: Final = (BentoCancelledError, BentoAttemptsSpentError)
-
-
-def _failed_count(body: Any, size: int) -> int:
-    """Bento's `failed` count in a batch answer, clamped to the request's size (0 when absent or unreadable)."""
-    if not isinstance(body, dict):
-        return 0
-    try:
-        return max(0, min(size, int(body.get("failed") or 0)))
-    except (TypeError, ValueError):
-        return 0
-
-
-def _stops_the_load(error: BentoError) -> bool:
-    """Errors no row is to blame for: raised to dlt (retried, or a person must fix them), never rejects."""
-    return (
-        error.transient or error.status in (401, 403, 404, 405) or isinstance(error, (BentoConfigError, *STOPPED))
-    )
 
 
 @dataclass
@@ -88,94 +74,6 @@ class Item:
     counts_row: bool = True
     #: emails: the email's key in the sync ledger (email_identity.py), numbered within the load
     key: str | None = None
-
-
-def request_body(wrapper: str, items: list[Item]) -> EncodedBody:
-    """`{"<wrapper>":[payload,...]}`, encoded in one go (compact UTF-8, as the row sizes are measured)."""
-    return EncodedBody(b'{"' + wrapper.encode() + b'":' + encode_payload([i.payload for i in items]) + b"}")
-
-
-def pack(
-    wrapper: str, items: list[Item], maximum: int, max_bytes: int = MAX_REQUEST_BYTES
-) -> Iterator[tuple[list[Item], EncodedBody]]:
-    """Consecutive requests of at most `maximum` items and `max_bytes` of body (a larger item goes alone).
-
-    A request of `maximum` items is encoded once and sent as is when it fits, the common case; only one over
-    `max_bytes` is cut by its rows' sizes, which costs a second encoding of its rows.
-    """
-    for start in range(0, len(items), maximum):
-        chunk = items[start : start + maximum]
-        body = request_body(wrapper, chunk)
-        if len(body.content) <= max_bytes or len(chunk) == 1:
-            yield chunk, body
-        else:
-            yield from _pack_by_bytes(wrapper, chunk, max_bytes)
-
-
-def _pack_by_bytes(wrapper: str, items: list[Item], max_bytes: int) -> Iterator[tuple[list[Item], EncodedBody]]:
-    envelope = len(wrapper) + 6  # {"<wrapper>":[ and ]}
-    chunk: list[Item] = []
-    size = envelope
-    for item in items:
-        cost = len(encode_payload(item.payload)) + 1  # and its comma
-        if chunk and size + cost > max_bytes:
-            yield chunk, request_body(wrapper, chunk)
-            chunk, size = [], envelope
-        chunk.append(item)
-        size += cost
-    if chunk:
-        yield chunk, request_body(wrapper, chunk)
-
-
-@dataclass
-class RejectRecord:
-    reason: str
-    detail: str
-    row: dict[str, Any]
-    batch: str | None = None
-
-
-@dataclass
-class BatchOutcome:
-    """What one sink batch did; merged into the load report only once the batch has finished."""
-
-    received: int = 0
-    sent: int = 0
-    commands_sent: int = 0
-    already_sent: int = 0
-    failed_by_bento: int = 0
-    rows_in_partly_failed_batches: int = 0
-    rejected_by_reason: Counter[str] = field(default_factory=Counter)
-    rejects: list[RejectRecord] = field(default_factory=list)
-    dropped: set[str] = field(default_factory=set)
-    reserved: set[str] = field(default_factory=set)
-    ignored: set[str] = field(default_factory=set)
-    stats: RequestStats = field(default_factory=RequestStats)
-    #: sync ledger counts (new, changed, unchanged, tags_not_owned), see changes.py
-    ledger: Counter[str] = field(default_factory=Counter)
-    started: float = field(default_factory=time.monotonic)
-    #: False for rows counted outside a sink batch (rejected before extract, non_finite.py)
-    sink_batch: bool = True
-    #: (email, key) of each sent row, for the sync results (sent_rows.py); None: not recorded
-    sent_rows: list[tuple[str | None, str | None]] | None = None
-
-    @property
-    def rejected(self) -> int:
-        return sum(self.rejected_by_reason.values())
-
-    def reject(self, reason: str, detail: str, row: dict[str, Any]) -> None:
-        self.rejected_by_reason[reason] += 1
-        self.rejects.append(RejectRecord(reason, detail, row))
-
-    def record_sent(self, operation: str, items: list[Item], refused: set[int] | None = None) -> None:
-        """Keep the identity of the rows of `items` Bento took (a row's derived commands are not rows)."""
-        if self.sent_rows is None:
-            return
-        self.sent_rows.extend(
-            row_identity(operation, item.payload, item.key)
-            for item in items
-            if item.counts_row and (refused is None or id(item.row) not in refused)
-        )
 
 
 def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:
@@ -374,80 +272,3 @@ def uncertain_detail(record: EmailRecord | None) -> str:
         "so it is not sent again and nobody gets it twice. Check Bento's logs; if it was not delivered, release it "
         f"(bento-dlt emails release --run {run} --yes) and run again."
     )
-
-
-def _split(error: BentoInvalidRequestError, chunk: list[Item]) -> bool:
-    """Whether a refused request applied nothing and is sent again in halves: a 413 down to single rows (only
-    the row too large for Bento is then rejected), a 400 or 422 down to HALVE_ABOVE rows (Bento may answer an
-    over-limit batch either way: docs/bento-api.md, "Batch writes")."""
-    if error.status == 413:
-        return len(chunk) > 1
-    return error.status in (400, 422) and len(chunk) > HALVE_ABOVE
-
-
-class _Bisection:
-    """Finds exactly which rows of a subscribers request Bento counted as `failed`, by re-sending halves.
-
-    The request already applied its other rows (an upsert by email), so a half is sent again only to
-    learn its own count. The other half's count is then the parent's minus it: it is not sent at all
-    when that is 0 (its rows are in) or its size (all refused). So one bad row in 1000 costs
-    ceil(log2(1000)) = 10 requests, and k bad rows about k*log2(n/k) + k, instead of n. If the counts
-    contradict each other (a half reporting more failures than its parent, i.e. Bento's refusals are
-    not a property of the rows), nothing is inferred any more: every half is sent and counted.
-    """
-
-    def __init__(self, sender: Sender, operation: str, batch: str) -> None:
-        self.sender = sender
-        self.operation = operation
-        self.batch = batch
-        self.trust_counts = True
-
-    def isolate(self, group: list[Item], failed: int, label: str = "") -> int:
-        """`failed` rows of `group` failed at Bento, the rest were applied; reject those rows, return how many."""
-        if failed >= len(group):
-            self._reject(group, label)
-            return len(group)
-        middle = len(group) // 2  # failed < len(group), so the group has at least 2 rows
-        first, second = group[:middle], group[middle:]
-        refused = 0
-        second_failed: int | None
-        first_failed = self._resend(first)
-        if first_failed is None:
-            refused += len(first)
-            second_failed = self._resend(second)
-        else:
-            if first_failed > failed:
-                self.trust_counts = False
-            if first_failed:
-                refused += self.isolate(first, first_failed, label + "a")
-            if self.trust_counts:
-                inferred = failed - first_failed
-                return refused + (self.isolate(second, inferred, label + "b") if inferred else 0)
-            second_failed = self._resend(second)
-        if second_failed is None:
-            refused += len(second)
-        elif second_failed:
-            refused += self.isolate(second, second_failed, label + "b")
-        return refused
-
-    def _resend(self, group: list[Item]) -> int | None:
-        """Send `group` again; its `failed` count, or None if Bento refused the whole request (rows recorded)."""
-        path, wrapper = ENDPOINTS[self.operation]
-        try:
-            body = self.sender.post(f"{self.batch}:bisect:{len(group)}:{id(group[0])}", path,
-                                    request_body(wrapper, group))
-        except BentoError as error:
-            if _stops_the_load(error):
-                raise  # dlt retries the whole sink batch: re-sending upserts is harmless
-            self.sender._refused(group, error)
-            return None
-        return _failed_count(body, len(group))
-
-    def _reject(self, group: list[Item], label: str) -> None:
-        detail = (
-            f"Bento refused this row: it counted it as failed (found by sending parts of a request of "
-            f"{self.operation} again, which only upserts); fix the row and send it again"
-        )
-        for item in group:
-            self.sender.outcome.rejected_by_reason["refused_by_bento"] += 1
-            self.sender.outcome.rejects.append(RejectRecord("refused_by_bento", detail, item.row, self.batch + label))

@@ -34,14 +34,7 @@ from bento_api import (
 )
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import (
-    BLAST_RADIUS,
-    LEDGER_OPERATIONS,
-    BatchChanges,
-    batch_changes,
-    blast_radius_verdict,
-    ledger_for,
-)
+from .changes import BLAST_RADIUS, LEDGER_OPERATIONS, BatchChanges, batch_changes
 from .config import BentoDestinationConfig
 from .duplicates import read_skips
 from .email_identity import base_key
@@ -51,9 +44,11 @@ from .file_progress import package_progress
 from .file_sink import FileLoad, load_file
 from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, NUMBERED_HINT, key_events
 from .ledger import DEFAULT_MAX_SHARE
-from .load_files import count_rows, file_key, sink_columns
+from .load_files import file_key, sink_columns
 from .loadrun import LoadRun, load_run
 from .mapping import MappingOptions, map_row
+from .operations import resolve_operation as resolve_operation  # imported from here by callers
+from .prepass import blast_radius_verdict, package_rows
 from .rows import iter_rows
 from .runcontext import MAX_ATTEMPTS, current_run
 from .runlock import BentoBusyError
@@ -66,18 +61,6 @@ from .settings import (
     REJECTS_DIRNAME,
 )
 from .values import RowError
-
-
-def resolve_operation(table_name: str, table_operations: dict[str, str] | None) -> str | None:
-    """The Bento operation of a table: `table_operations[name]`, else the name itself if it is one."""
-    mapping = dict(table_operations or {})
-    bad = {t: op for t, op in mapping.items() if op not in OPERATIONS}
-    if bad:
-        raise BentoConfigError(
-            f"table_operations maps {bad} to unknown operations; use one of {', '.join(OPERATIONS)}"
-        )
-    operation = mapping.get(table_name, table_name)
-    return operation if operation in OPERATIONS else None
 
 
 def validate_options(table_operations: dict[str, str] | None = None, reject_threshold: float | None = None) -> None:
@@ -186,24 +169,6 @@ def _as_dlt_error(error: BaseException) -> Exception:
     return DestinationTerminalException(
         f"bento destination failed unexpectedly ({type(error).__name__}: {error}); this is a bug, please report it"
     )
-
-
-def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:
-    """Rows of `table_name` in the load package's files, whatever state their jobs are in; None if unknown.
-
-    Jobs move between folders while the load runs, so a file may move away between the listing and the
-    count: the listing is read again then, a few times at most.
-    """
-    for _ in range(3):
-        try:
-            info = pipeline.get_load_package_info(load_id)
-            return sum(
-                count_rows(str(job.file_path))
-                for jobs in info.jobs.values() for job in jobs if job.job_file_info.table_name == table_name
-            )
-        except FileNotFoundError:
-            continue
-    return None
 
 
 @dlt.destination(
@@ -321,7 +286,8 @@ def bento(
                     outcome.received += 1
                     outcome.reject(*refusal, row)
             else:
-                ledger = ledger_for(ledger_options.location(pipeline.working_dir), settings.site_uuid, load_id)
+                location = ledger_options.location(pipeline.working_dir)
+                ledger = context.ledgers.ledger(location, settings.site_uuid, load_id)
                 emails = EmailStates(ledger, load_id, pipeline.pipeline_name)
                 try:
                     _process(kept, table_name, "emails", client, outcome, mapping, None, emails, load.gates)

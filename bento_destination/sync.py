@@ -22,7 +22,7 @@ import dlt
 from bento_api import BentoError, BentoSettings
 from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
-from .changes import DLT_PREFIX, LEDGER_OPERATIONS, close_ledgers, prepare_package
+from .changes import DLT_PREFIX, LEDGER_OPERATIONS
 from .clients import prove_credentials
 from .config import BentoDestinationConfig, resolve_destination_config
 from .duplicates import prepare_duplicates, record_duplicates
@@ -32,6 +32,8 @@ from .ledger import LedgerBusyError
 from .load_files import count_rows, file_key
 from .loadrun import LoadRun, load_run
 from .non_finite import reject_non_finite
+from .operations import resolve_operation
+from .prepass import prepare_package
 from .rejects import bento_dir
 from .report import BentoRejectsExceeded, LoadReport, check_run, reports_for
 from .results import record_results, results_target
@@ -39,7 +41,7 @@ from .runcontext import BentoRunCancelled, BentoRunStopped, RunCancel, RunContex
 from .runlock import BentoBusyError
 from .send import BatchOutcome
 from .settings import REJECTS_DIRNAME, SINK_BATCH_SIZE
-from .sink import bento, resolve_operation
+from .sink import bento
 
 FILE_MAX_ITEMS_ENV = "DATA_WRITER__FILE_MAX_ITEMS"
 #: rows per load file when the total is not known in advance (a stream of batches)
@@ -123,7 +125,7 @@ def sync(
                 raise
             raise stopped from None
         finally:
-            close_ledgers()
+            run.ledgers.close()
             if results_to is not None:  # after the load step, still holding the pipeline's lock
                 record_results(results_to, pipeline_name, Path(pipeline.working_dir) / REJECTS_DIRNAME,
                                run_id=uuid.uuid4().hex, started_at=started_at, error=failure, out=out)
@@ -222,7 +224,7 @@ def load_new_data(
     """`pipeline.run(data)` in its steps, with the sync ledger's pre-pass between normalize and load.
 
     First one subscriber row per email (duplicates.prepare_duplicates: the others are rejected and skipped
-    by the sink). Then the pre-pass of changes.prepare_package checks the blast radius of the whole package
+    by the sink). Then the pre-pass of prepass.prepare_package checks the blast radius of the whole package
     before anything is sent and counts the rows the ledger says Bento already has (the sink leaves them
     out). If the guard stops the run, the package is dropped (nothing was sent) so it cannot load on a
     later run; BlastRadiusExceeded is raised. dlt's files are never rewritten.

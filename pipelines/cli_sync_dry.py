@@ -73,7 +73,8 @@ def ledger_preview(
 ) -> dict[str, int] | None:
     """New / changed / unchanged rows according to the sync ledger, if there is one yet (reads the input again)."""
     try:
-        from bento_destination.changes import LEDGER_FILENAME, classify_rows
+        from bento_destination.changes import LEDGER_FILENAME
+        from bento_destination.dry_run import classify_rows
     except ImportError:  # a destination without the ledger
         return None
     working_dir = bento_dir(args.pipeline_name or f"bento_sync_{operation}", args.pipelines_dir).parent

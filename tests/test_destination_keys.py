@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 from bento_api import BentoConfigError
 from bento_api.emulator import BentoEmulator
 from bento_destination import bento
-from bento_destination.changes import classify_rows, close_ledgers
+from bento_destination.changes import close_ledgers
+from bento_destination.dry_run import classify_rows
 from bento_destination.keys import IdenticalRows, number_identical, numbered
 from bento_destination.ledger import derive_event_key
 from bento_destination.report import last_report

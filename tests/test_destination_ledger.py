@@ -16,7 +16,8 @@ import pytest
 
 from bento_api.emulator import BentoEmulator, Fault
 from bento_destination import BentoRejectsExceeded, check_run, last_report, list_rejects
-from bento_destination.changes import classify_rows, close_ledgers, forget_unsubscribes, reset_ledger
+from bento_destination.changes import close_ledgers, forget_unsubscribes, reset_ledger
+from bento_destination.dry_run import classify_rows
 from bento_destination.ledger import BlastRadiusExceeded, SyncLedger
 from bento_destination.sink import bento
 from bento_destination.sync import file_rotation, sync

@@ -20,7 +20,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from bento_api.emulator import BentoEmulator
-from bento_destination.changes import classify_rows, close_ledgers
+from bento_destination.changes import close_ledgers
+from bento_destination.dry_run import classify_rows
 from bento_destination.ledger import (
     CHANGED,
     FORMAT_VERSION,

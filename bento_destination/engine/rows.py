@@ -32,7 +32,7 @@ class EngineSource:
 
 
 class _Counts(Protocol):
-    """A load's plan (`changes.PackagePlan`): its unchanged rows per table."""
+    """A load's plan (`prepass.PackagePlan`): its unchanged rows per table."""
 
     unchanged: Counter[str]
 
