@@ -204,13 +204,23 @@ class BatchChanges:
                     item.payload["remove_tags"] = ",".join(plan.remove_owned)
 
     def _filter_events(self) -> None:
+        """Keys Bento already acknowledged first (unchanged: neither sent nor judged again, even for a person
+        unsubscribed since), then consent for the rest."""
         for plan in self._plans:
             payload = plan.items[0].payload
             key, _ = ensure_event_key(payload, "none")  # the sink keyed it already (keys.key_events)
             if key is not None:
                 plan.key, plan.fp = event_ledger_key(payload["email"], payload["type"], key), fingerprint(payload)
-        unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in self._plans])
-        for plan in self._plans:
+        keyed = [p for p in self._plans if p.key is not None]
+        seen = set() if self.options.full_resync or not keyed else self.ledger.seen(
+            "events", [p.key or "" for p in keyed])
+        for plan in keyed:
+            if plan.key in seen:
+                self._count("unchanged")
+                plan.items = []
+        pending = [p for p in self._plans if p.items]
+        unsubscribed = self.ledger.unsubscribed([p.items[0].payload["email"] for p in pending])
+        for plan in pending:
             payload = plan.items[0].payload
             reason = event_consent(
                 payload["type"], payload["email"] in unsubscribed, self.options.allow_events_for_unsubscribed
@@ -224,19 +234,7 @@ class BatchChanges:
                     f"{payload['email']} is known to be unsubscribed (sync ledger); events for unsubscribed people "
                     "are sent only with bento(allow_events_for_unsubscribed=True)",
                 )
-        live = [p for p in self._plans if p.items]
-        if self.options.full_resync:
-            self._count("new", len(live))
-            return
-        keyed = [p for p in live if p.key is not None]
-        seen = self.ledger.seen("events", [p.key or "" for p in keyed]) if keyed else set()
-        self._count("new", len(live) - len(keyed))
-        for plan in keyed:
-            if plan.key in seen:
-                self._count("unchanged")
-                plan.items = []
-            else:
-                self._count("new")
+        self._count("new", sum(1 for p in self._plans if p.items))
 
     def _filter_commands(self) -> None:
         subscribing = [p for p in self._plans if p.items[0].payload["command"] == "subscribe"]
