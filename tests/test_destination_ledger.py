@@ -72,9 +72,9 @@ def test_the_sink_compares_each_window_of_a_file_once_and_counts_what_it_found(
     compared: list[int] = []
     real_partition = SyncLedger.partition
 
-    def counting_partition(self: SyncLedger, operation: str, items: Any) -> Any:
+    def counting_partition(self: SyncLedger, operation: str, items: Any, older: Any = None) -> Any:
         compared.append(len(items))
-        return real_partition(self, operation, items)
+        return real_partition(self, operation, items, older)
 
     monkeypatch.setattr(SyncLedger, "partition", counting_partition)
     first = run(emu, tmp_path, subscribers(3_000), file_max_items=1_000)
