@@ -85,7 +85,7 @@ class WindowRows(Sequence[dict[str, Any]]):
 
     @cached_property
     def rows(self) -> list[dict[str, Any]]:
-        return self.window if isinstance(self.window, list) else list(iter_rows(self.window))
+        return list(iter_rows(self.window))  # nulls dropped, variant columns folded (jsonl rows too)
 
     def __len__(self) -> int:
         return self.window.num_rows if isinstance(self.window, pa.Table) else len(self.window)
