@@ -11,6 +11,7 @@ the package state and is merged into the load's report, on its own.
 from __future__ import annotations
 
 import threading
+from bisect import bisect_right
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -230,7 +231,8 @@ class _Window:
             pairs[id(row)] = (emails[j], fingerprints[j])
             if payload is not None:
                 main.append(Item(payload, row))
-            derived.extend(Item(command, row, counts_row=payload is None) for command in row_commands)
+            if row_commands:
+                derived.extend(Item(command, row, counts_row=payload is None) for command in row_commands)
         if self.changes is not None:
             main, derived = self.changes.adopt(main, derived, pairs)
         return main, derived
@@ -304,12 +306,17 @@ class _Window:
     ) -> list[tuple[str, list[Item]]]:
         """The plan's requests of one kind not done yet, with their items still to send."""
         assert self.plan is not None
+        ends = [end for _, end in ranges(sizes)]
+        grouped: list[list[Item]] = [[] for _ in ends]
+        for item in items:  # one pass: request k holds the planned items ranked in [end of k-1, end of k)
+            k = bisect_right(ends, rank[id(item)])
+            if k < len(grouped):
+                grouped[k].append(item)
         out: list[tuple[str, list[Item]]] = []
-        for k, (start, end) in enumerate(ranges(sizes)):
+        for k, chosen in enumerate(grouped):
             name = f"{kind}{k}"
             if name in self.plan.done:
                 continue
-            chosen = [item for item in items if start <= rank[id(item)] < end]
             if chosen:
                 out.append((name, chosen))
             else:  # every row of it was acknowledged meanwhile (the ledger says so): nothing to send
