@@ -1,8 +1,9 @@
 """One load file through the sink: read in windows, map, filter by the ledger, plan, send pipelined.
 
 dlt hands the sink a whole file (`batch_size=0`). For each window of input rows (file_progress.py) the
-rows are mapped (`map_rows`, one call per window so a vectorized mapper can replace it), keyed (events),
-filtered by the sync ledger (changes.BatchChanges), and packed into requests; the window's plan is
+rows are mapped (`map_rows`), keyed (events), filtered by the sync ledger (changes.BatchChanges), and packed
+into requests. A fresh subscribers window read as Arrow is mapped as a whole (arrow_mapping) and filtered on
+its emails and fingerprints before any payload dict exists; only the rows to send become dicts. The window's plan is
 committed to the load package state before its first request. Requests then go out side by side
 (request_pipeline.py); each, once Bento answers, acknowledges its rows in the ledger, is marked done in
 the package state and is merged into the load's report, on its own.
