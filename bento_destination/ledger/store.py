@@ -236,18 +236,13 @@ class SyncLedger(LedgerReads):
             self._commit(ops)
 
     def record(self, changes: Callable[[LedgerTransaction], None]) -> None:
-        """``changes(tx)`` collects changes; they are committed as one unit, like :meth:`transaction`.
-
-        Callers that record while a commit is under way are committed together, in the next one
-        (group_commit.py); each returns once its own changes are committed.
-        """
+        """``changes(tx)`` collects changes, committed as one unit; callers that record while a commit runs share
+        the next one (group_commit.py), and each returns once its own changes are committed."""
         self._group.submit(changes)
 
     @on_worker
     def _record_all(self, changes: list[Callable[[LedgerTransaction], None]]) -> None:
-        """Run every ``changes(tx)`` into one transaction and commit it. The whole of it runs on the ledger's
-        thread, Arrow tables included, so a thread pool of callers does not leave Arrow memory cached in every
-        thread's allocator."""
+        """All of it on the ledger's thread, so a pool of callers leaves no Arrow memory in their allocators."""
         with self.transaction() as tx:
             for change in changes:
                 change(tx)
