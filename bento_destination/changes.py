@@ -20,10 +20,12 @@ Around it: the pre-pass over a whole load package (blast radius, counts) is `pre
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy
 import pyarrow as pa
 
 from .config import LEDGER_FILENAME as LEDGER_FILENAME  # where the default ledger lives (the CLI reads it)
@@ -31,6 +33,7 @@ from .config import LedgerOptions
 from .keys import ensure_event_key
 from .ledger import (
     LedgerTransaction,
+    OlderFingerprints,
     SyncLedger,
     event_ledger_key,
     fingerprint,
@@ -130,6 +133,8 @@ class BatchChanges:
         #: with; "classified": it compared every row and already counted new and changed
         self.prepared: Prepared | None = prepared
         self._plans: list[_RowPlan] = []
+        #: id(row) -> (its plan's position, the plan): a request's acknowledgement finds its rows directly
+        self._by_row: dict[int, tuple[int, _RowPlan]] = {}
 
     def _count(self, name: str, n: int = 1) -> None:
         if n:
@@ -138,10 +143,7 @@ class BatchChanges:
     def filter(self, main: list[Item], derived: list[Item]) -> tuple[list[Item], list[Item]]:
         """The items to send; unchanged rows are counted, refused rows are rejected with their reason."""
         _release_arrow_memory()
-        plans: dict[int, _RowPlan] = {}
-        for item in main + derived:
-            plans.setdefault(id(item.row), _RowPlan(item.row)).items.append(item)
-        self._plans = list(plans.values())
+        self._group(main, derived)
         if self.operation == "subscribers":
             self._filter_subscribers()
         elif self.operation == "events":
@@ -151,6 +153,37 @@ class BatchChanges:
         kept = {id(item) for plan in self._plans for item in plan.items}
         return [i for i in main if id(i) in kept], [i for i in derived if id(i) in kept]
 
+    def unchanged_subscribers(
+        self, emails: Sequence[str], fingerprints: Sequence[str], older: OlderFingerprints
+    ) -> list[int]:
+        """Indexes of the given subscriber rows the ledger holds unchanged (not to be sent); counts as `filter`.
+
+        The Arrow path of the sink decides from a mapped batch's emails and version 2 fingerprints, before any
+        payload dict exists; `older(indexes)` gives the version 1 fingerprints of the rows whose entry an older
+        release wrote (STALE), built only for those rows. Then `adopt` takes the items of the rows to send.
+        """
+        _release_arrow_memory()
+        return self._unchanged("subscribers", list(zip(emails, fingerprints, strict=True)), older)
+
+    def adopt(
+        self, main: list[Item], derived: list[Item], pairs: Mapping[int, tuple[str, str]]
+    ) -> tuple[list[Item], list[Item]]:
+        """The items to send of subscriber rows `unchanged_subscribers` kept; `pairs`: id(row) -> (email, v2
+        fingerprint), as compared. Tag ownership filters their `remove_tags` as `filter` does."""
+        self._group(main, derived)
+        for plan in self._plans:
+            plan.key, plan.fp = pairs[id(plan.row)]
+        self._own_removals()
+        return main, derived
+
+    def _group(self, main: list[Item], derived: list[Item]) -> None:
+        """One plan per source row, holding its items (its upsert, then its commands)."""
+        plans: dict[int, _RowPlan] = {}
+        for item in main + derived:
+            plans.setdefault(id(item.row), _RowPlan(item.row)).items.append(item)
+        self._plans = list(plans.values())
+        self._by_row = {row_id: (n, plan) for n, (row_id, plan) in enumerate(plans.items())}
+
     def _reject(self, plan: _RowPlan, reason: str, detail: str) -> None:
         self.outcome.reject(reason, detail, plan.row)
         plan.items = []
@@ -159,25 +192,29 @@ class BatchChanges:
         """Drop unchanged plans; count new / changed / unchanged."""
         tracked = [p for p in plans if p.key is not None]
         self._count("new", len(plans) - len(tracked))
-        if not tracked:
-            return
-        if self.options.full_resync or self.prepared == "all_new":
-            self._count("new", len(tracked))
-            return
-        if self.prepared == "classified":
-            return  # the pre-pass dropped the unchanged rows and counted the rest; re-sending is an upsert
+
+        def older(indexes: numpy.ndarray[Any, numpy.dtype[numpy.int64]]) -> list[str]:
+            return [subscriber_fingerprint_v1(*_intent(tracked[i])) for i in indexes.tolist()]
+
+        # subscribers' entries of an older fingerprint version: compared with it, and re-stamped
         pairs = [(p.key or "", p.fp or "") for p in tracked]
-        if ns == "subscribers":  # entries of an older fingerprint version: compared with it, and re-stamped
-            new, changed, unchanged = self.ledger.partition(
-                ns, pairs, older=lambda indexes: [subscriber_fingerprint_v1(*_intent(tracked[i])) for i in indexes]
-            )
-        else:
-            new, changed, unchanged = self.ledger.partition(ns, pairs)
+        for index in self._unchanged(ns, pairs, older if ns == "subscribers" else None):
+            tracked[index].items = []
+
+    def _unchanged(self, ns: str, pairs: list[tuple[str, str]], older: OlderFingerprints | None) -> list[int]:
+        """Indexes of the (key, fingerprint) pairs the ledger holds unchanged; counts new / changed / unchanged."""
+        if not pairs:
+            return []
+        if self.options.full_resync or self.prepared == "all_new":
+            self._count("new", len(pairs))
+            return []
+        if self.prepared == "classified":
+            return []  # the pre-pass dropped the unchanged rows and counted the rest; re-sending is an upsert
+        new, changed, unchanged = self.ledger.partition(ns, pairs, older=older)
         self._count("new", len(new))
         self._count("changed", len(changed))
         self._count("unchanged", len(unchanged))
-        for index in unchanged:
-            tracked[index].items = []
+        return unchanged
 
     def _filter_subscribers(self) -> None:
         for plan in self._plans:
@@ -185,6 +222,10 @@ class BatchChanges:
             email = payload["email"] if payload else commands[0]["email"]
             plan.key, plan.fp = str(email), subscriber_fingerprint(payload, commands)
         self._partition("subscribers", self._plans)
+        self._own_removals()
+
+    def _own_removals(self) -> None:
+        """With tag ownership, a subscriber row removes only the tags this connector added."""
         if not self.options.tag_ownership:
             return
         removing = [p for p in self._plans if p.items and any("remove_tags" in i.payload for i in p.items)]
@@ -263,8 +304,8 @@ class BatchChanges:
     def acknowledge_rows(self, rows: list[dict[str, Any]], refused: set[int]) -> None:
         """Record what Bento acknowledged for these rows of the filtered batch (one request's, as soon as it
         is answered), leaving out the rows in `refused` (ids of rows Bento refused); one ledger transaction."""
-        wanted = {id(row) for row in rows} - refused
-        acked = [p for p in self._plans if p.items and id(p.row) in wanted]
+        found = (self._by_row.get(row_id) for row_id in {id(row) for row in rows} - refused)
+        acked = [plan for _, plan in sorted((e for e in found if e is not None), key=lambda e: e[0]) if plan.items]
         if not acked:
             return
         fingerprints: list[tuple[str, str]] = []

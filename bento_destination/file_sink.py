@@ -1,8 +1,9 @@
 """One load file through the sink: read in windows, map, filter by the ledger, plan, send pipelined.
 
 dlt hands the sink a whole file (`batch_size=0`). For each window of input rows (file_progress.py) the
-rows are mapped (`map_rows`, one call per window so a vectorized mapper can replace it), keyed (events),
-filtered by the sync ledger (changes.BatchChanges), and packed into requests; the window's plan is
+rows are mapped (`map_rows`), keyed (events), filtered by the sync ledger (changes.BatchChanges), and packed
+into requests. A fresh subscribers window read as Arrow is mapped as a whole (arrow_mapping) and filtered on
+its emails and fingerprints before any payload dict exists; only the rows to send become dicts. The window's plan is
 committed to the load package state before its first request. Requests then go out side by side
 (request_pipeline.py); each, once Bento answers, acknowledges its rows in the ledger, is marked done in
 the package state and is merged into the load's report, on its own.
@@ -11,24 +12,28 @@ the package state and is merged into the load's report, on its own.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from bisect import bisect_right
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from functools import partial
-from typing import Any
+from functools import cached_property, partial
+from typing import Any, overload
 
 import numpy
+import pyarrow as pa
 
 from bento_api import BentoClient, RequestGate
 
+from .arrow_mapping import map_subscriber_batch
 from .changes import BatchChanges
 from .file_progress import FileProgress, WindowPlan, ranges, window_sizes
 from .keys import COPY_COLUMN, key_events
+from .ledger import subscriber_fingerprint_v1
 from .load_files import read_windows
 from .loadrun import LoadRun
 from .mapping import MappedRow, MappingOptions, map_row
 from .request_pipeline import RequestPipeline, request_pool
-from .rows import iter_rows
+from .rows import clean_row, iter_rows
 from .runcontext import RunContext
 from .send import BatchOutcome, EncodedBody, Item, Sender, pack
 from .settings import ENDPOINTS, REQUEST_MAXIMA
@@ -74,17 +79,43 @@ class FileLoad:
     in_flight: int = 8
 
 
-def windows(load: FileLoad) -> Iterator[tuple[int, int, list[dict[str, Any]]]]:
-    """(window number, its first row number, its rows as dicts) from the legacy offset on."""
+class WindowRows(Sequence[dict[str, Any]]):
+    """A window's rows as dicts, converted from Arrow only if asked for (the Arrow path maps without them)."""
+
+    def __init__(self, window: pa.Table | list[dict[str, Any]]) -> None:
+        self.window = window
+
+    @cached_property
+    def rows(self) -> list[dict[str, Any]]:
+        return list(iter_rows(self.window))  # nulls dropped, variant columns folded (jsonl rows too)
+
+    def __len__(self) -> int:
+        return self.window.num_rows if isinstance(self.window, pa.Table) else len(self.window)
+
+    @overload
+    def __getitem__(self, index: int) -> dict[str, Any]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[dict[str, Any]]: ...
+
+    def __getitem__(self, index: int | slice) -> dict[str, Any] | list[dict[str, Any]]:
+        return self.rows[index]
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.rows)
+
+
+def windows(load: FileLoad) -> Iterator[tuple[int, int, WindowRows]]:
+    """(window number, its first row number, its rows) from the legacy offset on."""
     start = load.progress.legacy_offset
     first = start
     for number, window in enumerate(read_windows(load.path, load.columns, window_sizes(), start)):
-        rows = list(iter_rows(window))
+        rows = WindowRows(window)
         yield number, first, rows
         first += len(rows)
 
 
-def load_file(load: FileLoad, each_window: Callable[[int, int, list[dict[str, Any]]], bool] | None = None) -> None:
+def load_file(load: FileLoad, each_window: Callable[[int, int, Sequence[dict[str, Any]]], bool] | None = None) -> None:
     """Send the file's rows not acknowledged yet; `each_window` handles a window itself (refusals, emails)
     when it returns True. Raises the first failure after the requests in flight finished."""
     pool = load.context.remember(("request_pool", str(load.in_flight)), lambda: request_pool(load.in_flight))
@@ -101,7 +132,10 @@ def load_file(load: FileLoad, each_window: Callable[[int, int, list[dict[str, An
                 load.progress.finish(number)
                 continue
             plan = state if isinstance(state, WindowPlan) else None
-            _Window(load, number, first, rows, plan).send(pipeline)
+            if plan is None and load.operation == "subscribers" and isinstance(rows.window, pa.Table):
+                _Window(load, number, first, [{} for _ in range(len(rows))], None, rows.window).send(pipeline)
+            else:  # a resumed window is re-planned item by item, as it was planned
+                _Window(load, number, first, rows.rows, plan).send(pipeline)
     finally:
         pipeline.finish()
 
@@ -110,12 +144,17 @@ class _Window:
     """One window of a file: its mapped rows, its plan, and the bookkeeping of its requests."""
 
     def __init__(
-        self, load: FileLoad, number: int, first: int, rows: list[dict[str, Any]], plan: WindowPlan | None
+        self, load: FileLoad, number: int, first: int, rows: list[dict[str, Any]], plan: WindowPlan | None,
+        source: pa.Table | None = None,
     ) -> None:
         self.load = load
         self.number = number
         self.first = first
+        #: the rows as dicts; with `source` (a subscribers window read as Arrow), one empty dict per row that
+        #: stands for it (its identity) and is filled with the source row only if a reject needs it
         self.rows = rows
+        self.source = source
+        self._offsets: dict[int, int] | None = None
         self.plan = plan
         self.lock = threading.Lock()
         self.pending: dict[int, int] = {}  # id(row) -> requests of this window still to answer for it
@@ -155,16 +194,78 @@ class _Window:
             outcome.ledger["identical_rows"] += sum(1 for c in copies if c > 1)
         return main, derived
 
+    def _arrow_items(self, outcome: BatchOutcome, source: pa.Table) -> tuple[list[Item], list[Item]]:
+        """A fresh subscribers window mapped as a whole (arrow_mapping), filtered by the ledger on its emails and
+        fingerprints; only the rows to send become payload dicts. Counts as `_items` and the filter would."""
+        load = self.load
+        chosen = [offset for offset in range(len(self.rows)) if self.first + offset not in load.skip]
+        if len(chosen) < len(self.rows):
+            source = source.take(pa.array(chosen, pa.int64()))
+        mapped = map_subscriber_batch(source, load.options)
+        outcome.received += len(chosen)
+        failed = sorted(mapped.errors)
+        for index, row in zip(failed, mapped.rows(failed), strict=True):
+            outcome.reject(*mapped.errors[index], row)
+        dropped, reserved, ignored = mapped.notes()
+        outcome.dropped |= dropped
+        outcome.reserved |= reserved
+        outcome.ignored |= ignored
+        sendable = mapped.sendable()
+        emails = [str(mapped.emails[i]) for i in sendable]
+        fingerprints = [str(mapped.fingerprints[i]) for i in sendable]
+        self.changes = load.changes_for(outcome)
+        keep = list(range(len(sendable)))
+        if self.changes is not None:
+
+            def older(indexes: numpy.ndarray[Any, numpy.dtype[numpy.int64]]) -> list[str]:
+                payloads, commands = mapped.payloads([sendable[j] for j in indexes.tolist()])
+                return [subscriber_fingerprint_v1(p, c) for p, c in zip(payloads, commands, strict=True)]
+
+            unchanged = set(self.changes.unchanged_subscribers(emails, fingerprints, older))
+            keep = [j for j in keep if j not in unchanged]
+        payloads, commands = mapped.payloads([sendable[j] for j in keep])
+        main: list[Item] = []
+        derived: list[Item] = []
+        pairs: dict[int, tuple[str, str]] = {}
+        for j, payload, row_commands in zip(keep, payloads, commands, strict=True):
+            row = self.rows[chosen[sendable[j]]]
+            pairs[id(row)] = (emails[j], fingerprints[j])
+            if payload is not None:
+                main.append(Item(payload, row))
+            if row_commands:
+                derived.extend(Item(command, row, counts_row=payload is None) for command in row_commands)
+        if self.changes is not None:
+            main, derived = self.changes.adopt(main, derived, pairs)
+        return main, derived
+
+    def _fill_rejected(self, outcome: BatchOutcome) -> None:
+        """Give rejected rows of an Arrow window their source row (for the reject file), in place."""
+        if self.source is None or not outcome.rejects:
+            return
+        with self.lock:
+            if self._offsets is None:
+                self._offsets = {id(row): offset for offset, row in enumerate(self.rows)}
+            empty = [r.row for r in outcome.rejects if not r.row and id(r.row) in self._offsets]
+            offsets = [self._offsets[id(row)] for row in empty]
+            if offsets:
+                taken = self.source.take(pa.array(offsets, pa.int64())).to_pylist()
+                for row, source_row in zip(empty, taken, strict=True):
+                    row.update(clean_row(source_row))
+
     def send(self, pipeline: RequestPipeline) -> None:
         load = self.load
         outcome = BatchOutcome(sink_batch=True)
         resumed = self.plan is not None
-        main, derived = self._items(outcome)
-        rank = {id(item): n for n, item in enumerate(main)} | {id(item): n for n, item in enumerate(derived)}
         counts = outcome if not resumed else BatchOutcome()  # a resume counts nothing twice
-        self.changes = load.changes_for(counts)
-        if self.changes is not None:
-            main, derived = self.changes.filter(main, derived)
+        if self.source is not None:  # a fresh window (resumed ones take the per-row path)
+            main, derived = self._arrow_items(outcome, self.source)
+            rank: dict[int, int] = {}
+        else:
+            main, derived = self._items(outcome)
+            rank = {id(item): n for n, item in enumerate(main)} | {id(item): n for n, item in enumerate(derived)}
+            self.changes = load.changes_for(counts)
+            if self.changes is not None:
+                main, derived = self.changes.filter(main, derived)
         if resumed:  # the rows were counted when the window was planned; only new refusals count now
             outcome.received = 0
             outcome.rejects.extend(counts.rejects)
@@ -206,12 +307,17 @@ class _Window:
     ) -> list[tuple[str, list[Item]]]:
         """The plan's requests of one kind not done yet, with their items still to send."""
         assert self.plan is not None
+        ends = [end for _, end in ranges(sizes)]
+        grouped: list[list[Item]] = [[] for _ in ends]
+        for item in items:  # one pass: request k holds the planned items ranked in [end of k-1, end of k)
+            k = bisect_right(ends, rank[id(item)])
+            if k < len(grouped):
+                grouped[k].append(item)
         out: list[tuple[str, list[Item]]] = []
-        for k, (start, end) in enumerate(ranges(sizes)):
+        for k, chosen in enumerate(grouped):
             name = f"{kind}{k}"
             if name in self.plan.done:
                 continue
-            chosen = [item for item in items if start <= rank[id(item)] < end]
             if chosen:
                 out.append((name, chosen))
             else:  # every row of it was acknowledged meanwhile (the ledger says so): nothing to send
@@ -229,8 +335,10 @@ class _Window:
             sender.send_request(operation, items, f"{load.key}:{self.number}:{name}", name.startswith("d"),
                                 self.bodies.pop(name, None))
         except BaseException as error:
+            self._fill_rejected(outcome)
             load.on_error(error, outcome)
             raise
+        self._fill_rejected(outcome)
         with self.lock:
             self.refused |= {id(record.row) for record in outcome.rejects}
             finished = []

@@ -15,7 +15,7 @@ Error policy (dlt 1.31 keeps a package pending after a terminal error and loads 
 - anything else is a bug -> DestinationTerminalException, never five silent retries.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -275,7 +275,7 @@ def bento(
             record_sent_rows=record_sent_rows, in_flight=client.budgets.max_in_flight,
         )
 
-        def whole_window(number: int, first: int, rows: list[dict[str, Any]]) -> bool:
+        def whole_window(number: int, first: int, rows: Sequence[dict[str, Any]]) -> bool:
             """Windows sent the old way: refused as a whole, or emails (claimed and sent one request at a time)."""
             if refusal is None and operation != "emails":
                 return False

@@ -37,6 +37,7 @@ from .database import (
     prepare,
 )
 from .errors import LedgerError
+from .group_commit import GroupCommit
 from .keys import fingerprint
 from .lww import SequenceClock, apply_ops
 from .reads import LedgerReads
@@ -69,6 +70,7 @@ class SyncLedger(LedgerReads):
         worker: Worker | None = None,
     ) -> None:
         self._worker = worker or Worker(f"bento-ledger-{site}")
+        self._group: GroupCommit[Callable[[LedgerTransaction], None]] = GroupCommit(self._record_all)
         self._memory_limits = (DEFAULT_MEMORY_LIMIT, DEFAULT_BULK_MEMORY_LIMIT)
         self._con = con
         self._site = site
@@ -233,15 +235,17 @@ class SyncLedger(LedgerReads):
         if ops is not None:
             self._commit(ops)
 
-    @on_worker
     def record(self, changes: Callable[[LedgerTransaction], None]) -> None:
-        """``changes(tx)`` collects changes; they are committed as one unit, like :meth:`transaction`.
+        """``changes(tx)`` collects changes, committed as one unit; callers that record while a commit runs share
+        the next one (group_commit.py), and each returns once its own changes are committed."""
+        self._group.submit(changes)
 
-        The whole of it runs on the ledger's thread, Arrow tables included, so a thread pool of
-        callers does not leave Arrow memory cached in every thread's allocator.
-        """
+    @on_worker
+    def _record_all(self, changes: list[Callable[[LedgerTransaction], None]]) -> None:
+        """All of it on the ledger's thread, so a pool of callers leaves no Arrow memory in their allocators."""
         with self.transaction() as tx:
-            changes(tx)
+            for change in changes:
+                change(tx)
 
     def acknowledge(self, operation: str, items: Pairs) -> None:
         """Record (key, fingerprint) pairs. Call ONLY after Bento acknowledged the batch."""

@@ -1,0 +1,66 @@
+"""Group commit: callers that record while a commit is under way share the next commit, and each returns only
+once its own changes are committed (or raises why they were not)."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from bento_destination.ledger import SyncLedger
+from bento_destination.ledger.group_commit import GroupCommit
+
+
+def test_changes_queued_during_a_commit_go_together_into_the_next_one() -> None:
+    commits: list[list[int]] = []
+    first_started = threading.Event()
+    release_first = threading.Event()
+
+    def commit(changes: list[int]) -> None:
+        if not commits:
+            first_started.set()
+            release_first.wait(5)
+        commits.append(changes)
+
+    group: GroupCommit[int] = GroupCommit(commit)
+    with ThreadPoolExecutor(6) as pool:
+        first = pool.submit(group.submit, 0)
+        assert first_started.wait(5)
+        later = [pool.submit(group.submit, n) for n in range(1, 6)]
+        while len(group._queued) < 5:  # all five wait behind the first commit
+            threading.Event().wait(0.005)
+        assert not first.done() and not any(f.done() for f in later)
+        release_first.set()
+        for future in [first, *later]:
+            future.result(5)
+    assert commits == [[0], [1, 2, 3, 4, 5]]
+
+
+def test_a_failed_commit_fails_every_caller_of_its_group_and_the_next_ones_still_commit() -> None:
+    commits: list[list[str]] = []
+
+    def commit(changes: list[str]) -> None:
+        if "bad" in changes:
+            raise RuntimeError("disk full")
+        commits.append(changes)
+
+    group: GroupCommit[str] = GroupCommit(commit)
+    with pytest.raises(RuntimeError, match="disk full"):
+        group.submit("bad")
+    group.submit("good")
+    assert commits == [["good"]]
+
+
+def test_concurrent_acknowledgements_all_reach_the_ledger(tmp_path: Path) -> None:
+    with SyncLedger.open(str(tmp_path / "ledger.duckdb"), site="site") as ledger:
+        def acknowledge(request: int) -> None:
+            pairs = [(f"p{request}-{i}@example.com", f"s2:{request}-{i}") for i in range(200)]
+            ledger.record(lambda tx: tx.acknowledge("subscribers", pairs))
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(acknowledge, range(40)))
+        pairs = [(f"p{r}-{i}@example.com", f"s2:{r}-{i}") for r in range(40) for i in range(200)]
+        new, changed, unchanged = ledger.partition("subscribers", pairs)
+        assert (len(new), len(changed), len(unchanged)) == (0, 0, 8_000)
