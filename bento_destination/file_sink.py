@@ -35,7 +35,7 @@ from .mapping import MappedRow, MappingOptions, map_row
 from .request_pipeline import RequestPipeline, request_pool
 from .rows import clean_row, iter_rows
 from .runcontext import RunContext
-from .send import BatchOutcome, EncodedBody, Item, Sender, pack
+from .send import BatchOutcome, EncodedBody, Item, Sender, add_mapped, pack
 from .settings import ENDPOINTS, REQUEST_MAXIMA
 from .values import RowError
 
@@ -181,14 +181,8 @@ class _Window:
             if isinstance(mapped, RowError):
                 outcome.reject(mapped.reason, mapped.detail, row)
                 continue
-            outcome.dropped |= mapped.dropped
-            outcome.reserved |= mapped.reserved
-            outcome.ignored |= mapped.ignored
-            if mapped.payload is not None:
-                main.append(Item(mapped.payload, row))
+            if add_mapped(outcome, row, mapped, main, derived):
                 copies.append(int(copy))
-            if mapped.commands:
-                derived.extend(Item(c, row, counts_row=mapped.payload is None) for c in mapped.commands)
         if load.operation == "events":
             outcome.ledger["derived_keys"] += key_events([i.payload for i in main], copies, load.event_keys)
             outcome.ledger["identical_rows"] += sum(1 for c in copies if c > 1)

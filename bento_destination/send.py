@@ -53,6 +53,7 @@ from .email_ledger import (
     EmailStates,
     EmailToSend,
 )
+from .mapping import MappedRow
 from .request_packing import pack as pack
 from .request_packing import request_body
 from .settings import ENDPOINTS, REQUEST_MAXIMA
@@ -74,6 +75,21 @@ class Item:
     counts_row: bool = True
     #: emails: the email's key in the sync ledger (email_identity.py), numbered within the load
     key: str | None = None
+
+
+def add_mapped(
+    outcome: BatchOutcome, row: dict[str, Any], mapped: MappedRow, main: list[Item], derived: list[Item]
+) -> bool:
+    """One mapped row into the items to send: its payload into `main`, its commands into `derived`, its notes
+    (dropped, reserved, ignored columns) into the outcome. True if it has a payload of its own."""
+    outcome.dropped |= mapped.dropped
+    outcome.reserved |= mapped.reserved
+    outcome.ignored |= mapped.ignored
+    if mapped.payload is not None:
+        main.append(Item(mapped.payload, row))
+    if mapped.commands:
+        derived.extend(Item(command, row, counts_row=mapped.payload is None) for command in mapped.commands)
+    return mapped.payload is not None
 
 
 def batch_digest(table: str, payloads: list[dict[str, Any]]) -> str:

@@ -52,7 +52,7 @@ from .prepass import blast_radius_verdict, package_rows
 from .rows import iter_rows
 from .runcontext import MAX_ATTEMPTS, current_run
 from .runlock import BentoBusyError
-from .send import STOPPED, BatchOutcome, Item, Sender, batch_digest
+from .send import STOPPED, BatchOutcome, Item, Sender, add_mapped, batch_digest
 from .settings import (
     DEFAULT_REJECT_THRESHOLD,
     DESTINATION_NAME,
@@ -114,14 +114,8 @@ def _process(
         except RowError as error:
             outcome.reject(error.reason, error.detail, row)
             continue
-        outcome.dropped |= mapped.dropped
-        outcome.reserved |= mapped.reserved
-        outcome.ignored |= mapped.ignored
-        if mapped.payload is not None:
-            main.append(Item(mapped.payload, row))
+        if add_mapped(outcome, row, mapped, main, derived):
             copies.append(copy)
-        if mapped.commands:
-            derived.extend(Item(command, row, counts_row=mapped.payload is None) for command in mapped.commands)
     if operation == "events":  # derived, numbered keys: a resent event is stored once (keys.py)
         derived_keys = key_events([item.payload for item in main], copies, event_keys)
         if not keys_counted:
