@@ -4,7 +4,6 @@ input, else every row), through the shared `sync()` routine, with progress, sign
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,11 +26,11 @@ def _engine_or_batches(
 ) -> Any:
     """The rows `sync()` extracts: the engine's new and changed rows where it can take the input (a DuckDB
     or Postgres table of subscribers, the ledger on), else every row of the input."""
-    from bento_destination.config import LedgerOptions
+    from bento_destination.config import resolve_destination_config
     from bento_destination.engine import engine_rows
 
-    known = {field.name for field in dataclasses.fields(LedgerOptions)}
-    ledger = LedgerOptions(**{key: value for key, value in options.items() if key in known and value is not None})
+    # the options as the load resolves them (flags, then dlt's config): the engine diffs against the same ledger
+    ledger = resolve_destination_config(cfg.pipeline_name, **options).ledger_options()
     rows = engine_rows(
         engine_source(source), operation=cfg.operation, table_name=source.table_name,
         ledger_location=ledger.location(working_dir), site=cfg.settings.site_uuid, sync_ledger=ledger.sync_ledger,
