@@ -63,13 +63,6 @@ from .settings import (
 from .values import RowError
 
 
-def validate_options(table_operations: dict[str, str] | None = None, reject_threshold: float | None = None) -> None:
-    """Refuse bad options before anything is extracted (inside the sink they would leave a package pending)."""
-    resolve_operation("", table_operations)
-    if reject_threshold is not None and not 0.0 <= float(reject_threshold) <= 1.0:
-        raise BentoConfigError(f"reject_threshold is a share of rows between 0 and 1, got {reject_threshold!r}")
-
-
 def _batch_refusal(
     table_name: str, operation: str | None, allow_email_sends: bool, sync_ledger: bool = True
 ) -> tuple[str, str] | None:
