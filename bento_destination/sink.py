@@ -42,6 +42,7 @@ from .email_ledger import EmailStates, KeyNumbering
 from .event_numbers import event_numbers
 from .file_progress import package_progress
 from .file_sink import FileLoad, load_file
+from .gc_during_load import fewer_collections
 from .keys import COPY_COLUMN, DEFAULT_EVENT_KEYS, NUMBERED_HINT, key_events
 from .ledger import DEFAULT_MAX_SHARE
 from .load_files import file_key, sink_columns
@@ -285,7 +286,8 @@ def bento(
             context.add_batch(outcome.received, outcome.sent)
             return True
 
-        load_file(load, whole_window)
+        with fewer_collections():  # gc_during_load.py: the load's objects would trip full collections
+            load_file(load, whole_window)
     except Exception as error:
         if isinstance(error, BentoAttemptsSpentError):
             context.trip(f"a request of `{table_name}` failed {MAX_ATTEMPTS} times in this run: {error.message}")
