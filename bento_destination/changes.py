@@ -20,7 +20,8 @@ Around it: the pre-pass over a whole load package (blast radius, counts) is `pre
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -304,10 +305,27 @@ class BatchChanges:
     def acknowledge_rows(self, rows: list[dict[str, Any]], refused: set[int]) -> None:
         """Record what Bento acknowledged for these rows of the filtered batch (one request's, as soon as it
         is answered), leaving out the rows in `refused` (ids of rows Bento refused); one ledger transaction."""
+        changes = self._acknowledged(rows, refused)
+        if changes is not None:
+            self.ledger.record(changes)  # on the ledger's thread, as one commit
+
+    def acknowledge_rows_later(self, rows: list[dict[str, Any]], refused: set[int]) -> Future[None]:
+        """As `acknowledge_rows`, returning at once: the future is done once the rows are committed."""
+        changes = self._acknowledged(rows, refused)
+        if changes is None:
+            done: Future[None] = Future()
+            done.set_result(None)
+            return done
+        return self.ledger.record_later(changes)
+
+    def _acknowledged(
+        self, rows: list[dict[str, Any]], refused: set[int]
+    ) -> Callable[[LedgerTransaction], None] | None:
+        """The ledger changes Bento's answer for these rows implies (None: nothing to record)."""
         found = (self._by_row.get(row_id) for row_id in {id(row) for row in rows} - refused)
         acked = [plan for _, plan in sorted((e for e in found if e is not None), key=lambda e: e[0]) if plan.items]
         if not acked:
-            return
+            return None
         fingerprints: list[tuple[str, str]] = []
         unsubscribes: list[str] = []
         tags_added: list[tuple[str, str]] = []
@@ -342,7 +360,7 @@ class BatchChanges:
             if tags_removed:
                 tx.remove_owned_tags(tags_removed)
 
-        self.ledger.record(changes)  # on the ledger's thread, as one commit
+        return changes
 
 
 def _intent(plan: _RowPlan) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:

@@ -5,8 +5,9 @@ rows are mapped (`map_rows`), keyed (events), filtered by the sync ledger (chang
 into requests. A fresh subscribers window read as Arrow is mapped as a whole (arrow_mapping) and filtered on
 its emails and fingerprints before any payload dict exists; only the rows to send become dicts. The window's plan is
 committed to the load package state before its first request. Requests then go out side by side
-(request_pipeline.py); each, once Bento answers, acknowledges its rows in the ledger, is marked done in
-the package state and is merged into the load's report, on its own.
+(request_pipeline.py); each, once Bento answers, hands its rows to the ledger's group commit and goes on to
+the next request; once they are committed it is marked done in the package state and merged into the load's
+report, on its own.
 """
 
 from __future__ import annotations
@@ -289,11 +290,11 @@ class _Window:
         mains: list[Future[None]] = []
         for name, items in requests:
             if name.startswith("m"):
-                future = pipeline.submit(partial(self._send, name, items, []))
+                future = pipeline.submit(partial(self._send, pipeline, name, items, []))
                 if future is None:
                     return
                 mains.append(future)
-            elif pipeline.submit(partial(self._send, name, items, mains)) is None:
+            elif pipeline.submit(partial(self._send, pipeline, name, items, mains)) is None:
                 return
 
     def _requests(
@@ -318,7 +319,7 @@ class _Window:
                 self.load.progress.request_done(self.number, name)
         return out
 
-    def _send(self, name: str, items: list[Item], before: list[Future[None]]) -> None:
+    def _send(self, pipeline: RequestPipeline, name: str, items: list[Item], before: list[Future[None]]) -> None:
         for future in before:  # a row's commands go after its own request (an upsert, then its unsubscribe)
             future.result()
         load = self.load
@@ -341,10 +342,16 @@ class _Window:
                 if not self.pending[row_id]:
                     finished.append(row_id)
             refused = set(self.refused)
+
+        def settle() -> None:  # only once the request's rows are in the ledger: a crash loses no acknowledgement
+            load.progress.request_done(self.number, name)
+            outcome.received = len(finished)  # rows whose every request is answered
+            load.run.merge(load.table, load.operation, outcome)
+            load.context.add_batch(outcome.received, outcome.sent)
+
         if self.changes is not None and finished:
             by_id = {id(item.row): item.row for item in items}
-            self.changes.acknowledge_rows([by_id[row_id] for row_id in finished], refused)
-        load.progress.request_done(self.number, name)
-        outcome.received = len(finished)  # rows whose every request is answered
-        load.run.merge(load.table, load.operation, outcome)
-        load.context.add_batch(outcome.received, outcome.sent)
+            # committed on the ledger's thread, grouped with other requests' rows; this thread sends the next
+            pipeline.after(self.changes.acknowledge_rows_later([by_id[row_id] for row_id in finished], refused), settle)
+        else:
+            settle()

@@ -1,11 +1,11 @@
 """Requests of one sink call in flight side by side, each finished on its own as soon as Bento answers.
 
 The sink's thread reads and plans; requests run on a small pool shared by the run's load jobs, at most
-`in_flight` at once (the
-client's own cap, pacing and the run's gate apply inside `client.post`), with a few windows' requests
-planned and waiting, so reading never runs far ahead. Nothing waits for a group of requests: a sink call
-waits only at its very end, for the last requests of its file. The first failure stops new requests from
-starting; those in flight finish (and are acknowledged); `finish()` raises that failure.
+`in_flight` at once (the client's own cap, pacing and the run's gate apply inside `client.post`), with a few
+windows' requests planned and waiting, so reading never runs far ahead. Nothing waits for a group of
+requests: a sink call waits only at its very end, for the last requests of its file and their ledger commits
+(`after`). The first failure stops new requests from starting; those in flight finish (and are
+acknowledged); `finish()` raises that failure.
 """
 
 from __future__ import annotations
@@ -54,22 +54,48 @@ class RequestPipeline:
             self._futures.append(future)
         return future
 
+    def after(self, committed: Future[None], step: Callable[[], None]) -> None:
+        """Run `step` once `committed` is done (on the thread that completes it), and wait for both in
+        `finish()`: a request's rows are committed to the ledger after its thread moved on to the next
+        request, and only then is it marked done. A failure of either stops new requests, as a request's."""
+        settled: Future[None] = Future()
+
+        def run_step(done: Future[None]) -> None:
+            try:
+                done.result()
+                step()
+            except BaseException as error:
+                self._fail(error)
+                settled.set_exception(error)
+            else:
+                settled.set_result(None)
+
+        with self._lock:
+            self._futures.append(settled)
+        committed.add_done_callback(run_step)
+
+    def _fail(self, error: BaseException) -> None:
+        with self._lock:
+            if self._error is None:
+                self._error = error
+
     def _run(self, task: Callable[[], None]) -> None:
         try:
             task()
         except BaseException as error:
-            with self._lock:
-                if self._error is None:
-                    self._error = error
+            self._fail(error)
             raise
         finally:
             self._slots.release()
 
     def finish(self) -> None:
         """Wait for every request still in flight, then raise the first failure, if any."""
-        with self._lock:
-            futures = list(self._futures)
-        wait(futures)
+        while True:  # a request that finishes adds its commit's future (`after`): wait until none is left
+            with self._lock:
+                futures = [f for f in self._futures if not f.done()]
+            if not futures:
+                break
+            wait(futures)
         if self._own:
             self._pool.shutdown(wait=True)
         with self._lock:

@@ -64,3 +64,43 @@ def test_concurrent_acknowledgements_all_reach_the_ledger(tmp_path: Path) -> Non
         pairs = [(f"p{r}-{i}@example.com", f"s2:{r}-{i}") for r in range(40) for i in range(200)]
         new, changed, unchanged = ledger.partition("subscribers", pairs)
         assert (len(new), len(changed), len(unchanged)) == (0, 0, 8_000)
+
+
+def test_submit_later_returns_at_once_and_its_future_is_done_only_after_the_commit() -> None:
+    commits: list[list[int]] = []
+    gate = threading.Event()
+    with ThreadPoolExecutor(1) as committer:  # stands for the ledger's one thread
+
+        def commit(changes: list[int]) -> None:
+            gate.wait(5)
+            commits.append(changes)
+
+        group: GroupCommit[int] = GroupCommit(commit, committer.submit)
+        futures = [group.submit_later(n) for n in range(4)]  # none of these calls waits for the commit
+        assert not any(f.done() for f in futures) and commits == []
+        gate.set()
+        for future in futures:
+            future.result(5)
+    assert sorted(n for c in commits for n in c) == [0, 1, 2, 3]
+    assert len(commits) <= 2  # queued while the first commit waited: they went together
+
+
+def test_submit_later_hands_a_failed_commit_to_every_future_of_its_group() -> None:
+    def commit(changes: list[str]) -> None:
+        raise RuntimeError("disk full")
+
+    with ThreadPoolExecutor(1) as committer:
+        group: GroupCommit[str] = GroupCommit(commit, committer.submit)
+        future = group.submit_later("row")
+        with pytest.raises(RuntimeError, match="disk full"):
+            future.result(5)
+
+
+def test_the_ledger_records_later_on_its_thread_and_reads_see_it_once_the_future_is_done(tmp_path: Path) -> None:
+    with SyncLedger.open(str(tmp_path / "ledger.duckdb"), site="site") as ledger:
+        pairs = [(f"p{i}@example.com", f"s2:{i}") for i in range(500)]
+        futures = [ledger.record_later(lambda tx, chunk=pairs[k::5]: tx.acknowledge("subscribers", chunk))
+                   for k in range(5)]
+        for future in futures:
+            future.result(10)
+        assert ledger.partition("subscribers", pairs)[2] == list(range(500))

@@ -20,6 +20,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -70,7 +71,9 @@ class SyncLedger(LedgerReads):
         worker: Worker | None = None,
     ) -> None:
         self._worker = worker or Worker(f"bento-ledger-{site}")
-        self._group: GroupCommit[Callable[[LedgerTransaction], None]] = GroupCommit(self._record_all)
+        self._group: GroupCommit[Callable[[LedgerTransaction], None]] = GroupCommit(
+            self._record_all, self._worker.submit
+        )
         self._memory_limits = (DEFAULT_MEMORY_LIMIT, DEFAULT_BULK_MEMORY_LIMIT)
         self._con = con
         self._site = site
@@ -239,6 +242,11 @@ class SyncLedger(LedgerReads):
         """``changes(tx)`` collects changes, committed as one unit; callers that record while a commit runs share
         the next one (group_commit.py), and each returns once its own changes are committed."""
         self._group.submit(changes)
+
+    def record_later(self, changes: Callable[[LedgerTransaction], None]) -> Future[None]:
+        """As `record`, without waiting: the future is done once ``changes`` are committed (with whatever else
+        was queued by then, in one commit on the ledger's thread), or holds why not."""
+        return self._group.submit_later(changes)
 
     @on_worker
     def _record_all(self, changes: list[Callable[[LedgerTransaction], None]]) -> None:

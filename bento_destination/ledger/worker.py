@@ -53,6 +53,19 @@ class Worker:
         self._queue.put((functools.partial(fn, *args, **kwargs), future))
         return future.result()
 
+    def submit(self, fn: Callable[[], Any]) -> Future[Any]:
+        """Queue ``fn()`` on the worker thread and return at once; its future holds the result or exception.
+        Inline (done when returned) on the worker itself or once the worker is gone, as `call`."""
+        future: Future[Any] = Future()
+        if threading.current_thread() is self._thread or not self._thread.is_alive():
+            try:
+                future.set_result(fn())
+            except BaseException as exc:
+                future.set_exception(exc)
+            return future
+        self._queue.put((fn, future))
+        return future
+
     def stop(self) -> None:
         """Finish what is queued, then end the thread."""
         self._queue.put(None)
