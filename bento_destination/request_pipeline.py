@@ -61,14 +61,18 @@ class RequestPipeline:
         settled: Future[None] = Future()
 
         def run_step(done: Future[None]) -> None:
-            try:
-                done.result()
-                step()
-            except BaseException as error:
+            # a failed commit's error is shared by its group's futures: handed on, never re-raised here
+            error = done.exception()
+            if error is None:
+                try:
+                    step()
+                except BaseException as raised:
+                    error = raised
+            if error is None:
+                settled.set_result(None)
+            else:
                 self._fail(error)
                 settled.set_exception(error)
-            else:
-                settled.set_result(None)
 
         with self._lock:
             self._futures.append(settled)

@@ -4,6 +4,7 @@ once its own changes are committed (or raises why they were not)."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -104,3 +105,37 @@ def test_the_ledger_records_later_on_its_thread_and_reads_see_it_once_the_future
         for future in futures:
             future.result(10)
         assert ledger.partition("subscribers", pairs)[2] == list(range(500))
+
+
+def test_a_commit_takes_at_most_max_group_callers_and_submit_later_waits_past_max_waiting() -> None:
+    commits: list[list[int]] = []
+    scheduled: list[Callable[[], None]] = []  # drains run only when the test runs them
+    group: GroupCommit[int] = GroupCommit(commits.append, scheduled.append, max_group=3, max_waiting=4)
+    queued = [group.submit_later(n) for n in range(4)]
+    assert len(scheduled) == 1 and not any(f.done() for f in queued)
+    with ThreadPoolExecutor(1) as sender:
+        blocked = sender.submit(group.submit_later, 99)  # a fifth waiting change: the sender waits
+        threading.Event().wait(0.2)
+        assert not blocked.done()
+        scheduled.pop()()  # the drain: commits the oldest three, which lets the sender queue its change
+        last = blocked.result(5)
+        while scheduled:
+            scheduled.pop()()
+    for future in [*queued, last]:
+        future.result(5)
+    assert all(len(c) <= 3 for c in commits)
+    assert [n for c in commits for n in c] == [0, 1, 2, 3, 99]  # oldest first
+
+
+def test_acknowledgements_that_outrun_the_commits_all_commit_under_the_steady_memory_cap(tmp_path: Path) -> None:
+    # 100 requests' rows queued at once: one commit of all of them needs more than the ledger's 32 MB steady cap
+    # (DuckDB's out-of-memory error, seen on an unthrottled 1,000,000-row sync); groups of MAX_GROUP do not
+    with SyncLedger.open(str(tmp_path / "ledger.duckdb"), site="site") as ledger:
+        futures = []
+        for request in range(100):
+            pairs = [(f"p{request}-{i}@example.com", "s2:" + "f" * 64 + str(i)) for i in range(1000)]
+            futures.append(ledger.record_later(lambda tx, pairs=pairs: tx.acknowledge("subscribers", pairs)))
+        for future in futures:
+            future.result(60)
+        pairs = [(f"p{r}-{i}@example.com", "s2:" + "f" * 64 + str(i)) for r in range(100) for i in range(1000)]
+        assert len(ledger.partition("subscribers", pairs)[2]) == 100_000

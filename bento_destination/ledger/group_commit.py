@@ -13,26 +13,42 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
-from typing import Generic, TypeVar
+from typing import Final, Generic, TypeVar
 
 _C = TypeVar("_C")
+
+
+#: changes of at most this many callers go into one commit: each is one request's rows (up to 1000), and a
+#: commit's ops are grouped in DuckDB under the ledger's steady memory cap (32 MB), which a commit of 100
+#: requests' rows exceeded (an unthrottled 1,000,000-row sync, whose answers outran the commits)
+MAX_GROUP: Final = 8
+#: `submit_later` waits while this many changes wait for their commit: the sink sends no faster than the
+#: ledger commits, and what it holds for uncommitted requests stays bounded
+MAX_WAITING: Final = 32
 
 
 class GroupCommit(Generic[_C]):
     """Commit each caller's changes, several at once when they queue up; `commit(changes)` commits a list as one.
 
-    `submit` waits for its commit; `submit_later` returns at once, and `schedule` (the ledger's thread) runs the
-    commit of everything queued by then. If a combined commit fails, every caller of that group gets its
-    exception (none of them is committed).
+    `submit` waits for its commit; `submit_later` returns once its changes are queued, and `schedule` (the
+    ledger's thread) commits what is queued, at most `max_group` callers' changes a commit, oldest first. If
+    a combined commit fails, every caller of that group gets its exception (none of them is committed).
     """
 
     def __init__(
-        self, commit: Callable[[list[_C]], None], schedule: Callable[[Callable[[], None]], object] | None = None
+        self,
+        commit: Callable[[list[_C]], None],
+        schedule: Callable[[Callable[[], None]], object] | None = None,
+        *,
+        max_group: int = MAX_GROUP,
+        max_waiting: int = MAX_WAITING,
     ) -> None:
         self._commit = commit
         self._schedule = schedule
+        self._max_group = max(1, max_group)
+        self._max_waiting = max(1, max_waiting)
         self._queued: list[tuple[_C, Future[None]]] = []
-        self._queue_lock = threading.Lock()
+        self._queue_lock = threading.Condition(threading.Lock())
         self._committing = threading.Lock()
         self._drain_scheduled = False
 
@@ -45,9 +61,13 @@ class GroupCommit(Generic[_C]):
 
     def submit_later(self, changes: _C) -> Future[None]:
         """Queue `changes` and return a future, done once they are committed (the request threads of the sink
-        go on sending meanwhile; what marks a request done waits for it)."""
+        go on sending meanwhile; what marks a request done waits for it). Waits first while `max_waiting`
+        changes are queued."""
         if self._schedule is None:
             raise RuntimeError("this group commit has no thread to commit on (pass schedule=)")
+        with self._queue_lock:
+            while len(self._queued) >= self._max_waiting:
+                self._queue_lock.wait()
         done = self._queue(changes)
         with self._queue_lock:
             schedule, self._drain_scheduled = not self._drain_scheduled, True
@@ -64,16 +84,18 @@ class GroupCommit(Generic[_C]):
     def _drain(self) -> None:
         with self._queue_lock:
             self._drain_scheduled = False
-        self._commit_queued()
+        while self._commit_queued():
+            pass
 
-    def _commit_queued(self) -> None:
-        """Commit everything queued so far as one; its futures are settled after the commit lock is let go
-        (their callbacks may take time: they must not hold up the next commit)."""
-        with self._committing:  # one commit at a time; the holder takes everything queued so far
+    def _commit_queued(self) -> bool:
+        """Commit the oldest queued changes (at most `max_group`) as one; False if none was queued. The futures
+        are settled after the commit lock is let go (their callbacks must not hold up the next commit)."""
+        with self._committing:  # one commit at a time
             with self._queue_lock:
-                group, self._queued = self._queued, []
+                group, self._queued = self._queued[: self._max_group], self._queued[self._max_group :]
+                self._queue_lock.notify_all()
             if not group:
-                return
+                return False
             try:
                 self._commit([entry for entry, _ in group])
             except BaseException as error:
@@ -85,3 +107,4 @@ class GroupCommit(Generic[_C]):
                 future.set_result(None)
             else:
                 future.set_exception(failure)
+        return True

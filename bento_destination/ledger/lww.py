@@ -9,6 +9,7 @@ originals all read as the same state.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from typing import Final
 
@@ -100,5 +101,6 @@ def apply_ops(con: duckdb.DuckDBPyConnection, source: str, site: str, *, only_ne
             "INSERT INTO ledger_entries SELECT ?, ns, key, sub, value, seq FROM ledger_resolved WHERE op = 'put'",
             [site],
         )
-    finally:
-        con.execute("DROP TABLE IF EXISTS ledger_resolved")
+    finally:  # in a transaction a failed statement aborted, its rollback drops the table (and this would fail)
+        with contextlib.suppress(duckdb.TransactionException):
+            con.execute("DROP TABLE IF EXISTS ledger_resolved")

@@ -323,17 +323,16 @@ class SyncLedger(LedgerReads):
                 # the segment is the durable record; the cache follows it (and is rebuilt from it on open)
                 self._replica.publish(ops, base)
             self._con.execute("BEGIN TRANSACTION")
+            self._con.register("ledger_ops", ops)
             try:
-                self._con.register("ledger_ops", ops)
-                try:
-                    with self._roomy(ops.num_rows):
-                        apply_ops(self._con, "ledger_ops", self._site)
-                finally:
-                    self._con.unregister("ledger_ops")
+                with self._roomy(ops.num_rows):
+                    apply_ops(self._con, "ledger_ops", self._site)
                 self._con.execute("COMMIT")
             except BaseException:
-                self._con.execute("ROLLBACK")
+                self._con.execute("ROLLBACK")  # first: an aborted transaction refuses everything else
                 raise
+            finally:
+                self._con.unregister("ledger_ops")
 
     # ----------------------------------------------------------------- segments
 
