@@ -249,6 +249,34 @@ def test_postgres_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_r
 
 
 @pytest.mark.postgres
+def test_postgres_with_most_rows_changed_reads_the_table_once_and_still_sends_only_the_changed_rows(
+    emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    write_pg_contacts(postgres_url)
+    assert sync_contacts(postgres_url, env, tmp_path).returncode == EXIT_OK
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as con:  # 150 of 300 rows change (past WIDE_SHARE), one of them the SQL cannot prove
+            con.exec_driver_sql("UPDATE contacts SET score = score + 1000 WHERE mod(score, 2) = 1")
+            con.exec_driver_sql("UPDATE contacts SET tags = '[\"json\"]' WHERE email = 'Person1@Example.com'")
+    finally:
+        engine.dispose()
+    emu.reset_log()
+    changed = sync_contacts(postgres_url, env, tmp_path)
+    assert changed.returncode == EXIT_OK, changed.stderr
+    sent = sorted(e for r in emu.requests("/batch/subscribers") for e in r.emails)
+    assert sent == sorted(f"person{i}@example.com" for i in range(1, ROWS, 2))
+    assert emu.store.subscribers["person3@example.com"].fields["score"] == 1003
+    assert emu.store.subscribers["person4@example.com"].fields["score"] == 4  # unchanged: not sent again
+    assert "contacts: 150 unchanged rows found in postgres and not read; 150 new or changed rows go on" in (
+        changed.stderr)
+    report = table_report(changed)
+    assert report["unchanged"] == 150 and report["sent"] == 150, report
+
+
+@pytest.mark.postgres
 def test_postgres_is_only_read_by_a_select_only_role_beside_an_open_write_transaction(
     emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
 ) -> None:

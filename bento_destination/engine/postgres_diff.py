@@ -26,7 +26,14 @@ POSTGRES_KINDS: Final = {25: TEXT, 1043: TEXT, 21: INTEGER, 23: INTEGER, 20: INT
 #: pairs read from Postgres per Arrow chunk, and keys per query of full rows
 PAIR_CHUNK: Final = 50_000
 KEY_CHUNK: Final = 10_000
+#: above this share of the table to send (a first sync), the rows are read in one pass over the table and
+#: the unchanged ones dropped as they come, instead of one scan of the table per KEY_CHUNK keys
+WIDE_SHARE: Final = 0.2
 PAIRS_TABLE: Final = "bento_engine_pairs"
+#: the keys of the unchanged rows, kept in the ledger's DuckDB while a one-pass read drops them
+SAME_TABLE: Final = "bento_engine_same"
+#: the query's own columns in a one-pass read (a user column of either name makes the engine decline)
+KEY_COLUMN, OK_COLUMN = "__bento_key", "__bento_ok"
 
 
 def table_ref(table: str) -> str:
@@ -136,31 +143,75 @@ class PostgresDiff:
             on_ledger(self._ledger, steady)
             raise
 
-    def _diff(self) -> tuple[int, int, pa.Array]:
-        """(unchanged rows, unprovable rows, keys of the provable rows to send) from the pairs and the ledger."""
+    def _diff(self) -> tuple[int, int, int, pa.Array | None]:
+        """(rows, unchanged rows, unprovable rows, keys of the provable rows to send) from the pairs and the
+        ledger. When more than WIDE_SHARE of the rows go, no keys (None): the unchanged rows' keys stay in
+        SAME_TABLE for a one-pass read (`_one_pass`), which drops it."""
 
-        def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, pa.Array]:
+        def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, pa.Array | None]:
             try:
                 con.execute(f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged('$1', '$2')}",
                             [self._site, "subscribers"])
-                same, unproven = con.execute(
-                    "SELECT count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT ok) FROM bento_engine_judged"
+                total, same, unproven = con.execute(
+                    "SELECT count(*), count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT ok) "
+                    "FROM bento_engine_judged"
                 ).fetchall()[0]
-                keys = con.sql(
-                    "SELECT DISTINCT key FROM bento_engine_judged WHERE ok AND NOT same"
-                ).to_arrow_table().column("key").combine_chunks()
+                if total - same > WIDE_SHARE * total:
+                    con.execute(f"CREATE OR REPLACE TEMP TABLE {SAME_TABLE} AS "
+                                "SELECT key FROM bento_engine_judged WHERE same")
+                    keys = None
+                else:
+                    keys = con.sql(
+                        "SELECT DISTINCT key FROM bento_engine_judged WHERE ok AND NOT same"
+                    ).to_arrow_table().column("key").combine_chunks()
             finally:
                 con.execute(f"DROP TABLE IF EXISTS {PAIRS_TABLE}")
                 con.execute("DROP TABLE IF EXISTS bento_engine_judged")
                 steady(con)
-            return int(same), int(unproven), keys
+            return int(total), int(same), int(unproven), keys
 
         return on_ledger(self._ledger, run)
+
+    def _one_pass(self, plan: SubscriberColumns, rows: int) -> Iterator[list[dict[str, Any]]]:
+        """Every row of the table but the unchanged ones, in one streamed read (most rows go)."""
+        sql = (f"SELECT *, {key_sql(plan, POSTGRES)} AS {KEY_COLUMN}, {provable_sql(plan, POSTGRES)} AS "
+               f"{OK_COLUMN} FROM {table_ref(self._table)}")
+
+        def unchanged(keys: list[str]) -> set[str]:
+            def run(con: duckdb.DuckDBPyConnection) -> set[str]:
+                con.register("bento_engine_keys", pa.table({"key": pa.array(keys, pa.string())}))
+                try:
+                    found = con.execute(f"SELECT s.key FROM {SAME_TABLE} s SEMI JOIN bento_engine_keys k "
+                                        "ON s.key = k.key").fetchall()
+                finally:
+                    con.unregister("bento_engine_keys")
+                return {str(k) for (k,) in found}
+
+            return on_ledger(self._ledger, run)
+
+        try:
+            with self._read_only() as con:
+                result = con.execution_options(stream_results=True, yield_per=rows).exec_driver_sql(sql)
+                for part in result.mappings().partitions(rows):
+                    same = unchanged([str(row[KEY_COLUMN]) for row in part if row[OK_COLUMN]])
+                    chosen = [
+                        {k: v for k, v in row.items() if k not in (KEY_COLUMN, OK_COLUMN)}
+                        for row in part if not (row[OK_COLUMN] and row[KEY_COLUMN] in same)
+                    ]
+                    if chosen:
+                        self.sent += len(chosen)
+                        yield chosen
+        finally:
+            on_ledger(self._ledger, lambda con: con.execute(f"DROP TABLE IF EXISTS {SAME_TABLE}"))
 
     def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[list[dict[str, Any]] | pa.Table]:
         """The new and changed rows (and the unprovable ones) as lists of dicts, `rows` at a time."""
         self._load_pairs(plan)
-        same, unproven, keys = self._diff()
+        _, same, unproven, keys = self._diff()
+        if keys is None:
+            yield from self._one_pass(plan, rows)
+            keys = pa.array([], pa.string())
+            unproven = 0  # read in the one pass already
         key, ok = key_sql(plan, POSTGRES), provable_sql(plan, POSTGRES)
         queries: list[tuple[str, dict[str, Any]]] = []
         if unproven:
