@@ -33,7 +33,7 @@ from .ledger import subscriber_fingerprint_v1
 from .load_files import read_windows
 from .loadrun import LoadRun
 from .mapping import MappedRow, MappingOptions, map_row
-from .request_pipeline import RequestPipeline, request_pool
+from .request_pipeline import RequestPipeline, request_pool, request_slots
 from .rows import clean_row, iter_rows
 from .runcontext import RunContext
 from .send import BatchOutcome, EncodedBody, Item, Sender, add_mapped, pack
@@ -120,7 +120,8 @@ def load_file(load: FileLoad, each_window: Callable[[int, int, Sequence[dict[str
     """Send the file's rows not acknowledged yet; `each_window` handles a window itself (refusals, emails)
     when it returns True. Raises the first failure after the requests in flight finished."""
     pool = load.context.remember(("request_pool", str(load.in_flight)), lambda: request_pool(load.in_flight))
-    pipeline = RequestPipeline(load.in_flight, pool)
+    slots = load.context.remember(("request_slots", str(load.in_flight)), lambda: request_slots(load.in_flight))
+    pipeline = RequestPipeline(load.in_flight, pool, slots)
     try:
         for number, first, rows in windows(load):
             if pipeline.failed:

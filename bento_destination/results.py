@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import io
 import json
 import logging
 import os
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 from urllib.parse import urlsplit
@@ -71,6 +72,10 @@ ROWS_SCHEMA = pa.schema(
         pa.field("detail", pa.string()), pa.field("row_json", pa.string()),
     ]
 )
+#: DuckDB's memory cap while it writes a results file (it reads the spools of sent rows itself)
+RESULTS_MEMORY_LIMIT = "64MB"
+#: bytes of the sent rows' spool parsed at a time for a dlt destination (about 60,000 rows)
+SPOOL_CHUNK_BYTES = 8 << 20
 _SPOOL_SCHEMA = pa.schema([pa.field(n, pa.string()) for n in ("table", "operation", "email", "key")])
 _DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}
 
@@ -135,6 +140,15 @@ class _Collected:
     rows: list[pa.Table]
     marks: dict[Path, dict[str, Any]]
     spools: list[Path]
+    #: spools of sent rows with their loads' ids, read a chunk at a time when written (`_row_tables`)
+    sent: list[tuple[Path, dict[str, str]]] = field(default_factory=list)
+
+    def row_tables(self) -> Iterator[pa.Table]:
+        """The rejected rows, then the sent rows SPOOL_CHUNK_BYTES of spool at a time (for a dlt destination):
+        a million sent rows never sit in memory at once."""
+        yield from self.rows
+        for spool, ids in self.sent:
+            yield from _sent_rows(spool, ids)
 
 
 def record_results(
@@ -150,13 +164,12 @@ def record_results(
     """Write this run's part of its loads into the results tables; warn (never raise) if that fails."""
     try:
         collected = _collect(pipeline_name, folder, run_id, started_at, error)
-        if collected.runs or collected.rows:
+        if collected.runs or collected.rows or collected.sent:
             runs = pa.Table.from_pylist(collected.runs, schema=RUNS_SCHEMA)
-            rows = pa.concat_tables(collected.rows) if collected.rows else ROWS_SCHEMA.empty_table()
             if target.duckdb_path is not None:
-                _write_duckdb(target.duckdb_path, runs, rows)
+                _write_duckdb(target.duckdb_path, runs, collected.rows, collected.sent)
             else:
-                _write_dlt(target, pipeline_name, folder.parent.parent, runs, rows)
+                _write_dlt(target, pipeline_name, folder.parent.parent, runs, collected.row_tables())
     except Exception as failure:  # a results database must never fail the sync it describes
         reason = " ".join(str(failure).split())  # dlt's errors span lines; one line per warning
         message = target.hide(
@@ -212,7 +225,7 @@ def _collect(
         if rejected is not None:
             collected.rows.append(rejected)
         if spool.is_file():
-            collected.rows.append(_sent_rows(spool, ids))
+            collected.sent.append((spool, ids))
             collected.spools.append(spool)
         collected.marks[mark_file] = {"tables": counted, "reject_lines": lines, "pending": False}
     return collected
@@ -251,13 +264,22 @@ def _rejected_rows(path: Path, skip: int, ids: dict[str, str]) -> tuple[int, pa.
     return count, (pa.Table.from_pylist(records, schema=ROWS_SCHEMA) if records else None)
 
 
-def _sent_rows(spool: Path, ids: dict[str, str]) -> pa.Table:
-    """The spool of sent rows as Arrow (parsed by pyarrow, no Python object per row)."""
-    spooled = pa_json.read_json(spool, parse_options=pa_json.ParseOptions(explicit_schema=_SPOOL_SCHEMA))
+def _sent_rows(spool: Path, ids: dict[str, str]) -> Iterator[pa.Table]:
+    """The spool of sent rows as Arrow tables of about SPOOL_CHUNK_BYTES of spool each (whole lines, parsed
+    by pyarrow: no Python object per row)."""
+    with spool.open("rb") as handle:
+        while block := handle.read(SPOOL_CHUNK_BYTES):
+            block += handle.readline()  # up to the end of the line the block cut
+            yield _sent_table(block, ids)
+
+
+def _sent_table(block: bytes, ids: dict[str, str]) -> pa.Table:
+    spooled = pa_json.read_json(io.BytesIO(block), parse_options=pa_json.ParseOptions(explicit_schema=_SPOOL_SCHEMA))
     size = spooled.num_rows
 
     def constant(value: str | None) -> Any:
-        return pa.array([value] * size, pa.string()) if value is not None else pa.nulls(size, pa.string())
+        scalar = pa.scalar(value, pa.string())
+        return pa.repeat(scalar, size) if value is not None else pa.nulls(size, pa.string())
 
     columns: dict[str, Any] = {
         **{name: constant(value) for name, value in ids.items()},
@@ -287,17 +309,33 @@ def _ddl(table: str, schema: pa.Schema) -> str:
     return f"CREATE TABLE IF NOT EXISTS {table} ({columns})"
 
 
-def _write_duckdb(path: Path, runs: pa.Table, rows: pa.Table) -> None:
-    """Both tables in one transaction: a reader never sees a run without its rows."""
+def _write_duckdb(
+    path: Path, runs: pa.Table, rows: list[pa.Table], sent: list[tuple[Path, dict[str, str]]]
+) -> None:
+    """Both tables in one transaction: a reader never sees a run without its rows. DuckDB reads the spools of
+    sent rows itself, under a memory cap: a million sent rows went through Arrow tables at 300 MB more."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _connect_waiting(path) as con:
+        con.execute(f"SET memory_limit = '{RESULTS_MEMORY_LIMIT}'")
+        con.execute("SET threads = 1")  # each DuckDB thread needs its own buffers; one fits the cap
         con.execute(_ddl(RUNS_TABLE, RUNS_SCHEMA))
         con.execute(_ddl(ROWS_TABLE, ROWS_SCHEMA))
         con.execute("BEGIN TRANSACTION")
         con.register("new_runs", runs)
-        con.register("new_rows", rows)
         con.execute(f"INSERT INTO {RUNS_TABLE} BY NAME SELECT * FROM new_runs")
-        con.execute(f"INSERT INTO {ROWS_TABLE} BY NAME SELECT * FROM new_rows")
+        for part in rows:
+            con.register("new_rows", part)
+            con.execute(f"INSERT INTO {ROWS_TABLE} BY NAME SELECT * FROM new_rows")
+            con.unregister("new_rows")
+        columns = "{" + ", ".join(f"'{f.name}': 'VARCHAR'" for f in _SPOOL_SCHEMA) + "}"
+        for spool, ids in sent:
+            con.execute(
+                f"""INSERT INTO {ROWS_TABLE} BY NAME
+                SELECT $run_id AS run_id, $load_id AS load_id, $pipeline_name AS pipeline_name,
+                       "table" AS table_name, operation, 'sent' AS status, email, key
+                FROM read_json($spool, format = 'newline_delimited', columns = {columns})""",
+                {**ids, "spool": str(spool)},
+            )
         con.execute("COMMIT")
 
 
@@ -316,7 +354,9 @@ def _connect_waiting(path: Path, wait: float = LOCK_WAIT_SECONDS) -> Any:
             time.sleep(0.1)
 
 
-def _write_dlt(target: ResultsTarget, pipeline_name: str, pipelines_dir: Path, runs: pa.Table, rows: pa.Table) -> None:
+def _write_dlt(
+    target: ResultsTarget, pipeline_name: str, pipelines_dir: Path, runs: pa.Table, rows: Iterable[pa.Table]
+) -> None:
     """Any dlt destination, by a pipeline of its own (`<pipeline>_results`), appending both tables."""
     import dlt
 
@@ -326,9 +366,10 @@ def _write_dlt(target: ResultsTarget, pipeline_name: str, pipelines_dir: Path, r
     )
     if pipeline.has_pending_data:  # a failed earlier write: its rows are collected again (marks, spool), and
         pipeline.drop_pending_packages()  # dlt would load only the pending package and ignore the new data
-    resources = [dlt.resource([runs], name=RUNS_TABLE, write_disposition="append")]
-    if rows.num_rows:
-        resources.append(dlt.resource([rows], name=ROWS_TABLE, write_disposition="append"))
+    resources = [
+        dlt.resource([runs], name=RUNS_TABLE, write_disposition="append"),
+        dlt.resource((part for part in rows if part.num_rows), name=ROWS_TABLE, write_disposition="append"),
+    ]
     pipeline.run(resources)
 
 

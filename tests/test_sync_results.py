@@ -90,6 +90,24 @@ def test_a_sync_writes_a_run_row_and_one_record_per_sent_or_rejected_row(emu: Be
     assert list((tmp_path / "people" / REJECTS_DIRNAME).glob("*.rejects.jsonl"))  # the JSONL rejects stay
 
 
+def test_a_spool_read_in_many_chunks_records_every_sent_row_once(
+    emu: BentoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bento_destination import results
+
+    monkeypatch.setattr(results, "SPOOL_CHUNK_BYTES", 150)  # a few spool lines a chunk, cut mid-line
+    people = [{"email": f"chunk{i}@example.com"} for i in range(2500)]
+    run_sync(emu, tmp_path / "file", people)
+    by_dlt = tmp_path / "warehouse.duckdb"
+    run_sync(emu, tmp_path / "dlt", people, full_resync=True, results=dlt.destinations.duckdb(str(by_dlt)),
+             results_dataset="bento_out")
+    for target, table in ((tmp_path / "file" / "people" / RESULTS_FILENAME, ROWS_TABLE),
+                          (by_dlt, f"bento_out.{ROWS_TABLE}")):
+        sent = query(target, f"SELECT email FROM {table} WHERE status = 'sent'")
+        assert sorted(e for (e,) in sent) == sorted(p["email"] for p in people), target
+    assert not spools(tmp_path / "file", "people") and not spools(tmp_path / "dlt", "people")
+
+
 def test_a_table_rejected_past_the_threshold_has_that_outcome(emu: BentoEmulator, tmp_path: Path) -> None:
     with pytest.raises(BentoRejectsExceeded):  # 2 of 8 rows past the default 10%: the sync raises after the load
         sync(GOOD + BAD, pipeline_name="people", pipelines_dir=tmp_path, table_name="subscribers", out=lambda _: None,
