@@ -17,9 +17,11 @@ import duckdb
 import pyarrow as pa
 
 from ..ledger import SyncLedger
-from .columns import BOOLEAN, INTEGER, TEXT, EngineDeclined, SubscriberColumns
+from .columns import BOOLEAN, INTEGER, TEXT, EngineDeclined
+from .events import TIMESTAMP
+from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
 from .ledger_access import on_ledger, roomy, steady
-from .sql import DUCKDB, fingerprint_sql, key_sql, literal, provable_sql, quote
+from .sql import DUCKDB, literal, quote
 
 ALIAS: Final = "bento_input"
 #: DuckDB column types whose values `sql.text_sql` renders exactly as `value_text`
@@ -27,6 +29,7 @@ DUCKDB_KINDS: Final = {
     "VARCHAR": TEXT,
     "BOOLEAN": BOOLEAN,
     **{name: INTEGER for name in ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "UTINYINT", "USMALLINT", "UINTEGER")},
+    **{name: TIMESTAMP for name in ("TIMESTAMP WITH TIME ZONE", "TIMESTAMP", "DATE")},  # an event's `date` only
 }
 #: the engine's own columns in the query (a user column with one of these names makes the engine decline)
 KEY, OK, FP, COPIES, SAME = "__bento_key", "__bento_ok", "__bento_fp", "__bento_copies", "__bento_same"
@@ -37,21 +40,22 @@ def table_ref(table: str) -> str:
     return ".".join([ALIAS, *(quote(part) for part in table.split("."))])
 
 
-def diff_sql(plan: SubscriberColumns, table: str) -> str:
+def diff_sql(plan: TablePlan, table: str) -> str:
     """The query: the new and changed rows in full, with the input's columns only.
 
     Parameters: the site, then the ledger namespace.
     """
     own = ", ".join((KEY, OK, FP, COPIES))
+    same = unchanged_sql(plan, f"c.{OK}", f"c.{COPIES}", "e.value", "e.key", f"c.{FP}")
     body = f"""
         WITH src AS (
-            SELECT *, {key_sql(plan, DUCKDB)} AS {KEY}, {provable_sql(plan, DUCKDB)} AS {OK},
-                   {fingerprint_sql(plan, DUCKDB)} AS {FP}
+            SELECT *, {row_key_sql(plan, DUCKDB)} AS {KEY}, {row_provable_sql(plan, DUCKDB)} AS {OK},
+                   {row_fingerprint_sql(plan, DUCKDB)} AS {FP}
             FROM {table_ref(table)}
         ), counted AS (
             SELECT *, count(*) OVER (PARTITION BY {KEY}) AS {COPIES} FROM src
         ), judged AS (
-            SELECT c.*, coalesce(c.{OK} AND c.{COPIES} = 1 AND e.value = c.{FP}, FALSE) AS {SAME}
+            SELECT c.*, {same} AS {SAME}
             FROM counted c
             LEFT JOIN ledger_entries e ON e.site = $1 AND e.ns = $2 AND e.sub = '' AND e.key = c.{KEY}
         )"""
@@ -97,9 +101,9 @@ class DuckDBDiff:
     def _detach(self, con: duckdb.DuckDBPyConnection) -> None:
         con.execute(f"DETACH DATABASE IF EXISTS {ALIAS}")
 
-    def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[pa.RecordBatch]:
+    def batches(self, plan: TablePlan, rows: int = 1000) -> Iterator[pa.RecordBatch]:
         """The new and changed rows, `rows` at a time; the file stays attached until the last batch."""
-        params = [self._site, "subscribers"]
+        params = [self._site, namespace(plan)]
 
         def start(con: duckdb.DuckDBPyConnection) -> tuple[int, pa.RecordBatchReader]:
             self._attach(con)

@@ -16,13 +16,16 @@ import duckdb
 import pyarrow as pa
 
 from ..ledger import SyncLedger
-from .columns import BOOLEAN, INTEGER, TEXT, SubscriberColumns
+from .columns import BOOLEAN, INTEGER, TEXT
+from .events import TIMESTAMP
+from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
 from .ledger_access import on_ledger, roomy, steady
-from .sql import POSTGRES, fingerprint_sql, key_sql, provable_sql, quote
+from .sql import POSTGRES, quote
 
 #: Postgres type OIDs whose values `sql.text_sql` renders exactly as `value_text` (text, varchar; int2, int4,
 #: int8; bool). char(n) is left out: its padding is cut by a cast to text but not by the driver.
-POSTGRES_KINDS: Final = {25: TEXT, 1043: TEXT, 21: INTEGER, 23: INTEGER, 20: INTEGER, 16: BOOLEAN}
+POSTGRES_KINDS: Final = {25: TEXT, 1043: TEXT, 21: INTEGER, 23: INTEGER, 20: INTEGER, 16: BOOLEAN,
+                          1184: TIMESTAMP, 1114: TIMESTAMP, 1082: TIMESTAMP}  # timestamps: an event's `date` only
 #: pairs read from Postgres per Arrow chunk, and keys per query of full rows
 PAIR_CHUNK: Final = 50_000
 KEY_CHUNK: Final = 10_000
@@ -40,20 +43,20 @@ def table_ref(table: str) -> str:
     return ".".join(quote(part) for part in table.split("."))
 
 
-def pairs_sql(plan: SubscriberColumns, table: str) -> str:
+def pairs_sql(plan: TablePlan, table: str) -> str:
     """Per row: the key, whether the SQL proves the row, and its fingerprint."""
     return (
-        f"SELECT {key_sql(plan, POSTGRES)} AS key, {provable_sql(plan, POSTGRES)} AS ok, "
-        f"{fingerprint_sql(plan, POSTGRES)} AS fp FROM {table_ref(table)}"
+        f"SELECT {row_key_sql(plan, POSTGRES)} AS key, {row_provable_sql(plan, POSTGRES)} AS ok, "
+        f"{row_fingerprint_sql(plan, POSTGRES)} AS fp FROM {table_ref(table)}"
     )
 
 
-def _judged(site_param: str, ns_param: str) -> str:
+def _judged(plan: TablePlan, site_param: str, ns_param: str) -> str:
     return f"""
         WITH counted AS (
             SELECT *, count(*) OVER (PARTITION BY key) AS copies FROM {PAIRS_TABLE}
         )
-        SELECT c.key, c.ok, coalesce(c.ok AND c.copies = 1 AND e.value = c.fp, FALSE) AS same
+        SELECT c.key, c.ok, {unchanged_sql(plan, "c.ok", "c.copies", "e.value", "e.key", "c.fp")} AS same
         FROM counted c
         LEFT JOIN ledger_entries e ON e.site = {site_param} AND e.ns = {ns_param} AND e.sub = '' AND e.key = c.key
     """
@@ -107,7 +110,7 @@ class PostgresDiff:
         con.exec_driver_sql("SET TRANSACTION READ ONLY")
         return con
 
-    def _load_pairs(self, plan: SubscriberColumns) -> None:
+    def _load_pairs(self, plan: TablePlan) -> None:
         """Stream the pairs from Postgres into a temporary table of the ledger's DuckDB."""
         fields: list[pa.Field[Any]] = [
             pa.field("key", pa.string()), pa.field("ok", pa.bool_()), pa.field("fp", pa.string()),
@@ -143,15 +146,15 @@ class PostgresDiff:
             on_ledger(self._ledger, steady)
             raise
 
-    def _diff(self) -> tuple[int, int, int, pa.Array | None]:
+    def _diff(self, plan: TablePlan) -> tuple[int, int, int, pa.Array | None]:
         """(rows, unchanged rows, unprovable rows, keys of the provable rows to send) from the pairs and the
         ledger. When more than WIDE_SHARE of the rows go, no keys (None): the unchanged rows' keys stay in
         SAME_TABLE for a one-pass read (`_one_pass`), which drops it."""
 
         def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, pa.Array | None]:
             try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged('$1', '$2')}",
-                            [self._site, "subscribers"])
+                con.execute(f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged(plan, '$1', '$2')}",
+                            [self._site, namespace(plan)])
                 total, same, unproven = con.execute(
                     "SELECT count(*), count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT ok) "
                     "FROM bento_engine_judged"
@@ -172,9 +175,9 @@ class PostgresDiff:
 
         return on_ledger(self._ledger, run)
 
-    def _one_pass(self, plan: SubscriberColumns, rows: int) -> Iterator[list[dict[str, Any]]]:
+    def _one_pass(self, plan: TablePlan, rows: int) -> Iterator[list[dict[str, Any]]]:
         """Every row of the table but the unchanged ones, in one streamed read (most rows go)."""
-        sql = (f"SELECT *, {key_sql(plan, POSTGRES)} AS {KEY_COLUMN}, {provable_sql(plan, POSTGRES)} AS "
+        sql = (f"SELECT *, {row_key_sql(plan, POSTGRES)} AS {KEY_COLUMN}, {row_provable_sql(plan, POSTGRES)} AS "
                f"{OK_COLUMN} FROM {table_ref(self._table)}")
 
         def unchanged(keys: list[str]) -> set[str]:
@@ -204,15 +207,15 @@ class PostgresDiff:
         finally:
             on_ledger(self._ledger, lambda con: con.execute(f"DROP TABLE IF EXISTS {SAME_TABLE}"))
 
-    def batches(self, plan: SubscriberColumns, rows: int = 1000) -> Iterator[list[dict[str, Any]] | pa.Table]:
+    def batches(self, plan: TablePlan, rows: int = 1000) -> Iterator[list[dict[str, Any]] | pa.Table]:
         """The new and changed rows (and the unprovable ones) as lists of dicts, `rows` at a time."""
         self._load_pairs(plan)
-        _, same, unproven, keys = self._diff()
+        _, same, unproven, keys = self._diff(plan)
         if keys is None:
             yield from self._one_pass(plan, rows)
             keys = pa.array([], pa.string())
             unproven = 0  # read in the one pass already
-        key, ok = key_sql(plan, POSTGRES), provable_sql(plan, POSTGRES)
+        key, ok = row_key_sql(plan, POSTGRES), row_provable_sql(plan, POSTGRES)
         queries: list[tuple[str, dict[str, Any]]] = []
         if unproven:
             queries.append((f"SELECT * FROM {table_ref(self._table)} WHERE NOT {ok}", {}))

@@ -1,7 +1,8 @@
 """The engine as an input of `sync()`: the rows to send, and how many the engine found unchanged.
 
 `engine_rows` decides whether the engine can take an input (a table of a DuckDB file or of Postgres, the
-subscribers operation, the ledger on and not a full resync, a column plan the SQL can prove) and returns
+subscribers operation or events with a `unique_key` column (events.py), the ledger on and not a full
+resync, a column plan the SQL can prove) and returns
 an `EngineRows`, or None for the Python path. `EngineRows` is what `sync()` extracts: the new and changed
 rows only, which then go the normal way (the pre-pass checks consent and the blast radius on them before
 anything is sent); the ledger is opened when the first batch is asked for, inside the run's lock, and
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from ..ledger import SyncLedger
-from .columns import EngineDeclined, SubscriberColumns, plan_subscribers
+from .columns import EngineDeclined, plan_subscribers
 from .duckdb_diff import DuckDBDiff, duckdb_columns
+from .events import plan_events
+from .expressions import TablePlan
 from .postgres_diff import PostgresDiff, postgres_columns
 
 
@@ -40,7 +43,7 @@ class _Counts(Protocol):
 class EngineRows:
     """The rows the engine found new or changed, as batches; `unchanged` once they have all been read."""
 
-    def __init__(self, source: EngineSource, plan: SubscriberColumns, table_name: str, ledger_location: str,
+    def __init__(self, source: EngineSource, plan: TablePlan, table_name: str, ledger_location: str,
                  site: str, allow_secret_columns: bool, note: Callable[[str], None] = print) -> None:
         self.source = source
         self.plan = plan
@@ -77,12 +80,14 @@ class EngineRows:
         self._settled = True
 
 
-def plan_for(source: EngineSource, allow_secret_columns: bool) -> SubscriberColumns:
+def plan_for(source: EngineSource, operation: str, allow_secret_columns: bool) -> TablePlan:
     """The column plan of the source's table; EngineDeclined if the engine cannot take it."""
     if source.kind == "duckdb":
         columns = duckdb_columns(source.location, source.table)
     else:
         columns = postgres_columns(source.location, source.table)
+    if operation == "events":
+        return plan_events(columns)
     return plan_subscribers(columns, allow_secret_columns)
 
 
@@ -99,10 +104,10 @@ def engine_rows(
     note: Callable[[str], None] = print,
 ) -> EngineRows | None:
     """The engine's rows for this input, or None when the Python path must read it (saying why in `note`)."""
-    if source is None or operation != "subscribers" or not sync_ledger or full_resync:
+    if source is None or operation not in ("subscribers", "events") or not sync_ledger or full_resync:
         return None
     try:
-        plan = plan_for(source, allow_secret_columns)
+        plan = plan_for(source, operation, allow_secret_columns)
     except EngineDeclined as declined:
         note(f"note: the changed rows are found in Python, not in {source.kind}: {declined}")
         return None
