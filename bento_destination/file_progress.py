@@ -1,6 +1,7 @@
 """Which requests of a load file Bento acknowledged, kept in dlt's load package state, for exact resume.
 
-The sink reads a file in windows of input rows (load_files.py): small ones first, then WINDOW_ROWS each.
+The sink reads a file in windows of input rows (load_files.py): small ones first, then WINDOW_ROWS each
+(the file's schedule, SCHEDULES).
 Before the first request of a window goes out, the window's plan is committed: which of its rows survived
 the ledger's filter (a bitmap) and how many items each request holds (`main`: the operation's own
 requests; `derived`: commands made from rows). The plan fixes every request's rows for good: request k
@@ -25,24 +26,32 @@ from typing import Any, Final
 
 import numpy
 
-#: input rows per window: large enough that requests of changed rows fill up, small enough to hold in memory
-WINDOW_ROWS: Final = 20_000
-#: the first windows are small and grow, so the first requests go out at once and each window is mapped while
-#: the one before it is being sent; whole thousands, so that full windows pack into full requests
-RAMP: Final = (2_000, 3_000, 5_000, 8_000, 12_000, 16_000)
+#: window schedules: the first windows are small and grow, so the first requests go out at once and each
+#: window is mapped while the one before it is being sent; then windows of one size for good, large enough
+#: that requests of changed rows fill up, small enough that eight load jobs' windows fit in memory (at
+#: 20,000 rows, a 1,000,000-row sync held about 130 MB more). Whole thousands, so full windows pack into
+#: full requests. A file's schedule is kept in its state: a package planned with an earlier schedule resumes
+#: with the windows it was planned in.
+SCHEDULES: Final = {
+    1: ((2_000, 3_000, 5_000, 8_000, 12_000, 16_000), 20_000),
+    2: ((2_000, 3_000), 5_000),
+}
+SCHEDULE: Final = 2
+RAMP, WINDOW_ROWS = SCHEDULES[SCHEDULE]
 
 
-def window_sizes() -> Iterator[int]:
-    """The size of each window in turn: the RAMP, then WINDOW_ROWS for good."""
-    yield from RAMP
+def window_sizes(schedule: int = SCHEDULE) -> Iterator[int]:
+    """The size of each window in turn: the schedule's ramp, then its window size for good."""
+    ramp, size = SCHEDULES[schedule]
+    yield from ramp
     while True:
-        yield WINDOW_ROWS
+        yield size
 
 
-def window_span(number: int) -> tuple[int, int]:
+def window_span(number: int, schedule: int = SCHEDULE) -> tuple[int, int]:
     """(first row, rows) of window `number`, counted from where the file's reading starts."""
     offset = 0
-    for index, size in enumerate(window_sizes()):
+    for index, size in enumerate(window_sizes(schedule)):
         if index == number:
             return offset, size
         offset += size
@@ -97,8 +106,14 @@ class FileProgress:
         self._key = key
         self.legacy_offset = int(state.get(key, 0) or 0)  # the previous release's rows done (batches of 1000)
 
+    @property
+    def schedule(self) -> int:
+        """The file's window schedule: the one it was first planned with, else this release's."""
+        with self._lock:
+            return entry_schedule(self._state.get(STATE_PREFIX + self._key))
+
     def _windows(self) -> dict[str, Any]:
-        entry: dict[str, Any] = self._state.setdefault(STATE_PREFIX + self._key, {})
+        entry: dict[str, Any] = self._state.setdefault(STATE_PREFIX + self._key, {"schedule": SCHEDULE})
         windows: dict[str, Any] = entry.setdefault("windows", {})
         return windows
 
@@ -146,14 +161,24 @@ def package_progress(key: str) -> FileProgress:
     return FileProgress(destination_state(), context.commit, context.state_save_lock, key)
 
 
+def entry_schedule(entry: dict[str, Any] | None) -> int:
+    """The schedule of a file's state entry: none yet is this release's; one without it was planned by the
+    first release that read files in windows (schedule 1)."""
+    if not entry:
+        return SCHEDULE
+    return int(entry.get("schedule", 1))
+
+
 def rows_not_done(state: dict[str, Any], key: str, rows: int) -> int:
     """Rows of a file no acknowledged request covers yet (for the stop message and progress): an estimate
     for planned windows (rows of done requests of the operation's own requests)."""
     start = int(state.get(key, 0) or 0)
-    windows: dict[str, Any] = (state.get(STATE_PREFIX + key) or {}).get("windows", {})
+    entry = state.get(STATE_PREFIX + key) or {}
+    windows: dict[str, Any] = entry.get("windows", {})
+    schedule = entry_schedule(entry)
     left = max(0, rows - start)
     for name, value in windows.items():
-        offset, span = window_span(int(name))
+        offset, span = window_span(int(name), schedule)
         first = start + offset
         size = max(0, min(span, rows - first))
         if value == DONE:

@@ -110,7 +110,7 @@ def windows(load: FileLoad) -> Iterator[tuple[int, int, WindowRows]]:
     """(window number, its first row number, its rows) from the legacy offset on."""
     start = load.progress.legacy_offset
     first = start
-    for number, window in enumerate(read_windows(load.path, load.columns, window_sizes(), start)):
+    for number, window in enumerate(read_windows(load.path, load.columns, window_sizes(load.progress.schedule), start)):
         rows = WindowRows(window)
         yield number, first, rows
         first += len(rows)

@@ -14,9 +14,14 @@ from typing import TypeVar
 
 import duckdb
 
-from ..ledger import DEFAULT_BULK_MEMORY_LIMIT, DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, SyncLedger
+from ..ledger import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, SyncLedger
 
 _R = TypeVar("_R")
+#: DuckDB's memory cap and threads while the engine's query runs over a whole table (DuckDB spills to its
+#: temporary folder beyond the cap): at 512 MB and every core an unchanged re-sync of 1,000,000 rows
+#: peaked at 462 MB, at 128 MB and two threads at 312 MB, 0.6 s slower (BENCHMARKS.md, ten million rows)
+ENGINE_MEMORY_LIMIT = "128MB"
+ENGINE_THREADS = 2
 
 
 def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R]) -> _R:
@@ -25,11 +30,11 @@ def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R
 
 
 def roomy(con: duckdb.DuckDBPyConnection) -> None:
-    """The bulk memory cap and every core, for one statement over a whole table (and no progress bar of
+    """The engine's memory cap and threads, for one statement over a whole table (and no progress bar of
     DuckDB's on stdout, which is the command's JSON summary)."""
     con.execute("SET enable_progress_bar = false")
-    con.execute(f"SET memory_limit = '{DEFAULT_BULK_MEMORY_LIMIT}'")
-    con.execute(f"SET threads = {max(1, os.cpu_count() or 1)}")
+    con.execute(f"SET memory_limit = '{ENGINE_MEMORY_LIMIT}'")
+    con.execute(f"SET threads = {min(ENGINE_THREADS, max(1, os.cpu_count() or 1))}")
 
 
 def steady(con: duckdb.DuckDBPyConnection) -> None:
