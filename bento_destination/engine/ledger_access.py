@@ -3,7 +3,7 @@
 The engine's diff joins the input against the ledger table where it lives: in the ledger's DuckDB (the
 file, or the cache a folder ledger reads its segments into). The ledger runs every DuckDB call on one
 thread and caps DuckDB's memory for its steady work; while a diff over a whole table runs, DuckDB gets the
-ledger's bulk cap and every core, and the steady settings come back after it.
+engine's cap and threads (ENGINE_MEMORY_LIMIT, ENGINE_THREADS), and the steady settings come back after it.
 """
 
 from __future__ import annotations
