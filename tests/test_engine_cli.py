@@ -102,6 +102,44 @@ def test_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
 
 
 
+def test_events_with_their_own_keys_are_diffed_in_duckdb_and_a_new_event_is_the_only_one_sent(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    data = tmp_path / "events.duckdb"
+    with duckdb.connect(str(data)) as con:
+        con.execute(
+            "CREATE TABLE purchases AS SELECT 'Buyer' || (i % 40) || '@Example.com' AS email, '$purchase' AS type, "
+            "'order-' || i AS unique_key, i * 10 AS amount, TIMESTAMPTZ '2026-11-01 10:00:00+00' AS date "
+            "FROM range(120) t(i)"
+        )
+
+    def sync_events() -> subprocess.CompletedProcess[str]:
+        return cli("sync", "--from", str(data), "--table", "purchases", "--as", "events", "--yes", "--json",
+                   "--pipelines-dir", "p", env=env, cwd=tmp_path)
+
+    first = sync_events()
+    assert first.returncode == EXIT_OK, first.stderr
+    sent = [e for r in emu.requests("/batch/events") for e in r.body["events"]]
+    assert len(sent) == 120 and {e["details"]["unique"]["key"] for e in sent} == {f"order-{i}" for i in range(120)}
+
+    emu.reset_log()
+    again = sync_events()
+    assert again.returncode == EXIT_OK, again.stderr
+    assert emu.requests("/batch/events") == []
+    assert "purchases: 120 unchanged rows found in duckdb and not read; 0 new or changed rows go on" in again.stderr
+
+    with duckdb.connect(str(data)) as con:  # a new event, and a changed amount on a key Bento already keeps
+        con.execute("INSERT INTO purchases VALUES ('new@example.com', '$purchase', 'order-new', 5, "
+                    "TIMESTAMPTZ '2026-11-02 10:00:00+00')")
+        con.execute("UPDATE purchases SET amount = 0 WHERE unique_key = 'order-7'")
+    emu.reset_log()
+    third = sync_events()
+    assert third.returncode == EXIT_OK, third.stderr
+    [request] = emu.requests("/batch/events")
+    assert [e["details"]["unique"]["key"] for e in request.body["events"]] == ["order-new"]
+    assert "purchases: 120 unchanged rows found in duckdb and not read; 1 new or changed rows go on" in third.stderr
+
+
 def test_rows_the_sql_cannot_prove_go_to_python_and_a_float_column_leaves_the_engine_aside(
     emu: BentoEmulator, env: dict[str, str], tmp_path: Path
 ) -> None:
