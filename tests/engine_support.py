@@ -7,7 +7,8 @@ version 2, through the ledger's own API: the fingerprints are `subscriber_finger
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -44,3 +45,38 @@ def record_v2(ledger_file: Path, site: str, rows: Iterable[Mapping[str, Any]]) -
     with SyncLedger.open(str(ledger_file), site=site) as ledger:
         ledger.acknowledge("subscribers", pairs)
     return len(pairs)
+
+
+def duckdb_select(con: Any, create: str, names: Sequence[str], batch: Sequence[Mapping[str, Any]],
+                  select: str) -> list[tuple[Any, ...]]:
+    """Rows into a fresh table `t` (`create`, an `i` column first, then `names`), then `select`'s result."""
+    con.execute("DROP TABLE IF EXISTS t")
+    con.execute(create)
+    con.executemany(f"INSERT INTO t VALUES (?, {', '.join('?' for _ in names)})",
+                    [[i, *(row[n] for n in names)] for i, row in enumerate(batch)])
+    return list(con.execute(select).fetchall())
+
+
+@contextmanager
+def postgres_select(url: str) -> Iterator[Callable[[str, Sequence[str], Sequence[Mapping[str, Any]], str],
+                                                   list[tuple[Any, ...]]]]:
+    """`duckdb_select` on a Postgres database (SQLAlchemy URL)."""
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+
+    def run(create: str, names: Sequence[str], batch: Sequence[Mapping[str, Any]], select: str
+            ) -> list[tuple[Any, ...]]:
+        with engine.begin() as con:
+            con.exec_driver_sql("DROP TABLE IF EXISTS t")
+            con.exec_driver_sql(create)
+            placeholders = ", ".join(f"%(c{j})s" for j in range(len(names)))
+            con.exec_driver_sql(f"INSERT INTO t VALUES (%(i)s, {placeholders})",
+                                [{"i": i, **{f"c{j}": row[n] for j, n in enumerate(names)}}
+                                 for i, row in enumerate(batch)])
+            return [tuple(r) for r in con.exec_driver_sql(select).fetchall()]
+
+    try:
+        yield run
+    finally:
+        engine.dispose()

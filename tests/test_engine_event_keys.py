@@ -24,7 +24,7 @@ from bento_destination.ledger import event_ledger_key
 from bento_destination.mapping import MappingOptions, map_event
 from bento_destination.values import RowError
 
-from .engine_support import as_sink_row
+from .engine_support import as_sink_row, duckdb_select, postgres_select
 
 Row = dict[str, Any]
 ANY_TEXT = st.text(st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=10)
@@ -102,12 +102,8 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def duckdb_results(con: duckdb.DuckDBPyConnection, kind: str, batch: Sequence[Row]) -> list[tuple[Any, ...]]:
-    con.execute("DROP TABLE IF EXISTS t")
-    con.execute(create_sql(kind, DUCKDB))
     names = [name for name, _ in columns(kind)]
-    con.executemany(f"INSERT INTO t VALUES (?, {', '.join('?' for _ in names)})",
-                    [[i, *(row[n] for n in names)] for i, row in enumerate(batch)])
-    return con.execute(select_sql(kind, DUCKDB)).fetchall()
+    return duckdb_select(con, create_sql(kind, DUCKDB), names, batch, select_sql(kind, DUCKDB))
 
 
 @pytest.mark.parametrize("kind", KEY_KINDS)
@@ -122,23 +118,9 @@ def test_duckdb_event_key_equals_python(con: duckdb.DuckDBPyConnection, kind: st
 
 @pytest.fixture
 def postgres_results(postgres_url: str) -> Iterator[Callable[[str, Sequence[Row]], list[tuple[Any, ...]]]]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(postgres_url)
-
-    def run(kind: str, batch: Sequence[Row]) -> list[tuple[Any, ...]]:
-        names = [name for name, _ in columns(kind)]
-        with engine.begin() as con:
-            con.exec_driver_sql("DROP TABLE IF EXISTS t")
-            con.exec_driver_sql(create_sql(kind, POSTGRES))
-            placeholders = ", ".join(f"%(c{j})s" for j in range(len(names)))
-            con.exec_driver_sql(f"INSERT INTO t VALUES (%(i)s, {placeholders})",
-                                [{"i": i, **{f"c{j}": row[n] for j, n in enumerate(names)}}
-                                 for i, row in enumerate(batch)])
-            return [tuple(r) for r in con.exec_driver_sql(select_sql(kind, POSTGRES)).fetchall()]
-
-    yield run
-    engine.dispose()
+    with postgres_select(postgres_url) as run:
+        yield lambda kind, batch: run(create_sql(kind, POSTGRES), [n for n, _ in columns(kind)], batch,
+                                      select_sql(kind, POSTGRES))
 
 
 @pytest.mark.postgres

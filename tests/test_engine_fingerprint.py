@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from bento_destination.engine.columns import BOOLEAN, INTEGER, TEXT, EngineDeclined, plan_subscribers
 from bento_destination.engine.sql import DUCKDB, POSTGRES, Dialect, fingerprint_sql, key_sql, provable_sql, quote
 
-from .engine_support import python_fingerprint
+from .engine_support import duckdb_select, postgres_select, python_fingerprint
 
 Row = dict[str, Any]
 UNSUB_KINDS = (BOOLEAN, INTEGER, TEXT)
@@ -113,12 +113,8 @@ def con() -> Iterator[duckdb.DuckDBPyConnection]:
 
 
 def duckdb_results(con: duckdb.DuckDBPyConnection, kind: str, batch: Sequence[Row]) -> list[tuple[Any, ...]]:
-    con.execute("DROP TABLE IF EXISTS t")
-    con.execute(create_sql(kind, DUCKDB, "t"))
     names = [name for name, _ in columns(kind)]
-    con.executemany(f"INSERT INTO t VALUES (?, {', '.join('?' for _ in names)})",
-                    [[i, *(row[n] for n in names)] for i, row in enumerate(batch)])
-    return con.execute(select_sql(kind, DUCKDB, "t")).fetchall()
+    return duckdb_select(con, create_sql(kind, DUCKDB, "t"), names, batch, select_sql(kind, DUCKDB, "t"))
 
 
 @pytest.mark.parametrize("kind", UNSUB_KINDS)
@@ -139,23 +135,9 @@ def test_duckdb_proves_every_plain_row(con: duckdb.DuckDBPyConnection, kind: str
 
 @pytest.fixture
 def postgres_results(postgres_url: str) -> Iterator[Callable[[str, Sequence[Row]], list[tuple[Any, ...]]]]:
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(postgres_url)
-
-    def run(kind: str, batch: Sequence[Row]) -> list[tuple[Any, ...]]:
-        names = [name for name, _ in columns(kind)]
-        with engine.begin() as con:
-            con.exec_driver_sql("DROP TABLE IF EXISTS t")
-            con.exec_driver_sql(create_sql(kind, POSTGRES, "t"))
-            placeholders = ", ".join(f"%(c{j})s" for j in range(len(names)))
-            con.exec_driver_sql(f"INSERT INTO t VALUES (%(i)s, {placeholders})",
-                                [{"i": i, **{f"c{j}": row[n] for j, n in enumerate(names)}}
-                                 for i, row in enumerate(batch)])
-            return [tuple(r) for r in con.exec_driver_sql(select_sql(kind, POSTGRES, "t")).fetchall()]
-
-    yield run
-    engine.dispose()
+    with postgres_select(postgres_url) as run:
+        yield lambda kind, batch: run(create_sql(kind, POSTGRES, "t"), [n for n, _ in columns(kind)], batch,
+                                      select_sql(kind, POSTGRES, "t"))
 
 
 @pytest.mark.postgres

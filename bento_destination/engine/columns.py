@@ -65,13 +65,9 @@ def dlt_name(column: str) -> str:
     return str(NamingConvention().normalize_identifier(column))
 
 
-def plan_subscribers(
-    columns: Sequence[tuple[str, str]], allow_secret_columns: bool = False
-) -> SubscriberColumns:
-    """The plan for (column name, kind) pairs, kind one of KINDS or anything else (unsupported).
-
-    Raises EngineDeclined when a column, or the table as a whole, needs the Python path.
-    """
+def by_dlt_name(columns: Sequence[tuple[str, str]]) -> dict[str, tuple[str, str]]:
+    """(input name, kind) by the name dlt gives each column; EngineDeclined for names the engine cannot map
+    one to one (shared, nested `__` paths, dlt's own prefix, two names dlt makes one)."""
     names = [name for name, _ in columns]
     if len(set(names)) != len(names):
         raise EngineDeclined("two input columns share a name")
@@ -83,6 +79,17 @@ def plan_subscribers(
         if name in by_dlt or name.startswith(_DLT_PREFIX):
             raise EngineDeclined(f"column `{column}` collides with another column once dlt names it")
         by_dlt[name] = (column, kind)
+    return by_dlt
+
+
+def plan_subscribers(
+    columns: Sequence[tuple[str, str]], allow_secret_columns: bool = False
+) -> SubscriberColumns:
+    """The plan for (column name, kind) pairs, kind one of KINDS or anything else (unsupported).
+
+    Raises EngineDeclined when a column, or the table as a whole, needs the Python path.
+    """
+    by_dlt = by_dlt_name(columns)
     plan = subscriber_plan(tuple(by_dlt))
     if plan.error is not None:
         raise EngineDeclined(plan.error[1])

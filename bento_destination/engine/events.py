@@ -22,7 +22,7 @@ from typing import Final
 
 from ..mapping.events import _event_plan
 from ..values import field_key
-from .columns import INTEGER, KINDS, TEXT, EngineDeclined, dlt_name
+from .columns import INTEGER, KINDS, TEXT, EngineDeclined, by_dlt_name
 from .sql import EMAIL_RE, MAX_EMAIL_LENGTH, PRINTABLE_OR_SPACE_RE, PRINTABLE_RE, Dialect, quote
 
 #: the kind of timestamp columns (DuckDB TIMESTAMP WITH TIME ZONE, TIMESTAMP, DATE; Postgres timestamptz,
@@ -46,17 +46,7 @@ class EventColumns:
 
 def plan_events(columns: Sequence[tuple[str, str]]) -> EventColumns:
     """The plan for (column name, kind) pairs of an event table; EngineDeclined when Python must decide."""
-    names = [name for name, _ in columns]
-    if len(set(names)) != len(names):
-        raise EngineDeclined("two input columns share a name")
-    by_dlt: dict[str, tuple[str, str]] = {}
-    for column, kind in columns:
-        if "__" in column:
-            raise EngineDeclined(f"column `{column}` is a nested path (dlt names those its own way)")
-        name = dlt_name(column)
-        if name in by_dlt or name.startswith("_dlt") or name.startswith("__bento"):
-            raise EngineDeclined(f"column `{column}` collides with another column once dlt names it")
-        by_dlt[name] = (column, kind)
+    by_dlt = by_dlt_name(columns)
     plan = _event_plan(tuple(by_dlt))
     if plan.unique is None:
         raise EngineDeclined("the events have no `unique_key` column: their keys are derived in Python")
