@@ -22,19 +22,17 @@ from .cli_sync_summary import sync_outcome
 
 
 def _engine_or_batches(
-    source: SyncInput, cfg: SyncSettings, options: dict[str, Any], working_dir: Path, note: Callable[[str], None]
+    source: SyncInput, cfg: SyncSettings, options: dict[str, Any], note: Callable[[str], None]
 ) -> Any:
     """The rows `sync()` extracts: the engine's new and changed rows where it can take the input (a DuckDB
-    or Postgres table of subscribers, the ledger on), else every row of the input."""
-    from bento_destination.config import resolve_destination_config
-    from bento_destination.engine import engine_rows
+    or Postgres table of subscribers, or of events with their own keys, the ledger on), else every row."""
+    from bento_destination.engine import diffed_rows
 
-    # the options as the load resolves them (flags, then dlt's config): the engine diffs against the same ledger
-    ledger = resolve_destination_config(cfg.pipeline_name, **options).ledger_options()
-    rows = engine_rows(
-        engine_source(source), operation=cfg.operation, table_name=source.table_name,
-        ledger_location=ledger.location(working_dir), site=cfg.settings.site_uuid, sync_ledger=ledger.sync_ledger,
-        full_resync=ledger.full_resync, allow_secret_columns=cfg.allow_secret_columns, note=note,
+    table = engine_source(source)
+    rows = None if table is None else diffed_rows(
+        table, operation=cfg.operation, pipeline_name=cfg.pipeline_name, pipelines_dir=cfg.pipelines_dir,
+        table_name=source.table_name, note=note, **_keywords(cfg.settings),
+        allow_secret_columns=cfg.allow_secret_columns, **options,
     )
     return source.batches() if rows is None else rows
 
@@ -56,7 +54,7 @@ def push(
     guard = SignalGuard(console, cancel, lambda: _run_progress(working_dir))
     # BentoRejectsExceeded: the loads finished; their reports below say what was rejected
     progress = ReportProgress(working_dir, known, total, console.note, cfg.operation, cfg.budgets)
-    data = _engine_or_batches(source, cfg, options, working_dir, console.note)
+    data = _engine_or_batches(source, cfg, options, console.note)
     with guard, budget_waits_shown(console), progress, contextlib.suppress(BentoRejectsExceeded):
         sync(
             data,

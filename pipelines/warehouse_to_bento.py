@@ -7,7 +7,9 @@
 
 Keys come from keywords, `[destination.bento]` in .dlt/secrets.toml, DESTINATION__BENTO__* or BENTO_*.
 DuckDB files are read directly as Arrow record batches (no SQLAlchemy driver needed); any other URL goes
-through dlt's `sql_table(backend="pyarrow")`. Either way rows stay Arrow until the sink converts one
+through dlt's `sql_table(backend="pyarrow")`. One table of subscribers (or of events with a `unique_key`
+column) in a DuckDB file or in Postgres is diffed where it lives first (docs/ledger.md): only its new and
+changed rows are read. Either way rows stay Arrow until the sink converts one
 batch at a time. Exit codes: 0 done, 1 failed, 2 unreadable input, 3 rows rejected past the threshold.
 """
 
@@ -28,6 +30,8 @@ import pyarrow as pa
 from dlt.extract.resource import DltResource
 
 from bento_destination import SINK_BATCH_SIZE
+from bento_destination.engine import EngineRows, EngineSource, diffed_rows
+from bento_destination.operations import resolve_operation
 from bento_destination.report import LoadReport
 from bento_destination.sync import DEFAULT_FILE_MAX_ITEMS, EXIT_OK, exit_code, explain, sync
 
@@ -88,6 +92,11 @@ def run(
     """
     if is_duckdb(source) and not Path(_duckdb_path(source)).is_file():
         raise FileNotFoundError(f"DuckDB file {_duckdb_path(source)} does not exist")
+    if len(tables) == 1:
+        rows = _diffed(source, tables[0], pipeline_name, pipelines_dir, destination_kwargs)
+        if rows is not None:  # only the new and changed rows, found by DuckDB or Postgres
+            return sync(rows, pipeline_name=pipeline_name, pipelines_dir=pipelines_dir, table_name=tables[0],
+                        file_max_items=file_max_items, **destination_kwargs)
     resources = [warehouse_table(source, table) for table in tables]
     return sync(
         resources,
@@ -96,6 +105,24 @@ def run(
         file_max_items=file_max_items,
         **destination_kwargs,
     )
+
+
+def _diffed(
+    source: str, table: str, pipeline_name: str, pipelines_dir: str | os.PathLike[str] | None,
+    destination_kwargs: dict[str, Any],
+) -> EngineRows | None:
+    """The engine's rows for one table of a DuckDB file or of Postgres (docs/ledger.md), else None."""
+    operation = resolve_operation(table, destination_kwargs.get("table_operations"))
+    if operation not in ("subscribers", "events"):
+        return None
+    if is_duckdb(source):
+        where = EngineSource("duckdb", _duckdb_path(source), table)
+    elif source.split("://", 1)[0].split("+", 1)[0] == "postgresql":
+        where = EngineSource("postgres", source, table)
+    else:
+        return None
+    return diffed_rows(where, operation=operation, pipeline_name=pipeline_name, pipelines_dir=pipelines_dir,
+                       table_name=table.rpartition(".")[2], **destination_kwargs)
 
 
 def write_demo_warehouse(path: Path, subscribers: int = 300, events: int = 600) -> None:

@@ -101,6 +101,27 @@ def test_pending_package_is_loaded_before_new_data(
     assert len(sent) == 1700 and len(set(sent)) == 1700
 
 
+def test_a_warehouse_table_is_diffed_in_duckdb_and_an_unchanged_rerun_reads_no_row(
+    emu: BentoEmulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse = tmp_path / "w.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("CREATE TABLE subscribers AS SELECT 'p' || i || '@example.com' AS email, i AS score "
+                    "FROM range(250) t(i)")
+    name = f"diffed_{uuid.uuid4().hex[:8]}"
+    first = warehouse_to_bento.run(str(warehouse), ["subscribers"], pipeline_name=name, pipelines_dir=tmp_path)
+    assert sum(r.tables["subscribers"].sent for r in first) == 250
+    assert "0 unchanged rows found in duckdb and not read; 250 new or changed rows go on" in capsys.readouterr().out
+
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute("UPDATE subscribers SET score = -1 WHERE email = 'p9@example.com'")
+    emu.reset_log()
+    again = warehouse_to_bento.run(str(warehouse), ["subscribers"], pipeline_name=name, pipelines_dir=tmp_path)
+    assert "249 unchanged rows found in duckdb and not read; 1 new or changed rows go on" in capsys.readouterr().out
+    assert [r.emails for r in emu.requests(path="/batch/subscribers")] == [["p9@example.com"]]
+    assert sum(r.tables["subscribers"].unchanged for r in again) == 249
+
+
 def test_any_sqlalchemy_url_through_sql_table(emu: BentoEmulator, tmp_path: Path) -> None:
     database = tmp_path / "crm.sqlite"
     with sqlite3.connect(database) as con:

@@ -244,8 +244,7 @@ class SyncLedger(LedgerReads):
         self._group.submit(changes)
 
     def record_later(self, changes: Callable[[LedgerTransaction], None]) -> Future[None]:
-        """As `record`, without waiting: the future is done once ``changes`` are committed (with whatever else
-        was queued by then, in one commit on the ledger's thread), or holds why not."""
+        """As `record`, without waiting: the future is done once ``changes`` are committed, or holds why not."""
         return self._group.submit_later(changes)
 
     @on_worker
@@ -275,11 +274,8 @@ class SyncLedger(LedgerReads):
             self._con.register("ledger_restamp", batch)
             try:
                 matched = self._con.sql(
-                    """
-                    SELECT b.key, b.new FROM ledger_restamp b JOIN ledger_entries e
-                      ON e.site = ? AND e.ns = ? AND e.sub = '' AND e.key = b.key AND e.value = b.old
-                    """,
-                    params=[self._site, ns],
+                    "SELECT b.key, b.new FROM ledger_restamp b JOIN ledger_entries e ON e.site = ? AND e.ns = ? "
+                    "AND e.sub = '' AND e.key = b.key AND e.value = b.old", params=[self._site, ns],
                 ).to_arrow_table()
                 assert matched is not None
             finally:
@@ -339,9 +335,7 @@ class SyncLedger(LedgerReads):
     @on_worker
     def refresh(self, ns: str) -> int:
         """Read the ``ns`` rows of segments other processes published since this ledger opened; how many.
-
-        Folder ledgers only (a DuckDB file is one process's at a time).
-        """
+        Folder ledgers only (a DuckDB file is one process's at a time)."""
         if self._replica is None:
             return 0
         with self._locked():
