@@ -202,7 +202,8 @@ def postgres_baseline(url: str, ledger_file: Path, site: str) -> tuple[float, in
     plan = plan_subscribers(postgres_columns(url, TABLE))
     started = time.perf_counter()
     done = subprocess.run(
-        [sys.executable, "-c", PG_BASELINE, url, str(ledger_file), pairs_sql(plan, TABLE), _judged(plan, "$1", "$2"), site],
+        [sys.executable, "-c", PG_BASELINE, url, str(ledger_file), pairs_sql(plan, TABLE),
+         _judged(plan, "$1", "$2"), site],
         capture_output=True, text=True, check=True,
     )
     return time.perf_counter() - started, int(done.stdout.split()[-1])
