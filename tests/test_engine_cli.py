@@ -353,3 +353,27 @@ def test_postgres_is_only_read_by_a_select_only_role_beside_an_open_write_transa
             con.exec_driver_sql("DROP OWNED BY bento_reader")
             con.exec_driver_sql("DROP ROLE bento_reader")
         admin.dispose()
+
+
+def test_a_diff_out_of_duckdb_memory_is_run_again_with_more_room(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bento_destination.engine import duckdb_diff, ledger_access
+    from bento_destination.engine.rows import EngineSource, engine_rows
+
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data, rows=20_000)
+    tries: list[str] = []
+    real_roomy = ledger_access.roomy
+
+    def tight_first(con: duckdb.DuckDBPyConnection, limit: str = "1MB") -> None:  # the engine's cap: too small
+        tries.append(limit)
+        real_roomy(con, limit)
+
+    monkeypatch.setattr(duckdb_diff, "roomy", tight_first)
+    monkeypatch.setattr(ledger_access, "roomy", tight_first)
+    rows = engine_rows(EngineSource("duckdb", str(data), "contacts"), operation="subscribers", table_name="contacts",
+                       ledger_location=str(tmp_path / "ledger.duckdb"), site=emu.site_uuid)
+    assert rows is not None
+    assert sum(batch.num_rows for batch in rows) == 20_000  # every row new, each once
+    assert tries[0] == "1MB" and tries[1:] == ["512MB"]  # out of memory at 1 MB, then done at the next cap

@@ -20,7 +20,7 @@ from ..ledger import SyncLedger
 from .columns import BOOLEAN, INTEGER, TEXT, EngineDeclined
 from .events import TIMESTAMP
 from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
-from .ledger_access import on_ledger, roomy, steady
+from .ledger_access import on_ledger, roomy, steady, with_more_room
 from .sql import DUCKDB, literal, quote
 
 ALIAS: Final = "bento_input"
@@ -105,16 +105,25 @@ class DuckDBDiff:
         """The new and changed rows, `rows` at a time; the file stays attached until the last batch."""
         params = [self._site, namespace(plan)]
 
-        def start(con: duckdb.DuckDBPyConnection) -> tuple[int, pa.RecordBatchReader]:
+        def start(con: duckdb.DuckDBPyConnection) -> tuple[int, pa.RecordBatchReader, pa.RecordBatch | None]:
             self._attach(con)
+            reader: pa.RecordBatchReader | None = None
             try:
                 roomy(con)
-                total = con.execute(f"SELECT count(*) FROM {table_ref(self._table)}").fetchall()[0][0]
-                reader = con.sql(diff_sql(plan, self._table), params=params).to_arrow_reader(rows)
+
+                def first_batch() -> tuple[int, pa.RecordBatchReader, pa.RecordBatch | None]:
+                    nonlocal reader
+                    if reader is not None:
+                        reader.close()
+                    total = con.execute(f"SELECT count(*) FROM {table_ref(self._table)}").fetchall()[0][0]
+                    reader = con.sql(diff_sql(plan, self._table), params=params).to_arrow_reader(rows)
+                    return int(total), reader, read(reader)  # the join and the count per email run here
+
+                total, opened, first = with_more_room(con, first_batch)
             except BaseException:
-                finish(con, None)
+                finish(con, reader)
                 raise
-            return int(total), reader
+            return total, opened, first
 
         def read(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
             try:
@@ -129,15 +138,15 @@ class DuckDBDiff:
             self._detach(con)
 
         # the file stays attached (read-only) from the count to the last row: no writer can change it meanwhile
-        total, reader = on_ledger(self._ledger, start)
+        total, reader, batch = on_ledger(self._ledger, start)
         try:
             while True:
-                batch = on_ledger(self._ledger, lambda _con: read(reader))
                 if batch is None:
                     break
                 if batch.num_rows:
                     self.sent += batch.num_rows
                     yield batch
+                batch = on_ledger(self._ledger, lambda _con: read(reader))
             if not self.sent:  # no row to send: the table still gets its load (and its report) with 0 rows
                 yield pa.RecordBatch.from_pylist([], schema=reader.schema)
             self.unchanged = total - self.sent

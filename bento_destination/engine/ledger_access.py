@@ -8,20 +8,25 @@ engine's cap and threads (ENGINE_MEMORY_LIMIT, ENGINE_THREADS), and the steady s
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Final, TypeVar
 
 import duckdb
 
 from ..ledger import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, SyncLedger
 
 _R = TypeVar("_R")
+logger = logging.getLogger(__name__)
 #: DuckDB's memory cap and threads while the engine's query runs over a whole table (DuckDB spills to its
 #: temporary folder beyond the cap): at 512 MB and every core an unchanged re-sync of 1,000,000 rows
 #: peaked at 462 MB, at 128 MB and two threads at 312 MB, 0.6 s slower (BENCHMARKS.md, ten million rows)
 ENGINE_MEMORY_LIMIT = "128MB"
 ENGINE_THREADS = 2
+#: caps tried in turn when DuckDB runs out of memory under the one before: at 10,000,000 rows the query
+#: needs more than 128 MB (its join and its count per email cannot spill everything)
+MORE_ROOM: Final = ("512MB", "2GB")
 
 
 def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R]) -> _R:
@@ -29,12 +34,24 @@ def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R
     return ledger.exclusive(lambda held: work(held._con))
 
 
-def roomy(con: duckdb.DuckDBPyConnection) -> None:
+def roomy(con: duckdb.DuckDBPyConnection, limit: str = ENGINE_MEMORY_LIMIT) -> None:
     """The engine's memory cap and threads, for one statement over a whole table (and no progress bar of
     DuckDB's on stdout, which is the command's JSON summary)."""
     con.execute("SET enable_progress_bar = false")
-    con.execute(f"SET memory_limit = '{ENGINE_MEMORY_LIMIT}'")
+    con.execute(f"SET memory_limit = '{limit}'")
     con.execute(f"SET threads = {min(ENGINE_THREADS, max(1, os.cpu_count() or 1))}")
+
+
+def with_more_room(con: duckdb.DuckDBPyConnection, work: Callable[[], _R]) -> _R:
+    """`work()` under the engine's cap; if DuckDB runs out of memory, again under each cap of MORE_ROOM (the
+    work must be safe to repeat: nothing of it was handed on yet). The last failure is raised."""
+    for larger in MORE_ROOM:
+        try:
+            return work()
+        except duckdb.OutOfMemoryException as error:
+            logger.info("the engine's query ran out of DuckDB memory (%s); trying again with %s", error, larger)
+            roomy(con, larger)
+    return work()
 
 
 def steady(con: duckdb.DuckDBPyConnection) -> None:

@@ -19,7 +19,7 @@ from ..ledger import SyncLedger
 from .columns import BOOLEAN, INTEGER, TEXT
 from .events import TIMESTAMP
 from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
-from .ledger_access import on_ledger, roomy, steady
+from .ledger_access import on_ledger, roomy, steady, with_more_room
 from .sql import POSTGRES, quote
 
 #: Postgres type OIDs whose values `sql.text_sql` renders exactly as `value_text` (text, varchar; int2, int4,
@@ -153,8 +153,9 @@ class PostgresDiff:
 
         def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, pa.Array | None]:
             try:
-                con.execute(f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged(plan, '$1', '$2')}",
-                            [self._site, namespace(plan)])
+                with_more_room(con, lambda: con.execute(
+                    f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged(plan, '$1', '$2')}",
+                    [self._site, namespace(plan)]))
                 total, same, unproven = con.execute(
                     "SELECT count(*), count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT ok) "
                     "FROM bento_engine_judged"
