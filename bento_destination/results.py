@@ -140,7 +140,7 @@ class _Collected:
     rows: list[pa.Table]
     marks: dict[Path, dict[str, Any]]
     spools: list[Path]
-    #: spools of sent rows with their loads' ids, read a chunk at a time when written (`_row_tables`)
+    #: spools of sent rows with their loads' ids, read a chunk at a time when written (`row_tables`)
     sent: list[tuple[Path, dict[str, str]]] = field(default_factory=list)
 
     def row_tables(self) -> Iterator[pa.Table]:
