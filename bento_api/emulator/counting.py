@@ -18,7 +18,7 @@ from .writes import (
     IMPORT_COMMANDS,
     batch_rows,
     check_command,
-    check_email_rows,
+    email_batch,
     parse_event_row,
     parse_subscriber_row,
 )
@@ -81,12 +81,9 @@ def batch_events(tally: Tally, call: Call) -> Response:
 
 
 def batch_emails(tally: Tally, call: Call) -> Response:
-    rows = batch_rows(call, "emails", limits.MAX_EMAILS_PER_BATCH)
+    rows = email_batch(call)
     if isinstance(rows, Response):
         return rows
-    refused = check_email_rows(call, rows)
-    if refused is not None:
-        return refused
     items = [{**row, "to": normalize_email(row["to"]) or ""} for row in rows]
 
     def apply() -> None:

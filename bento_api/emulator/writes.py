@@ -152,13 +152,18 @@ def batch_events(call: Call) -> Response:
     return Response(200, {"results": len(accepted), "failed": len(rows) - len(accepted)})
 
 
-def batch_emails(call: Call) -> Response:
+def email_batch(call: Call) -> list[Any] | Response:
+    """The rows of a `/batch/emails` body, or the error Bento answers it with (both emulator modes)."""
     rows = batch_rows(call, "emails", limits.MAX_EMAILS_PER_BATCH)
     if isinstance(rows, Response):
         return rows
-    refused = check_email_rows(call, rows)
-    if refused is not None:
-        return refused
+    return check_email_rows(call, rows) or rows
+
+
+def batch_emails(call: Call) -> Response:
+    rows = email_batch(call)
+    if isinstance(rows, Response):
+        return rows
     store = call.store
 
     def apply() -> None:
