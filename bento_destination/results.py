@@ -139,8 +139,7 @@ class _Collected:
     runs: list[dict[str, Any]]
     rows: list[pa.Table]
     marks: dict[Path, dict[str, Any]]
-    spools: list[Path]
-    #: spools of sent rows with their loads' ids, read a chunk at a time when written (`row_tables`)
+    #: spools of sent rows with their loads' ids, read a chunk at a time when written (`row_tables`), then deleted
     sent: list[tuple[Path, dict[str, str]]] = field(default_factory=list)
 
     def row_tables(self) -> Iterator[pa.Table]:
@@ -181,7 +180,7 @@ def record_results(
         return False
     for path, mark in collected.marks.items():
         _save_mark(path, mark)
-    for spool in collected.spools:
+    for spool, _ in collected.sent:
         spool.unlink(missing_ok=True)
     return True
 
@@ -190,7 +189,7 @@ def _collect(
     pipeline_name: str, folder: Path, run_id: str, started_at: dt.datetime, error: BaseException | None
 ) -> _Collected:
     """This run's loads: reports written since it started, and loads whose results are still to write."""
-    collected = _Collected([], [], {}, [])
+    collected = _Collected([], [], {})
     since = started_at.timestamp()
     finished_at = dt.datetime.now(dt.UTC)
     for load_id in load_ids(folder.parent):
@@ -226,7 +225,6 @@ def _collect(
             collected.rows.append(rejected)
         if spool.is_file():
             collected.sent.append((spool, ids))
-            collected.spools.append(spool)
         collected.marks[mark_file] = {"tables": counted, "reject_lines": lines, "pending": False}
     return collected
 
