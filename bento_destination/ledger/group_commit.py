@@ -65,11 +65,11 @@ class GroupCommit(Generic[_C]):
         changes are queued."""
         if self._schedule is None:
             raise RuntimeError("this group commit has no thread to commit on (pass schedule=)")
-        with self._queue_lock:
+        done: Future[None] = Future()
+        with self._queue_lock:  # one region: the bound holds exactly, and one drain is scheduled at a time
             while len(self._queued) >= self._max_waiting:
                 self._queue_lock.wait()
-        done = self._queue(changes)
-        with self._queue_lock:
+            self._queued.append((changes, done))
             schedule, self._drain_scheduled = not self._drain_scheduled, True
         if schedule:
             self._schedule(self._drain)
