@@ -3,6 +3,7 @@ once its own changes are committed (or raises why they were not)."""
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -127,9 +128,13 @@ def test_a_commit_takes_at_most_max_group_callers_and_submit_later_waits_past_ma
     assert [n for c in commits for n in c] == [0, 1, 2, 3, 99]  # oldest first
 
 
-def test_acknowledgements_that_outrun_the_commits_all_commit_under_the_steady_memory_cap(tmp_path: Path) -> None:
-    # 100 requests' rows queued at once: one commit of all of them needs more than the ledger's 32 MB steady cap
-    # (DuckDB's out-of-memory error, seen on an unthrottled 1,000,000-row sync); groups of MAX_GROUP do not
+def test_acknowledgements_that_outrun_the_commits_all_commit_under_the_steady_memory_cap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # 100 requests' rows queued at once: one commit of all of them needs more than the ledger's steady cap
+    # (DuckDB's out-of-memory error, seen on an unthrottled 1,000,000-row sync); groups of MAX_GROUP do not,
+    # so no commit needs the bulk cap's second try
+    caplog.set_level(logging.INFO, logger="bento_destination.ledger")
     with SyncLedger.open(str(tmp_path / "ledger.duckdb"), site="site") as ledger:
         futures = []
         for request in range(100):
@@ -139,3 +144,20 @@ def test_acknowledgements_that_outrun_the_commits_all_commit_under_the_steady_me
             future.result(60)
         pairs = [(f"p{r}-{i}@example.com", "s2:" + "f" * 64 + str(i)) for r in range(100) for i in range(1000)]
         assert len(ledger.partition("subscribers", pairs)[2]) == 100_000
+    assert not [r for r in caplog.records if "ran out of DuckDB memory" in r.getMessage()]
+
+
+def test_a_commit_past_the_steady_cap_is_applied_again_under_the_bulk_cap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a steady cap too small for one request's rows: the commit is rolled back, applied again under the bulk
+    # cap, and every row is stored once; without the second try the acknowledgement raised DuckDB's error
+    caplog.set_level(logging.INFO, logger="bento_destination.ledger")
+    path = str(tmp_path / "ledger.duckdb")
+    pairs = [(f"q{i}@example.com", "s2:" + "f" * 64 + str(i)) for i in range(8000)]
+    with SyncLedger.open(path, site="site", memory_limit="6MB") as ledger:
+        ledger.acknowledge("subscribers", pairs)
+    assert [r for r in caplog.records if "ran out of DuckDB memory" in r.getMessage()]
+    with SyncLedger.open(path, site="site") as ledger:
+        assert len(ledger.partition("subscribers", pairs)[2]) == 8000
+        assert len(ledger.entries("subscribers")) == 8000

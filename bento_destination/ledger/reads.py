@@ -5,9 +5,11 @@ Each is one join of the batch against the ledger table on the ledger's thread; n
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import duckdb
 import numpy
@@ -16,11 +18,15 @@ import pyarrow as pa
 from bento_api.facts import normalise_email
 
 from .classes import CHANGED, NEW, STALE, UNCHANGED
+from .database import BULK_ROWS
 from .keys import VERSION_SQL
-from .replica import fetch_one
+from .replica import fetch_one, sql_literal
 from .transaction import TAGS_NS, UNSUBSCRIBED_NS, Pairs, as_list, check_operation, pairs_table, string_array
 from .upgrade import OlderFingerprints, settle_stale
 from .worker import Worker, on_worker
+
+logger = logging.getLogger(__name__)
+_R = TypeVar("_R")
 
 
 class LedgerReads:
@@ -29,16 +35,39 @@ class LedgerReads:
     _worker: Worker
     _con: duckdb.DuckDBPyConnection
     _site: str
+    _memory_limits: tuple[str, str]  # (steady, bulk) DuckDB caps
     full_resync: bool
 
     def _locked(self) -> AbstractContextManager[None]:
         raise NotImplementedError
 
-    def _roomy(self, rows: int) -> AbstractContextManager[None]:
-        raise NotImplementedError
-
     def _ensure_open(self) -> None:
         raise NotImplementedError
+
+    @contextlib.contextmanager
+    def _roomy(self, rows: int) -> Iterator[None]:
+        """Raise DuckDB's cap to the bulk one while a statement handles more than BULK_ROWS rows."""
+        steady, bulk = self._memory_limits
+        if rows <= BULK_ROWS or steady == bulk:
+            yield
+            return
+        self._con.execute(f"SET memory_limit = '{sql_literal(bulk)}'")
+        try:
+            yield
+        finally:
+            self._con.execute(f"SET memory_limit = '{sql_literal(steady)}'")
+
+    def _with_room(self, rows: int, work: Callable[[], _R]) -> _R:
+        """`work()` under the cap for ``rows`` rows (`_roomy`); on DuckDB's out-of-memory error, once more under
+        the bulk cap. The steady cap is small on purpose (it is most of the ledger's memory), and a statement
+        of unusual rows (many tags to a person) may need more; ``work`` must be safe to repeat."""
+        try:
+            with self._roomy(rows):
+                return work()
+        except duckdb.OutOfMemoryException as error:
+            logger.info("a ledger statement ran out of DuckDB memory (%s); running it again under the bulk cap", error)
+            with self._roomy(BULK_ROWS + 1):
+                return work()
 
     def restamp(self, operation: str, keys: Sequence[str], older: Sequence[str], newer: Sequence[str]) -> int:
         raise NotImplementedError
@@ -87,20 +116,18 @@ class LedgerReads:
             return numpy.zeros(n, numpy.int8)
         batch = batch.append_column("i", pa.array(numpy.arange(n, dtype=numpy.int64)))
         stored, given = VERSION_SQL.format(value="e.value"), VERSION_SQL.format(value="b.fp")
-        with self._locked(), self._roomy(n):
+        query = f"""
+            SELECT b.i, CASE WHEN e.value = b.fp THEN {UNCHANGED}
+                             WHEN {stored} < {given} THEN {STALE}
+                             ELSE {CHANGED} END::TINYINT AS c
+            FROM ledger_batch b
+            JOIN ledger_entries e
+              ON e.site = ? AND e.ns = ? AND e.sub = '' AND e.key = b.key
+        """
+        with self._locked():
             self._con.register("ledger_batch", batch)
             try:
-                result = self._con.execute(
-                    f"""
-                    SELECT b.i, CASE WHEN e.value = b.fp THEN {UNCHANGED}
-                                     WHEN {stored} < {given} THEN {STALE}
-                                     ELSE {CHANGED} END::TINYINT AS c
-                    FROM ledger_batch b
-                    JOIN ledger_entries e
-                      ON e.site = ? AND e.ns = ? AND e.sub = '' AND e.key = b.key
-                    """,
-                    [self._site, ns],
-                ).fetchnumpy()
+                result = self._with_room(n, lambda: self._con.execute(query, [self._site, ns]).fetchnumpy())
             finally:
                 self._con.unregister("ledger_batch")
         out = numpy.zeros(n, numpy.int8)

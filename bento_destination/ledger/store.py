@@ -30,7 +30,6 @@ import fsspec  # type: ignore[import-untyped]  # fsspec ships no type hints
 import pyarrow as pa
 
 from .database import (
-    BULK_ROWS,
     DEFAULT_BULK_MEMORY_LIMIT,
     DEFAULT_MEMORY_LIMIT,
     DEFAULT_THREADS,
@@ -42,7 +41,7 @@ from .group_commit import GroupCommit
 from .keys import fingerprint
 from .lww import SequenceClock, apply_ops
 from .reads import LedgerReads
-from .replica import SegmentReplica, fetch_one, sql_literal
+from .replica import SegmentReplica, fetch_one
 from .segments import SegmentStore
 from .transaction import LedgerTransaction, Pairs, check_operation, pairs_table
 from .worker import Worker, on_worker
@@ -318,17 +317,20 @@ class SyncLedger(LedgerReads):
             if self._replica is not None:
                 # the segment is the durable record; the cache follows it (and is rebuilt from it on open)
                 self._replica.publish(ops, base)
-            self._con.execute("BEGIN TRANSACTION")
-            self._con.register("ledger_ops", ops)
-            try:
-                with self._roomy(ops.num_rows):
-                    apply_ops(self._con, "ledger_ops", self._site)
-                self._con.execute("COMMIT")
-            except BaseException:
-                self._con.execute("ROLLBACK")  # first: an aborted transaction refuses everything else
-                raise
-            finally:
-                self._con.unregister("ledger_ops")
+            self._with_room(ops.num_rows, lambda: self._apply(ops))
+
+    def _apply(self, ops: pa.Table) -> None:
+        """Apply stamped ops in one transaction; a failure rolls all of them back (safe to repeat)."""
+        self._con.execute("BEGIN TRANSACTION")
+        self._con.register("ledger_ops", ops)
+        try:
+            apply_ops(self._con, "ledger_ops", self._site)
+            self._con.execute("COMMIT")
+        except BaseException:
+            self._con.execute("ROLLBACK")  # first: an aborted transaction refuses everything else
+            raise
+        finally:
+            self._con.unregister("ledger_ops")
 
     # ----------------------------------------------------------------- segments
 
@@ -370,19 +372,6 @@ class SyncLedger(LedgerReads):
             return work(self)
 
     # ----------------------------------------------------------------- plumbing
-
-    @contextlib.contextmanager
-    def _roomy(self, rows: int) -> Iterator[None]:
-        """Raise DuckDB's cap to the bulk one while a statement handles more than BULK_ROWS rows."""
-        steady, bulk = self._memory_limits
-        if rows <= BULK_ROWS or steady == bulk:
-            yield
-            return
-        self._con.execute(f"SET memory_limit = '{sql_literal(bulk)}'")
-        try:
-            yield
-        finally:
-            self._con.execute(f"SET memory_limit = '{sql_literal(steady)}'")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
