@@ -24,6 +24,13 @@ REQUEST_MAXIMA: Final[dict[str, int]] = {op: e.maximum for op, e in WRITE_ENDPOI
 #: rows the pre-pass and the dry run read at a time, and the rows of a batch of the release before the sink
 #: read whole files (dlt's offsets of a package it left pending count in these): the largest maximum
 SINK_BATCH_SIZE: Final = max(REQUEST_MAXIMA.values())
+#: load jobs (files) dlt runs at once. Each job sends its file's requests side by side on the run's shared
+#: pool (request_pipeline.py), so one job alone keeps every request slot busy; more jobs only hold more
+#: mapped windows. With the ledger's 16 MB cap, a streamed 1,000,000-row sync peaked about 20 MB higher at 8
+#: jobs than at 3, with the same rows/s (all three changes together: 350 MB -> 325 MB, BENCHMARKS.md); two
+#: jobs left a job's tail (its last requests and commits) uncovered often enough to cost about a tenth of
+#: the rows/s.
+MAX_LOAD_JOBS: Final = 3
 
 #: a 400 or 422 on a request of more rows than this applied nothing: it is halved and sent again; a smaller one is
 #: rejected as refused. A 413 (body too large) is split further, down to single rows (docs/destination.md).

@@ -32,7 +32,6 @@ from bento_api import (
     BentoError,
     RequestGate,
 )
-from bento_api.limits import DEFAULT_MAX_IN_FLIGHT
 
 from .changes import BLAST_RADIUS, LEDGER_OPERATIONS, BatchChanges, batch_changes
 from .config import BentoDestinationConfig
@@ -58,6 +57,7 @@ from .settings import (
     DEFAULT_REJECT_THRESHOLD,
     DESTINATION_NAME,
     EMAIL_NEEDS_LEDGER,
+    MAX_LOAD_JOBS,
     OPERATIONS,
     REJECTS_DIRNAME,
 )
@@ -167,8 +167,8 @@ def _as_dlt_error(error: BaseException) -> Exception:
     naming_convention="direct",
     skip_dlt_columns_and_tables=True,
     max_table_nesting=0,
-    # jobs beyond the client's cap on requests in flight would only wait for it, holding their batches
-    max_parallel_load_jobs=DEFAULT_MAX_IN_FLIGHT,
+    # more jobs would only hold more windows: each one's requests go out side by side (settings.MAX_LOAD_JOBS)
+    max_parallel_load_jobs=MAX_LOAD_JOBS,
 )
 def bento(
     items: TDataItems,

@@ -300,7 +300,9 @@ def balanced_file_rows(total_rows: int | None, jobs: int = DEFAULT_MAX_IN_FLIGHT
     took 12.5 s instead of 10.9 s. So when the total is known, the files come in whole waves of at most
     `jobs` files of whole batches (100,000 rows: 7 files, six of 15,000 and one of 10,000); when it is
     not, DEFAULT_FILE_MAX_ITEMS. Above dlt's write buffer a file rotates only at a multiple of it, so the
-    size is rounded up to one: the count of files is then what dlt really writes.
+    size is rounded up to one: the count of files is then what dlt really writes. Since a load job sends its
+    file's requests side by side, dlt runs fewer jobs than this (settings.MAX_LOAD_JOBS) and a job alone at
+    the end still fills the budget; the files keep this size, which keeps each pre-pass join small.
     """
     if total_rows is None:
         return DEFAULT_FILE_MAX_ITEMS
