@@ -28,7 +28,7 @@ import numpy
 
 #: window schedules: the first windows are small and grow, so the first requests go out at once and each
 #: window is mapped while the one before it is being sent; then windows of one size for good, large enough
-#: that requests of changed rows fill up, small enough that eight load jobs' windows fit in memory (at
+#: that requests of changed rows fill up, small enough that the load jobs' windows fit in memory (at
 #: 20,000 rows, a 1,000,000-row sync held about 130 MB more). Whole thousands, so full windows pack into
 #: full requests. A file's schedule is kept in its state: a package planned with an earlier schedule resumes
 #: with the windows it was planned in.
