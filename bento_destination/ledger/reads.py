@@ -61,10 +61,13 @@ class LedgerReads:
         """`work()` under the cap for ``rows`` rows (`_roomy`); on DuckDB's out-of-memory error, once more under
         the bulk cap. The steady cap is small on purpose (it is most of the ledger's memory), and a statement
         of unusual rows (many tags to a person) may need more; ``work`` must be safe to repeat."""
+        steady, bulk = self._memory_limits
         try:
             with self._roomy(rows):
                 return work()
         except duckdb.OutOfMemoryException as error:
+            if rows > BULK_ROWS or steady == bulk:
+                raise  # it already ran under the bulk cap: the same try again would only fail again
             logger.info("a ledger statement ran out of DuckDB memory (%s); running it again under the bulk cap", error)
             with self._roomy(BULK_ROWS + 1):
                 return work()
