@@ -161,3 +161,44 @@ def test_a_commit_past_the_steady_cap_is_applied_again_under_the_bulk_cap(
     with SyncLedger.open(path, site="site") as ledger:
         assert len(ledger.partition("subscribers", pairs)[2]) == 8000
         assert len(ledger.entries("subscribers")) == 8000
+
+
+def _reopened_ledger_with_every_kind_of_entry(location: str) -> None:
+    with SyncLedger.open(location, site="site") as ledger:
+        ledger.acknowledge("subscribers", [(f"k{i}@example.com", f"s2:{i}") for i in range(4)])
+        ledger.mark_unsubscribed(["gone@example.com"])
+        ledger.add_owned_tags([("k0@example.com", "crm")])
+
+
+def _read_each_way(ledger: SyncLedger) -> None:
+    two = ["gone@example.com", "k0@example.com"]
+    assert ledger.unsubscribed(two) == {"gone@example.com"}
+    assert ledger.seen("subscribers", two) == {"k0@example.com"}
+    assert ledger.owned_tags(two) == {"gone@example.com": set(), "k0@example.com": {"crm"}}
+    assert [key for key, *_ in ledger.entries("_unsubscribed", two)] == ["gone@example.com"]
+    assert list(ledger.classify("subscribers", [("k0@example.com", "s2:0"), ("k1@example.com", "s2:x")])) == [2, 1]
+
+
+@pytest.mark.parametrize("kind", ["file", "folder"])
+def test_lookups_of_a_few_keys_fit_the_steady_cap_with_no_second_try(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, kind: str
+) -> None:
+    # DuckDB's hash join of two keys against a reopened ledger asked for 7.5 MiB: under a 16 MB cap every
+    # consent and tag lookup ran out of memory and ran again under the bulk cap
+    location = str(tmp_path / ("ledger.duckdb" if kind == "file" else "ledger-folder"))
+    _reopened_ledger_with_every_kind_of_entry(location)
+    caplog.set_level(logging.INFO, logger="bento_destination.ledger")
+    with SyncLedger.open(location, site="site") as ledger:
+        _read_each_way(ledger)
+    assert not [r for r in caplog.records if "ran out of DuckDB memory" in r.getMessage()]
+
+
+def test_a_lookup_past_the_steady_cap_is_run_again_under_the_bulk_cap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    location = str(tmp_path / "ledger.duckdb")
+    _reopened_ledger_with_every_kind_of_entry(location)
+    caplog.set_level(logging.INFO, logger="bento_destination.ledger")
+    with SyncLedger.open(location, site="site", memory_limit="8MB") as ledger:
+        _read_each_way(ledger)
+    assert len([r for r in caplog.records if "ran out of DuckDB memory" in r.getMessage()]) >= 4

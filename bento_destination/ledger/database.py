@@ -13,10 +13,11 @@ from .keys import FORMAT_VERSION, VERSIONS
 #: DuckDB's working-memory cap for the ledger; beyond it DuckDB spills to its temporary folder (joins,
 #: compaction) or evicts table blocks it can read again. 1,000,000 keys are about 40 MB in DuckDB's
 #: format. Not much lower: a checkpoint needs a few MB pinned, and at 8 MB it failed (a fatal error).
-#: At 32 MB the ledger's buffers were about 15 MB of a streamed 1,000,000-row sync's peak RSS; commits
-#: of one group (8 requests, 3,000,000 keys stored) fit in 16 MB, and a statement that does not gets a
-#: second try under the bulk cap (`LedgerReads._with_room`).
-DEFAULT_MEMORY_LIMIT = "16MB"
+#: At 32 MB the ledger's buffers were about 15 MB of a streamed 1,000,000-row sync's peak RSS. Not 16 MB:
+#: DuckDB's hash join of even two keys against a reopened ledger asks for 7.5 MiB, which ran out there on
+#: every consent and tag lookup; at 24 MB lookups and commits of up to 50,000 keys against 1,000,000 stored
+#: fit. A statement that does not gets a second try under the bulk cap (`LedgerReads._with_room`).
+DEFAULT_MEMORY_LIMIT = "24MB"
 #: the cap while one statement handles more than BULK_ROWS rows (a load file's keys classified at once,
 #: a million keys acknowledged at once, reading many segments, compacting): such a statement needs room
 #: for its intermediates (classifying 100,000 keys ran out at 16 MB), and the steady cap comes back when

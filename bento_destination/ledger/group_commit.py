@@ -19,7 +19,7 @@ _C = TypeVar("_C")
 
 
 #: changes of at most this many callers go into one commit: each is one request's rows (up to 1000), and a
-#: commit's ops are grouped in DuckDB under the ledger's steady memory cap (16 MB), which a commit of 100
+#: commit's ops are grouped in DuckDB under the ledger's steady memory cap (24 MB), which a commit of 100
 #: requests' rows exceeded (an unthrottled 1,000,000-row sync, whose answers outran the commits)
 MAX_GROUP: Final = 8
 #: `submit_later` waits while this many changes wait for their commit: the sink sends no faster than the

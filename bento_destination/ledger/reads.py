@@ -171,14 +171,14 @@ class LedgerReads:
         with self._locked():
             self._con.register("ledger_keys", pa.table({"key": keys}))
             try:
-                rows = self._con.execute(
+                rows = self._with_room(len(keys), lambda: self._con.execute(
                     """
-                    SELECT DISTINCT e.key FROM ledger_entries e
+                    SELECT e.key FROM ledger_entries e
                     SEMI JOIN ledger_keys k ON e.key = k.key
                     WHERE e.site = ? AND e.ns = ?
                     """,
                     [self._site, ns],
-                ).fetchall()
+                ).fetchall())
             finally:
                 self._con.unregister("ledger_keys")
         return {row[0] for row in rows}
@@ -219,10 +219,10 @@ class LedgerReads:
         """(key, sub, value, seq) of a reserved namespace, for ``keys`` or all of it; ignores ``full_resync``."""
         with self._locked():
             if keys is None:
-                rows = self._con.execute(
+                rows = self._with_room(0, lambda: self._con.execute(
                     "SELECT key, sub, value, seq FROM ledger_entries WHERE site = ? AND ns = ? ORDER BY seq",
                     [self._site, ns],
-                ).fetchall()
+                ).fetchall())
             else:
                 array = string_array(as_list(keys), "key")
                 if not len(array):
@@ -235,13 +235,13 @@ class LedgerReads:
         with self._locked():
             self._con.register("ledger_keys", pa.table({"key": keys}))
             try:
-                rows = self._con.execute(
+                rows = self._with_room(len(keys), lambda: self._con.execute(
                     f"""
                     SELECT {columns} FROM ledger_entries e SEMI JOIN ledger_keys k ON e.key = k.key
                     WHERE e.site = ? AND e.ns = ? {order}
                     """,
                     [self._site, ns],
-                ).fetchall()
+                ).fetchall())
             finally:
                 self._con.unregister("ledger_keys")
         yield from rows
