@@ -56,7 +56,7 @@ $(VENV)/.installed-s3: pyproject.toml $(STAMP)
 
 test-postgres: postgres-server $(VENV)/.installed-postgres
 	$(BIN)/pytest -q -m postgres tests/test_postgres.py tests/test_sync_results.py tests/test_engine_cli.py \
-		tests/test_engine_fingerprint.py tests/test_engine_event_keys.py
+		tests/test_engine_fingerprint.py tests/test_engine_event_keys.py tests/test_postgres_ledger.py
 
 test-s3: $(VENV)/.installed-s3
 	$(BIN)/pytest -q -m s3 tests/test_s3_ledger.py tests/test_s3_lease.py

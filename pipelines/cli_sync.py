@@ -51,8 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="send every row, ignoring what the ledger says Bento already has (still recorded)")
     ledger.add_argument("--no-ledger", action="store_true", help="neither read nor write the ledger")
     ledger.add_argument("--ledger-url", metavar="URL",
-                        help="ledger location: a .duckdb file, a folder or s3://, gs://... (default: a DuckDB "
-                             "file in the pipeline's folder)")
+                        help="ledger location: a .duckdb file, a folder, s3://, gs://..., or "
+                             "postgresql://...?schema=NAME (needs CREATE rights) (default: a DuckDB file in the "
+                             "pipeline's folder)")
     ledger.add_argument("--derive-event-keys", action="store_true",
                         help="deprecated, does nothing: events get derived keys by default (see --no-event-keys)")
     ledger.add_argument("--allow-events-for-unsubscribed", action="store_true",

@@ -8,9 +8,10 @@ which tags this connector added (tag ownership). See docs/ledger.md.
 
 The package, one job per module: `keys` (canonical JSON, fingerprints, event keys and their versions),
 `transaction` (the ops a commit writes), `lww` (the last-write-wins rule, the one place its SQL lives),
-`segments` (the fsspec segment store), `replica` (segments mirrored into the DuckDB cache), `database`
-(tables, caps, versions of a ledger file), `worker` (the DuckDB thread), `classes`, `reads` and `store` (`SyncLedger`),
-`upgrade` (entries of an older fingerprint version migrate as they are compared). The blast-radius rule
+`segments` (the fsspec segment store), `postgres_store` (segments as rows of a Postgres schema), `replica`
+(segments mirrored into the DuckDB cache), `database` (tables, caps, versions of a ledger file), `worker` (the
+DuckDB thread), `classes`, `reads` and `store` (`SyncLedger`), `upgrade` (entries of an older fingerprint
+version migrate as they are compared). The blast-radius rule
 lives in `bento_destination.policy`; it is re-exported here for the callers that import it from here.
 """
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from .errors import LedgerError
 from .keys import FORMAT_VERSION
 from .lww import SequenceClock, apply_ops, resolved_ops
-from .segments import SEGMENT_SCHEMA, SEGMENT_SUFFIX, SegmentStore, segment_format, segment_name
+from .segments import SEGMENT_SCHEMA, SEGMENT_SUFFIX, Segments, segment_format, segment_name
 
 _RAW_DDL = """
 CREATE OR REPLACE TEMP TABLE ledger_raw (
@@ -50,7 +50,7 @@ class SegmentReplica:
         *,
         site: str,
         location: str,
-        store: SegmentStore,
+        store: Segments,
         cache_dir: str,
         clock: SequenceClock,
         roomy: Callable[[int], AbstractContextManager[None]],

@@ -13,7 +13,7 @@ import posixpath
 import shutil
 import uuid
 from collections.abc import Sequence
-from typing import Any, Final
+from typing import Any, Final, Protocol
 
 import fsspec  # type: ignore[import-untyped]  # fsspec ships no type hints
 import pyarrow as pa
@@ -55,6 +55,18 @@ def segment_format(metadata: dict[bytes, bytes] | None) -> int:
         return int(text)
     except ValueError:
         raise LedgerError(f"a ledger segment has an unknown format version {text!r}") from None
+
+
+class Segments(Protocol):
+    """Where a ledger's segments live: an fsspec folder (`SegmentStore`) or a Postgres schema
+    (`postgres_store.PostgresSegmentStore`). Publishing is all or nothing; a deleted segment's fetch raises
+    FileNotFoundError."""
+
+    def list(self) -> list[str]: ...
+    def publish(self, local_file: str, name: str) -> str: ...
+    def fetch(self, path: str, local_dir: str) -> str: ...
+    def delete(self, paths: Sequence[str]) -> None: ...
+    def close(self) -> None: ...
 
 
 class SegmentStore:
@@ -136,6 +148,9 @@ class SegmentStore:
         for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(path)
+
+    def close(self) -> None:
+        """Nothing to release: fsspec keeps its own connections."""
 
 
 def _fsync_dir(path: str) -> None:

@@ -40,9 +40,10 @@ from .errors import LedgerError
 from .group_commit import GroupCommit
 from .keys import fingerprint
 from .lww import SequenceClock, apply_ops
+from .postgres_store import PostgresSegmentStore, display_location, is_postgres_location
 from .reads import LedgerReads
 from .replica import SegmentReplica, fetch_one
-from .segments import SegmentStore
+from .segments import Segments, SegmentStore
 from .transaction import LedgerTransaction, Pairs, check_operation, pairs_table
 from .worker import Worker, on_worker
 
@@ -64,7 +65,7 @@ class SyncLedger(LedgerReads):
         *,
         site: str,
         location: str,
-        store: SegmentStore | None = None,
+        store: Segments | None = None,
         cache_dir: str | None = None,
         full_resync: bool = False,
         worker: Worker | None = None,
@@ -87,7 +88,7 @@ class SyncLedger(LedgerReads):
             else SegmentReplica(
                 con,
                 site=site,
-                location=location,
+                location=display_location(location),
                 store=store,
                 cache_dir=cache_dir,
                 clock=self._clock,
@@ -193,14 +194,18 @@ class SyncLedger(LedgerReads):
         storage_options: Mapping[str, Any] | None,
         config: dict[str, Any],
     ) -> SyncLedger:
-        try:
-            fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
-            store = SegmentStore(fs, posixpath.join(root, site))
-        except (ImportError, ValueError, OSError) as exc:
-            raise LedgerError(
-                f"cannot use the ledger location {url!r}: {exc}. Check the URL and that its fsspec driver "
-                "(s3fs, gcsfs, adlfs, ...) is installed and has credentials"
-            ) from exc
+        store: Segments
+        if is_postgres_location(url):
+            store = PostgresSegmentStore(url, site)
+        else:
+            try:
+                fs, root = fsspec.core.url_to_fs(url, **dict(storage_options or {}))
+                store = SegmentStore(fs, posixpath.join(root, site))
+            except (ImportError, ValueError, OSError) as exc:
+                raise LedgerError(
+                    f"cannot use the ledger location {url!r}: {exc}. Check the URL and that its fsspec driver "
+                    "(s3fs, gcsfs, adlfs, ...) is installed and has credentials"
+                ) from exc
         cache_dir = tempfile.mkdtemp(prefix="bento-ledger-")
         try:
             con = duckdb.connect(os.path.join(cache_dir, "cache.duckdb"), config=config)
@@ -210,6 +215,7 @@ class SyncLedger(LedgerReads):
             )
         except BaseException:
             shutil.rmtree(cache_dir, ignore_errors=True)
+            store.close()
             raise
         try:
             with ledger._locked():
@@ -398,6 +404,7 @@ class SyncLedger(LedgerReads):
             self._con.close()
             if self._replica is not None:
                 shutil.rmtree(self._replica.cache_dir, ignore_errors=True)
+                self._replica.store.close()
 
     def __enter__(self) -> Self:
         return self
