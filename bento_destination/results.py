@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import io
 import json
 import logging
 import os
@@ -31,11 +30,10 @@ from typing import Any, Final
 from urllib.parse import urlsplit
 
 import pyarrow as pa
-import pyarrow.json as pa_json
 
 from .rejects import load_ids
 from .report import LoadReport, read_report
-from .sent_rows import SENT_SUFFIX, spool_path
+from .sent_rows import CSV_MEMORY_LIMIT, SENT_SUFFIX, spool_paths, spool_sql, spool_tables
 from .settings import REJECTS_SUFFIX, REPORT_SUFFIX
 
 RUNS_TABLE: Final = "bento_sync_runs"
@@ -72,11 +70,8 @@ ROWS_SCHEMA = pa.schema(
         pa.field("detail", pa.string()), pa.field("row_json", pa.string()),
     ]
 )
-#: DuckDB's memory cap while it writes a results file (it reads the spools of sent rows itself)
-RESULTS_MEMORY_LIMIT = "64MB"
 #: bytes of the sent rows' spool parsed at a time for a dlt destination (about 60,000 rows)
 SPOOL_CHUNK_BYTES = 8 << 20
-_SPOOL_SCHEMA = pa.schema([pa.field(n, pa.string()) for n in ("table", "operation", "email", "key")])
 _DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.timestamp("us", tz="UTC"): "TIMESTAMPTZ"}
 
 
@@ -195,10 +190,10 @@ def _collect(
     for load_id in load_ids(folder.parent):
         report_file = folder / f"{load_id}{REPORT_SUFFIX}"
         mark_file = folder / f"{load_id}{MARK_SUFFIX}"
-        spool = spool_path(folder, load_id)
+        spools = spool_paths(folder, load_id)
         mark = _read_mark(mark_file)
         touched = report_file.is_file() and report_file.stat().st_mtime >= since
-        if not (touched or spool.is_file() or mark.get("pending")):
+        if not (touched or spools or mark.get("pending")):
             continue
         report = read_report(folder.parent, load_id)
         if report is None:
@@ -223,8 +218,7 @@ def _collect(
         lines, rejected = _rejected_rows(folder / f"{load_id}{REJECTS_SUFFIX}", int(mark.get("reject_lines", 0)), ids)
         if rejected is not None:
             collected.rows.append(rejected)
-        if spool.is_file():
-            collected.sent.append((spool, ids))
+        collected.sent.extend((spool, ids) for spool in spools)
         collected.marks[mark_file] = {"tables": counted, "reject_lines": lines, "pending": False}
     return collected
 
@@ -265,14 +259,11 @@ def _rejected_rows(path: Path, skip: int, ids: dict[str, str]) -> tuple[int, pa.
 def _sent_rows(spool: Path, ids: dict[str, str]) -> Iterator[pa.Table]:
     """The spool of sent rows as Arrow tables of about SPOOL_CHUNK_BYTES of spool each (whole lines, parsed
     by pyarrow: no Python object per row)."""
-    with spool.open("rb") as handle:
-        while block := handle.read(SPOOL_CHUNK_BYTES):
-            block += handle.readline()  # up to the end of the line the block cut
-            yield _sent_table(block, ids)
+    for spooled in spool_tables(spool, SPOOL_CHUNK_BYTES):
+        yield _sent_table(spooled, ids)
 
 
-def _sent_table(block: bytes, ids: dict[str, str]) -> pa.Table:
-    spooled = pa_json.read_json(io.BytesIO(block), parse_options=pa_json.ParseOptions(explicit_schema=_SPOOL_SCHEMA))
+def _sent_table(spooled: pa.Table, ids: dict[str, str]) -> pa.Table:
     size = spooled.num_rows
 
     def constant(value: str | None) -> Any:
@@ -314,7 +305,7 @@ def _write_duckdb(
     sent rows itself, under a memory cap: a million sent rows went through Arrow tables at 300 MB more."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _connect_waiting(path) as con:
-        con.execute(f"SET memory_limit = '{RESULTS_MEMORY_LIMIT}'")
+        con.execute(f"SET memory_limit = '{CSV_MEMORY_LIMIT}'")
         con.execute("SET threads = 1")  # each DuckDB thread needs its own buffers; one fits the cap
         con.execute(_ddl(RUNS_TABLE, RUNS_SCHEMA))
         con.execute(_ddl(ROWS_TABLE, ROWS_SCHEMA))
@@ -325,13 +316,14 @@ def _write_duckdb(
             con.register("new_rows", part)
             con.execute(f"INSERT INTO {ROWS_TABLE} BY NAME SELECT * FROM new_rows")
             con.unregister("new_rows")
-        columns = "{" + ", ".join(f"'{f.name}': 'VARCHAR'" for f in _SPOOL_SCHEMA) + "}"
         for spool, ids in sent:
+            reader, memory_limit = spool_sql(spool)
+            con.execute(f"SET memory_limit = '{memory_limit}'")
             con.execute(
                 f"""INSERT INTO {ROWS_TABLE} BY NAME
                 SELECT $run_id AS run_id, $load_id AS load_id, $pipeline_name AS pipeline_name,
                        "table" AS table_name, operation, 'sent' AS status, email, key
-                FROM read_json($spool, format = 'newline_delimited', columns = {columns})""",
+                FROM {reader}""",
                 {**ids, "spool": str(spool)},
             )
         con.execute("COMMIT")

@@ -9,6 +9,7 @@ later run that catches up) when the results database cannot be written.
 from __future__ import annotations
 
 import csv
+import json
 import socket
 import subprocess
 import sys
@@ -25,7 +26,14 @@ from bento_destination import BentoRunCancelled, RunCancel
 from bento_destination.changes import LEDGER_FILENAME
 from bento_destination.report import BentoRejectsExceeded, LoadReport
 from bento_destination.results import RESULTS_FILENAME, ROWS_TABLE, RUNS_TABLE, _connect_waiting
-from bento_destination.sent_rows import SENT_SUFFIX
+from bento_destination.sent_rows import (
+    LEGACY_SENT_SUFFIX,
+    SENT_SUFFIX,
+    SentWriter,
+    spool_paths,
+    spool_sql,
+    spool_tables,
+)
 from bento_destination.settings import REJECTS_DIRNAME
 from bento_destination.sync import sync
 
@@ -210,6 +218,43 @@ def test_a_results_write_failure_warns_and_the_next_run_catches_up(emu: BentoEmu
     assert query(results, f"SELECT status, count(*) FROM {ROWS_TABLE} GROUP BY status ORDER BY status") == [
         ("rejected", 2), ("sent", 7)]
     assert not spools(tmp_path, "people")
+
+
+ODD_IDENTITIES = [("a@example.com", 'key "quoted", with comma'), ("b@example.com", "key with\nline break"),
+                  ("c@example.com", None), (None, ""), ("d@example.com", "plain")]
+
+
+def test_odd_identities_read_back_exactly_from_the_spool_by_duckdb_and_by_arrow(tmp_path: Path) -> None:
+    writer = SentWriter(tmp_path, "load1")
+    writer.write("events", "events", ODD_IDENTITIES[:3])
+    writer.write("events", None, ODD_IDENTITIES[3:])
+    want = [("events", "events", *ODD_IDENTITIES[0]), ("events", "events", *ODD_IDENTITIES[1]),
+            ("events", "events", *ODD_IDENTITIES[2]), ("events", None, *ODD_IDENTITIES[3]),
+            ("events", None, *ODD_IDENTITIES[4])]
+    (spool,) = spool_paths(tmp_path, "load1")
+    reader, _ = spool_sql(spool)
+    with duckdb.connect() as con:
+        by_duckdb = con.execute(f"SELECT * FROM {reader}", {"spool": str(spool)}).fetchall()
+    assert by_duckdb == want  # NULL stays NULL, "" stays "", quotes, commas and line breaks survive
+    by_arrow = [tuple(row.values()) for part in spool_tables(spool, 40) for row in part.to_pylist()]
+    assert by_arrow == want
+
+
+def test_a_json_lines_spool_an_earlier_release_left_is_still_recorded(emu: BentoEmulator, tmp_path: Path) -> None:
+    blocked = tmp_path / "not_a_database"
+    blocked.mkdir()
+    run_sync(emu, tmp_path, GOOD, results=blocked)  # the results write fails: the spool stays
+    (spool,) = spools(tmp_path, "people")
+    legacy = spool.with_name(spool.name.replace(SENT_SUFFIX, LEGACY_SENT_SUFFIX))
+    rows = [row for part in spool_tables(spool, 1 << 20) for row in part.to_pylist()]
+    assert sorted(row["email"] for row in rows) == sorted(row["email"] for row in GOOD)
+    legacy.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")  # as that release wrote it
+    spool.unlink()
+    run_sync(emu, tmp_path, [{"email": "new@example.com"}])
+    results = tmp_path / "people" / RESULTS_FILENAME
+    assert sorted(e for (e,) in query(results, f"SELECT email FROM {ROWS_TABLE} WHERE status = 'sent'")) == sorted(
+        [row["email"] for row in GOOD] + ["new@example.com"])
+    assert not legacy.exists() and not spools(tmp_path, "people")
 
 
 HOLDER = """
