@@ -102,6 +102,33 @@ def test_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_request(
 
 
 
+def test_rows_sharing_an_email_go_to_python_every_time_and_the_rest_stay_in_duckdb(
+    emu: BentoEmulator, env: dict[str, str], tmp_path: Path
+) -> None:
+    # the engine finds rows that share an email by a count per key; Python picks one per email, as without it
+    data = tmp_path / "crm.duckdb"
+    write_contacts(data)
+    with duckdb.connect(str(data)) as con:
+        con.execute("INSERT INTO contacts SELECT ' person5@example.com ', 'Person 5', 5, FALSE, 'crm', 'x'")
+    assert sync_contacts(data, env, tmp_path).returncode == EXIT_OK
+    assert len(emu.store.subscribers) == ROWS
+    emu.reset_log()
+    again = sync_contacts(data, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert f"contacts: {ROWS - 1} unchanged rows found in duckdb and not read; 2 new or changed rows go on" in (
+        again.stderr)
+    assert posts(emu) == []  # both copies read by Python, which finds the one it keeps unchanged
+
+    with duckdb.connect(str(data)) as con:
+        con.execute("UPDATE contacts SET score = 1000 WHERE email = 'Person9@Example.com'")
+    emu.reset_log()
+    changed = sync_contacts(data, env, tmp_path)
+    assert changed.returncode == EXIT_OK, changed.stderr
+    assert f"contacts: {ROWS - 2} unchanged rows found in duckdb and not read; 3 new or changed rows go on" in (
+        changed.stderr)
+    assert [r.emails for r in emu.requests("/batch/subscribers")] == [["person9@example.com"]]
+
+
 def test_events_with_their_own_keys_are_diffed_in_duckdb_and_a_new_event_is_the_only_one_sent(
     emu: BentoEmulator, env: dict[str, str], tmp_path: Path
 ) -> None:
@@ -284,6 +311,30 @@ def test_postgres_unchanged_resync_sends_nothing_and_one_changed_row_sends_one_r
     assert "contacts: 299 unchanged rows found in postgres and not read; 1 new or changed rows go on" in changed.stderr
     report = table_report(changed)
     assert report["unchanged"] == ROWS - 1 and report["sent"] == 1, report
+
+
+@pytest.mark.postgres
+def test_postgres_rows_sharing_an_email_go_to_python_every_time(
+    emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
+) -> None:
+    import sqlalchemy as sa
+
+    write_pg_contacts(postgres_url)
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as con:
+            con.exec_driver_sql(
+                "INSERT INTO contacts VALUES (' person5@example.com ', 'Person 5', 5, FALSE, 'crm', 'x')")
+    finally:
+        engine.dispose()
+    assert sync_contacts(postgres_url, env, tmp_path).returncode == EXIT_OK
+    assert len(emu.store.subscribers) == ROWS
+    emu.reset_log()
+    again = sync_contacts(postgres_url, env, tmp_path)
+    assert again.returncode == EXIT_OK, again.stderr
+    assert f"contacts: {ROWS - 1} unchanged rows found in postgres and not read; 2 new or changed rows go on" in (
+        again.stderr)
+    assert posts(emu) == []
 
 
 @pytest.mark.postgres

@@ -24,8 +24,9 @@ logger = logging.getLogger(__name__)
 #: peaked at 462 MB, at 128 MB and two threads at 312 MB, 0.6 s slower (BENCHMARKS.md, ten million rows)
 ENGINE_MEMORY_LIMIT = "128MB"
 ENGINE_THREADS = 2
-#: caps tried in turn when DuckDB runs out of memory under the one before: at 10,000,000 rows the query
-#: needs more than 128 MB (its join and its count per email cannot spill everything)
+#: caps tried in turn when DuckDB runs out of memory under the one before. At 10,000,000 rows the query
+#: with a count per email over whole rows (a window) needed 512 MB; counted per key alone it fits in 128 MB
+#: (96 MB was too little, even on one thread), so these are for inputs wider or larger than measured
 MORE_ROOM: Final = ("512MB", "2GB")
 
 
