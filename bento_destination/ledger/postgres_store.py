@@ -16,6 +16,7 @@ the URL, messages show the URL without it (`display_location`).
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -37,8 +38,8 @@ POSTGRES_SCHEMES: Final = ("postgresql", "postgres", "postgresql+psycopg", "post
 DEFAULT_SCHEMA: Final = "bento_ledger"
 _IDENTIFIER = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 _COLUMNS: Final = ("seq", "op", "ns", "key", "sub", "value")
-#: bytes per write of a COPY
-_COPY_BLOCK: Final = 1 << 20
+#: segment rows turned into CSV at a time for a COPY
+BATCH_ROWS: Final = 65_536
 
 
 def is_postgres_location(location: str) -> bool:
@@ -147,26 +148,30 @@ class PostgresSegmentStore:
         return name
 
     def publish(self, local_file: str, name: str) -> str:
-        """Make the segment file visible as segment `name`: its rows and its listing in one transaction."""
-        table = pq.read_table(local_file)
-        metadata = {k.decode(): v.decode() for k, v in (table.schema.metadata or {}).items()}
-        rows = table.select(list(_COLUMNS))
-        rows = rows.add_column(0, "segment", pa.array([name] * rows.num_rows, pa.string()))
-        rows = rows.add_column(0, "site", pa.array([self.site] * rows.num_rows, pa.string()))
-        text = io.BytesIO()  # strings quoted, NULL unquoted and empty: how Postgres's CSV tells them apart
-        pacsv.write_csv(rows, text, pacsv.WriteOptions(include_header=False))
+        """Make the segment file visible as segment `name`: its rows and its listing in one transaction.
+
+        The rows go as CSV (strings quoted, NULL unquoted and empty: how Postgres's CSV tells them apart),
+        BATCH_ROWS at a time, so a segment of a million acknowledgements is never whole in memory.
+        """
+        segment = pq.ParquetFile(local_file)
+        metadata = {k.decode(): v.decode() for k, v in (segment.schema_arrow.metadata or {}).items()}
         try:
             with self._con.transaction():
                 with self._con.cursor() as cursor, cursor.copy(
                     f"COPY {self._ops} (site, segment, {', '.join(_COLUMNS)}) FROM STDIN WITH (FORMAT csv)"
                 ) as copy:
-                    view = text.getbuffer()
-                    for start in range(0, len(view), _COPY_BLOCK):
-                        copy.write(view[start : start + _COPY_BLOCK])
-                    view.release()
+                    for batch in segment.iter_batches(batch_size=BATCH_ROWS, columns=list(_COLUMNS)):
+                        framed = pa.Table.from_arrays(
+                            [pa.repeat(pa.scalar(self.site), batch.num_rows),
+                             pa.repeat(pa.scalar(name), batch.num_rows), *batch.columns],
+                            names=["site", "segment", *_COLUMNS],
+                        )
+                        text = io.BytesIO()
+                        pacsv.write_csv(framed, text, pacsv.WriteOptions(include_header=False))
+                        copy.write(text.getbuffer())
                 self._con.execute(
                     f"INSERT INTO {self._segments} (site, name, ops, metadata) VALUES (%s, %s, %s, %s)",
-                    [self.site, name, table.num_rows, json.dumps(metadata, sort_keys=True)],
+                    [self.site, name, segment.metadata.num_rows, json.dumps(metadata, sort_keys=True)],
                 )
         except self._psycopg.Error as exc:
             raise LedgerError(
@@ -176,40 +181,47 @@ class PostgresSegmentStore:
         return name
 
     def fetch(self, path: str, local_dir: str) -> str:
-        """The segment's rows as a local Parquet file; FileNotFoundError if it was deleted (compacted)."""
+        """The segment's rows as a local Parquet file; FileNotFoundError if it was deleted (compacted).
+
+        COPY writes them to a local CSV file, which is turned into Parquet a block at a time.
+        """
         found = self._run(
             f"SELECT metadata FROM {self._segments} WHERE site = %s AND name = %s", [self.site, path], "read"
         )
         if not found:
             raise FileNotFoundError(path)
-        text = io.BytesIO()
+        stem = os.path.join(local_dir, "fetch-" + uuid.uuid4().hex)
         query = (
             f"COPY (SELECT {', '.join(_COLUMNS)} FROM {self._ops} WHERE site = {_sql_text(self.site)} "
             f"AND segment = {_sql_text(path)}) TO STDOUT WITH (FORMAT csv)"
         )
         try:
-            with self._con.transaction(), self._con.cursor() as cursor, cursor.copy(query) as copy:
-                for block in copy:
-                    text.write(block)
-        except self._psycopg.Error as exc:
-            raise LedgerError(f"cannot read the ledger at {self._shown}: {first_line(exc)}") from exc
-        text.seek(0)
-        rows = pacsv.read_csv(
-            text,
-            read_options=pacsv.ReadOptions(column_names=list(_COLUMNS)),
-            # Postgres writes NULL unquoted and empty, an empty string as ""
-            convert_options=pacsv.ConvertOptions(
-                column_types={field.name: field.type for field in SEGMENT_SCHEMA},
-                strings_can_be_null=True,
-                quoted_strings_can_be_null=False,
-            ),
-        )
-        metadata = json.loads(str(found[0][0]))
-        target = os.path.join(local_dir, "fetch-" + uuid.uuid4().hex + SEGMENT_SUFFIX)
-        pq.write_table(
-            rows.cast(SEGMENT_SCHEMA.with_metadata(metadata or SEGMENT_SCHEMA.metadata)), target, compression="zstd"
-        )
-        return target
+            with open(stem + ".csv", "wb") as text:
+                try:
+                    with self._con.transaction(), self._con.cursor() as cursor, cursor.copy(query) as copy:
+                        for block in copy:
+                            text.write(block)
+                except self._psycopg.Error as exc:
+                    raise LedgerError(f"cannot read the ledger at {self._shown}: {first_line(exc)}") from exc
+            metadata = json.loads(str(found[0][0])) or SEGMENT_SCHEMA.metadata
+            schema = SEGMENT_SCHEMA.with_metadata(metadata)
+            reader = pacsv.open_csv(
+                stem + ".csv",
+                read_options=pacsv.ReadOptions(column_names=list(_COLUMNS), use_threads=False),
+                parse_options=pacsv.ParseOptions(newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(
+                    column_types={field.name: field.type for field in SEGMENT_SCHEMA},
+                    strings_can_be_null=True,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            with reader, pq.ParquetWriter(stem + SEGMENT_SUFFIX, schema, compression="zstd") as writer:
+                for batch in reader:
+                    writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(stem + ".csv")
+        return stem + SEGMENT_SUFFIX
 
     def delete(self, paths: Sequence[str]) -> None:
         """Remove replaced segments (rows and listing together); one already gone is fine."""
