@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy
 import pyarrow as pa
@@ -65,8 +65,6 @@ DLT_PREFIX = "_dlt"
 
 #: reject reason added by the ledger (the consent and tag-ownership reasons are policy.py's)
 BLAST_RADIUS = "blast_radius_exceeded"
-#: what the pre-pass told the sink about a subscribers table (see BatchChanges.prepared)
-Prepared = Literal["all_new", "classified"]
 #: the operations the ledger tracks (fingerprints, consent, tags); emails are never filtered
 LEDGER_OPERATIONS = ("subscribers", "events", "commands")
 
@@ -122,17 +120,11 @@ class _RowPlan:
 class BatchChanges:
     """Filter one sink batch against the ledger before sending; acknowledge what Bento took afterwards."""
 
-    def __init__(
-        self, ledger: SyncLedger, options: LedgerOptions, operation: str, outcome: BatchOutcome,
-        prepared: Prepared | None = None,
-    ) -> None:
+    def __init__(self, ledger: SyncLedger, options: LedgerOptions, operation: str, outcome: BatchOutcome) -> None:
         self.ledger = ledger
         self.options = options
         self.operation = operation
         self.outcome = outcome
-        #: None: no pre-pass ran in this process; "all_new": it ran, and the ledger held nothing to compare
-        #: with; "classified": it compared every row and already counted new and changed
-        self.prepared: Prepared | None = prepared
         self._plans: list[_RowPlan] = []
         #: id(row) -> (its plan's position, the plan): a request's acknowledgement finds its rows directly
         self._by_row: dict[int, tuple[int, _RowPlan]] = {}
@@ -206,11 +198,9 @@ class BatchChanges:
         """Indexes of the (key, fingerprint) pairs the ledger holds unchanged; counts new / changed / unchanged."""
         if not pairs:
             return []
-        if self.options.full_resync or self.prepared == "all_new":
+        if self.options.full_resync:
             self._count("new", len(pairs))
             return []
-        if self.prepared == "classified":
-            return []  # the pre-pass dropped the unchanged rows and counted the rest; re-sending is an upsert
         new, changed, unchanged = self.ledger.partition(ns, pairs, older=older)
         self._count("new", len(new))
         self._count("changed", len(changed))
