@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from .ledger.errors import LedgerError, first_line
-from .ledger.postgres_store import connection_target, display_location
+from .ledger.postgres_store import connection_target, display_location, import_psycopg
 from .runlock import POLL_SECONDS, BentoBusyError, holder_text
 
 #: seconds between two checks that the lock's connection still lives (each is one `SELECT 1`)
@@ -54,8 +54,7 @@ class PostgresAdvisoryLock:
         return self._con is not None and self.lost is None
 
     def _connect(self) -> Any:
-        import psycopg
-
+        psycopg = import_psycopg()
         name = f"bento-dlt pid {os.getpid()} on {socket.gethostname()}"[:63]
         try:
             return psycopg.connect(self._url, autocommit=True, application_name=name, keepalives_idle=30)

@@ -30,6 +30,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from bento_api.settings import REDACTED
+
 from .errors import LedgerError, first_line
 from .segments import SEGMENT_SCHEMA, SEGMENT_SUFFIX
 
@@ -56,7 +58,7 @@ def display_location(location: str) -> str:
     host = parts.hostname or ""
     if parts.port is not None:
         host = f"{host}:{parts.port}"
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:{REDACTED}@{host}"))
 
 
 def connection_target(location: str) -> tuple[str, str]:
@@ -72,7 +74,8 @@ def connection_target(location: str) -> tuple[str, str]:
     return urlunsplit(parts._replace(scheme="postgresql", query=rest)), schema
 
 
-def _psycopg() -> Any:
+def import_psycopg() -> Any:
+    """psycopg (3), or a LedgerError naming the extra that brings it."""
     try:
         import psycopg
     except ImportError:
@@ -90,7 +93,7 @@ class PostgresSegmentStore:
     object_store = True
 
     def __init__(self, location: str, site: str) -> None:
-        self._psycopg = _psycopg()
+        self._psycopg = import_psycopg()
         url, self.schema = connection_target(location)
         self.site = site
         self._shown = display_location(location)
@@ -191,14 +194,14 @@ class PostgresSegmentStore:
         if not found:
             raise FileNotFoundError(path)
         stem = os.path.join(local_dir, "fetch-" + uuid.uuid4().hex)
-        query = (
-            f"COPY (SELECT {', '.join(_COLUMNS)} FROM {self._ops} WHERE site = {_sql_text(self.site)} "
-            f"AND segment = {_sql_text(path)}) TO STDOUT WITH (FORMAT csv)"
-        )
+        query = (f"COPY (SELECT {', '.join(_COLUMNS)} FROM {self._ops} WHERE site = %s AND segment = %s) "
+                 "TO STDOUT WITH (FORMAT csv)")
         try:
             with open(stem + ".csv", "wb") as text:
                 try:
-                    with self._con.transaction(), self._con.cursor() as cursor, cursor.copy(query) as copy:
+                    with self._con.transaction(), self._con.cursor() as cursor, cursor.copy(
+                        query, [self.site, path]
+                    ) as copy:
                         for block in copy:
                             text.write(block)
                 except self._psycopg.Error as exc:
@@ -244,7 +247,3 @@ class PostgresSegmentStore:
 
     def close(self) -> None:
         self._con.close()
-
-
-def _sql_text(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
