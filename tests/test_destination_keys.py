@@ -313,3 +313,22 @@ def test_plain_pipeline_run_numbers_identical_events_within_a_batch(emu: BentoEm
     assert event_keys(emu) == sorted([base, f"{base}#2", f"{base}#3"])
     report = last_report(pipeline)
     assert report is not None and report.tables["events"].derived_keys == 3
+
+
+def test_emails_whose_hashes_collide_are_told_apart_by_the_email_itself(
+    emu: BentoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the pre-pass counts emails by 32-bit hashes (ten million take 40 MB); a collision only costs a look:
+    # with every email hashing alike, only the rows that truly share an email are rejected
+    from bento_destination import duplicates
+
+    monkeypatch.setattr(duplicates, "email_hash", lambda _email: 7)
+    rows = [{"email": f"p{i}@x.com", "n": i} for i in range(50)] + [{"email": " P7@X.com", "n": 7, "extra": "more"}]
+    (report,) = sync(rows, pipeline_name="collide", pipelines_dir=tmp_path, table_name="subscribers",
+                     out=lambda _: None, file_max_items=20, **emu.credentials, requests_per_minute=FAST)
+    table = report.tables["subscribers"]
+    assert (table.received, table.sent, table.rejected_by_reason) == (51, 50, {"duplicate_email": 1})
+    assert emu.store.subscribers["p7@x.com"].fields["extra"] == "more"
+    counts = duplicates.EmailCounts()
+    counts.add(["a@x.com", None, "b@x.com"])
+    assert counts.repeated() == {7} and counts.may_repeat("c@x.com") and not counts.may_repeat(None)

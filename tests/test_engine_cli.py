@@ -429,3 +429,70 @@ def test_a_diff_out_of_duckdb_memory_is_run_again_with_more_room(
     assert rows is not None
     assert sum(batch.num_rows for batch in rows) == 20_000  # every row new, each once
     assert tries[0] == "1MB" and tries[1:] == ["512MB"]  # out of memory at 1 MB, then done at the next cap
+
+
+def _engine_diff(source: str, kind: str, ledger: Path, site: str) -> tuple[list[str], int]:
+    """The rows the engine returns (their emails as written, sorted) and the count it found unchanged."""
+    from bento_destination.engine.rows import EngineSource, engine_rows
+
+    rows = engine_rows(EngineSource(kind, source, "contacts"), operation="subscribers", table_name="contacts",
+                       ledger_location=str(ledger), site=site, note=lambda _: None)
+    assert rows is not None
+    emails: list[str] = []
+    for batch in rows:
+        listed = batch.to_pylist() if hasattr(batch, "to_pylist") else batch
+        emails += [str(row["email"]) for row in listed]
+    return sorted(emails), rows.unchanged
+
+
+def _mixed_input_ledger(rows: list[dict[str, object]], ledger: Path, site: str) -> None:
+    """A ledger knowing every row but a tenth (new) and with another tenth changed since."""
+    known = [dict(r, score=-1) if i % 10 == 1 else r for i, r in enumerate(rows) if i % 10 != 0]
+    record_v2(ledger, site, known)
+
+
+MIXED_ROWS = ["' person5@example.com ', 'Person 5', 5, FALSE, 'crm', 'x'",  # shares person5's email
+              "'not-an-email', 'Nobody', 1, FALSE, 'crm', 'x'",  # the SQL cannot prove it
+              "'zoë@example.com', 'Zoë', 2, TRUE, NULL, 'x'"]
+
+
+@pytest.mark.parametrize("kind", ["duckdb", pytest.param("postgres", marks=pytest.mark.postgres)])
+def test_a_diff_in_partitions_of_keys_returns_what_one_query_returns(
+    kind: str, emu: BentoEmulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
+    # the engine diffs PARTITION_ROWS input rows at a time (its memory follows the partition, not the table):
+    # new, changed, unchanged, shared-email and unprovable rows come back exactly as from one query
+    from bento_destination.engine import ledger_access
+
+    if kind == "duckdb":
+        source = str(tmp_path / "crm.duckdb")
+        write_contacts(Path(source))
+        with duckdb.connect(source) as con:
+            for values in MIXED_ROWS:
+                con.execute(f"INSERT INTO contacts VALUES ({values})")
+        rows = contact_rows(Path(source))
+    else:
+        import sqlalchemy as sa
+
+        source = request.getfixturevalue("postgres_url")
+        write_pg_contacts(source)
+        engine = sa.create_engine(source)
+        try:
+            with engine.begin() as con:
+                for values in MIXED_ROWS:
+                    con.exec_driver_sql(f"INSERT INTO contacts VALUES ({values})")
+        finally:
+            engine.dispose()
+        rows = pg_rows(source)
+    ledger = tmp_path / "ledger.duckdb"
+    _mixed_input_ledger(rows, ledger, emu.site_uuid)
+
+    whole, whole_unchanged = _engine_diff(source, kind, ledger, emu.site_uuid)
+    assert ledger_access.partitions(len(rows)) == 1
+    monkeypatch.setattr(ledger_access, "PARTITION_ROWS", 40)
+    assert ledger_access.partitions(len(rows)) == 8
+    parted, parted_unchanged = _engine_diff(source, kind, ledger, emu.site_uuid)
+    assert parted == whole and parted_unchanged == whole_unchanged
+    assert whole_unchanged == len(rows) - len(whole)
+    assert {"not-an-email", "zoë@example.com", "Person5@Example.com", " person5@example.com "} <= set(whole)
+    assert len(whole) >= 60 + 4  # a tenth new, a tenth changed, the unprovable and the shared rows

@@ -9,7 +9,7 @@ row (the Python path picks one per email) come back too, so the Python path deci
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Final
 
@@ -20,7 +20,7 @@ from ..ledger import SyncLedger
 from .columns import BOOLEAN, INTEGER, TEXT, EngineDeclined
 from .events import TIMESTAMP
 from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
-from .ledger_access import on_ledger, roomy, steady, with_more_room
+from .ledger_access import on_ledger, partition_sql, partitions, roomy, steady, with_more_room
 from .sql import DUCKDB, literal, quote
 
 ALIAS: Final = "bento_input"
@@ -40,29 +40,32 @@ def table_ref(table: str) -> str:
     return ".".join([ALIAS, *(quote(part) for part in table.split("."))])
 
 
-def diff_sql(plan: TablePlan, table: str) -> str:
-    """The query: the new and changed rows in full, with the input's columns only.
+def diff_sql(plan: TablePlan, table: str, part: int = 0, parts: int = 1) -> str:
+    """The query: the new and changed rows in full, with the input's columns only, of one partition of keys.
 
     Parameters: the site, then the ledger namespace. Only narrow columns (key, provable, fingerprint) meet
     the ledger, and rows sharing an email are found by a count per key alone: a count per email over whole
-    rows (a window) could not spill and needed 512 MB at 10,000,000 rows, this runs in 128 MB. Every row of
-    a key to send goes (for an event key, its copies too: the Python path decides them).
+    rows (a window) could not spill and needed 512 MB at 10,000,000 rows. Every row of a key to send goes
+    (for an event key, its copies too: the Python path decides them). A partition holds every row of its
+    keys, so the partitions together give what the whole query would, each with 1/`parts` of the memory.
     """
     source = table_ref(table)
     key, ok, fp = row_key_sql(plan, DUCKDB), row_provable_sql(plan, DUCKDB), row_fingerprint_sql(plan, DUCKDB)
+    mine = partition_sql(key, part, parts)
     same = unchanged_sql(plan, f"n.{OK}", "1", "e.value", "e.key", f"n.{FP}")
     shared = f" OR {key} IN (SELECT {KEY} FROM shared)" if namespace(plan) == "subscribers" else ""
     return f"""
         WITH n AS (
-            SELECT {key} AS {KEY}, {ok} AS {OK}, {fp} AS {FP} FROM {source}
+            SELECT {key} AS {KEY}, {ok} AS {OK}, {fp} AS {FP} FROM {source} WHERE {mine}
+        ), e AS (
+            SELECT key, value FROM ledger_entries
+            WHERE site = $1 AND ns = $2 AND sub = '' AND {partition_sql("key", part, parts)}
         ), send AS (
-            SELECT n.{KEY} FROM n
-            LEFT JOIN ledger_entries e ON e.site = $1 AND e.ns = $2 AND e.sub = '' AND e.key = n.{KEY}
-            WHERE NOT {same}
+            SELECT n.{KEY} FROM n LEFT JOIN e ON e.key = n.{KEY} WHERE NOT {same}
         ), shared AS (
-            SELECT {key} AS {KEY} FROM {source} GROUP BY 1 HAVING count(*) > 1
+            SELECT {key} AS {KEY} FROM {source} WHERE {mine} GROUP BY 1 HAVING count(*) > 1
         )
-        SELECT * FROM {source} WHERE NOT {ok} OR {key} IN (SELECT {KEY} FROM send){shared}"""
+        SELECT * FROM {source} WHERE {mine} AND (NOT {ok} OR {key} IN (SELECT {KEY} FROM send){shared})"""
 
 
 def duckdb_columns(path: str | Path, table: str) -> list[tuple[str, str]]:
@@ -105,53 +108,55 @@ class DuckDBDiff:
         con.execute(f"DETACH DATABASE IF EXISTS {ALIAS}")
 
     def batches(self, plan: TablePlan, rows: int = 1000) -> Iterator[pa.RecordBatch]:
-        """The new and changed rows, `rows` at a time; the file stays attached until the last batch."""
+        """The new and changed rows, `rows` at a time, one partition of keys after the other (`partitions`);
+        the file stays attached (read-only) from the count to the last row: no writer can change it meanwhile."""
         params = [self._site, namespace(plan)]
+        reader: pa.RecordBatchReader | None = None
 
-        def start(con: duckdb.DuckDBPyConnection) -> tuple[int, pa.RecordBatchReader, pa.RecordBatch | None]:
+        def count(con: duckdb.DuckDBPyConnection) -> int:
             self._attach(con)
-            reader: pa.RecordBatchReader | None = None
-            try:
-                roomy(con)
+            roomy(con)
+            sql = f"SELECT count(*) FROM {table_ref(self._table)}"
+            return with_more_room(con, lambda: int(con.execute(sql).fetchall()[0][0]))
 
-                def first_batch() -> tuple[int, pa.RecordBatchReader, pa.RecordBatch | None]:
+        def opener(part: int, parts: int) -> Callable[[duckdb.DuckDBPyConnection], pa.RecordBatch | None]:
+            def open_part(con: duckdb.DuckDBPyConnection) -> pa.RecordBatch | None:
+                def first_batch() -> pa.RecordBatch | None:
                     nonlocal reader
                     if reader is not None:
                         reader.close()
-                    total = con.execute(f"SELECT count(*) FROM {table_ref(self._table)}").fetchall()[0][0]
-                    reader = con.sql(diff_sql(plan, self._table), params=params).to_arrow_reader(rows)
-                    return int(total), reader, read(reader)  # the join and the count per key run here
+                    reader = con.sql(diff_sql(plan, self._table, part, parts), params=params).to_arrow_reader(rows)
+                    return next_batch(con)  # the join and the count per key run here
 
-                total, opened, first = with_more_room(con, first_batch)
-            except BaseException:
-                finish(con, reader)
-                raise
-            return total, opened, first
+                return with_more_room(con, first_batch)
 
-        def read(reader: pa.RecordBatchReader) -> pa.RecordBatch | None:
+            return open_part
+
+        def next_batch(_con: duckdb.DuckDBPyConnection) -> pa.RecordBatch | None:
+            assert reader is not None
             try:
                 return reader.read_next_batch()
             except StopIteration:
                 return None
 
-        def finish(con: duckdb.DuckDBPyConnection, reader: pa.RecordBatchReader | None) -> None:
+        def finish(con: duckdb.DuckDBPyConnection) -> None:
             if reader is not None:
                 reader.close()
             steady(con)
             self._detach(con)
 
-        # the file stays attached (read-only) from the count to the last row: no writer can change it meanwhile
-        total, reader, batch = on_ledger(self._ledger, start)
         try:
-            while True:
-                if batch is None:
-                    break
-                if batch.num_rows:
-                    self.sent += batch.num_rows
-                    yield batch
-                batch = on_ledger(self._ledger, lambda _con: read(reader))
-            if not self.sent:  # no row to send: the table still gets its load (and its report) with 0 rows
+            total = on_ledger(self._ledger, count)
+            parts = partitions(total)
+            for part in range(parts):
+                batch = on_ledger(self._ledger, opener(part, parts))
+                while batch is not None:
+                    if batch.num_rows:
+                        self.sent += batch.num_rows
+                        yield batch
+                    batch = on_ledger(self._ledger, next_batch)
+            if not self.sent and reader is not None:  # no row to send: the table still gets its load (and report)
                 yield pa.RecordBatch.from_pylist([], schema=reader.schema)
             self.unchanged = total - self.sent
         finally:
-            on_ledger(self._ledger, lambda con: finish(con, reader))
+            on_ledger(self._ledger, finish)

@@ -20,14 +20,27 @@ from ..ledger import DEFAULT_MEMORY_LIMIT, DEFAULT_THREADS, SyncLedger
 _R = TypeVar("_R")
 logger = logging.getLogger(__name__)
 #: DuckDB's memory cap and threads while the engine's query runs over a whole table (DuckDB spills to its
-#: temporary folder beyond the cap): at 512 MB and every core an unchanged re-sync of 1,000,000 rows
-#: peaked at 462 MB, at 128 MB and two threads at 312 MB, 0.6 s slower (BENCHMARKS.md, ten million rows)
-ENGINE_MEMORY_LIMIT = "128MB"
+#: temporary folder beyond the cap). The diff runs one partition of keys at a time (`partitions`), so its
+#: memory follows PARTITION_ROWS, not the table. The diff of 10,000,000 rows alone (BENCHMARKS.md, ten
+#: million rows): in one query under 128 MB 314 MB (first sync) and 333 MB (unchanged); in five partitions
+#: under 64 MB 237 MB and 270 MB, in ten no lower and slower (each partition scans the table again)
+ENGINE_MEMORY_LIMIT = "64MB"
 ENGINE_THREADS = 2
-#: caps tried in turn when DuckDB runs out of memory under the one before. At 10,000,000 rows the query
-#: with a count per email over whole rows (a window) needed 512 MB; counted per key alone it fits in 128 MB
-#: (96 MB was too little, even on one thread), so these are for inputs wider or larger than measured
+#: input rows per partition of keys
+PARTITION_ROWS: Final = 2_000_000
+#: caps tried in turn when DuckDB runs out of memory under the one before: for rows wider than measured
 MORE_ROOM: Final = ("512MB", "2GB")
+
+
+def partitions(total_rows: int) -> int:
+    """How many partitions of keys a table of `total_rows` is diffed in: PARTITION_ROWS each (at least one)."""
+    return max(1, -(-total_rows // PARTITION_ROWS))
+
+
+def partition_sql(key: str, part: int, parts: int) -> str:
+    """SQL: the key falls in partition `part` of `parts`, by DuckDB's hash (a NULL key hashes too, so every row
+    falls in exactly one partition). Every row of a key is in its partition: counts per key stay whole."""
+    return "TRUE" if parts == 1 else f"hash({key}) % {parts} = {part}"
 
 
 def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R]) -> _R:

@@ -10,6 +10,7 @@ the transactions are READ ONLY.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, Final
 
 import duckdb
@@ -19,7 +20,7 @@ from ..ledger import SyncLedger
 from .columns import BOOLEAN, INTEGER, TEXT
 from .events import TIMESTAMP
 from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
-from .ledger_access import on_ledger, roomy, steady, with_more_room
+from .ledger_access import on_ledger, partition_sql, partitions, roomy, steady, with_more_room
 from .sql import POSTGRES, quote
 
 #: Postgres type OIDs whose values `sql.text_sql` renders exactly as `value_text` (text, varchar; int2, int4,
@@ -51,17 +52,21 @@ def pairs_sql(plan: TablePlan, table: str) -> str:
     )
 
 
-def _judged(plan: TablePlan, site_param: str, ns_param: str) -> str:
-    """Per pair: its key, provable, and unchanged. Keys held by several rows are counted apart (a count per
-    key, not a window over the pairs, which could not spill: 824 MB at 10,000,000 rows)."""
+def _judged(plan: TablePlan, site_param: str, ns_param: str, part: int = 0, parts: int = 1) -> str:
+    """Per pair of one partition of keys: its key, provable, and unchanged. Keys held by several rows are
+    counted apart (a count per key, not a window over the pairs, which could not spill: 824 MB at 10,000,000
+    rows); a partition holds every pair of its keys."""
     copies = "(CASE WHEN c.key IN (SELECT key FROM shared) THEN 2 ELSE 1 END)"
+    mine = partition_sql("key", part, parts)
     return f"""
         WITH shared AS (
-            SELECT key FROM {PAIRS_TABLE} GROUP BY key HAVING count(*) > 1
+            SELECT key FROM {PAIRS_TABLE} WHERE {mine} GROUP BY key HAVING count(*) > 1
+        ), e AS (
+            SELECT key, value FROM ledger_entries WHERE site = {site_param} AND ns = {ns_param} AND sub = ''
+              AND {mine}
         )
         SELECT c.key, c.ok, {unchanged_sql(plan, "c.ok", copies, "e.value", "e.key", "c.fp")} AS same
-        FROM {PAIRS_TABLE} c
-        LEFT JOIN ledger_entries e ON e.site = {site_param} AND e.ns = {ns_param} AND e.sub = '' AND e.key = c.key
+        FROM (SELECT * FROM {PAIRS_TABLE} WHERE {mine}) c LEFT JOIN e ON e.key = c.key
     """
 
 
@@ -156,9 +161,11 @@ class PostgresDiff:
 
         def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, pa.Array | None]:
             try:
-                with_more_room(con, lambda: con.execute(
-                    f"CREATE OR REPLACE TEMP TABLE bento_engine_judged AS {_judged(plan, '$1', '$2')}",
-                    [self._site, namespace(plan)]))
+                con.execute("CREATE OR REPLACE TEMP TABLE bento_engine_judged (key VARCHAR, ok BOOLEAN, same BOOLEAN)")
+                parts = partitions(int(con.execute(f"SELECT count(*) FROM {PAIRS_TABLE}").fetchall()[0][0]))
+                for part in range(parts):  # one partition of keys at a time: the memory follows the partition
+                    judge = f"INSERT INTO bento_engine_judged {_judged(plan, '$1', '$2', part, parts)}"
+                    with_more_room(con, partial(con.execute, judge, [self._site, namespace(plan)]))
                 total, same, unproven = con.execute(
                     "SELECT count(*), count(*) FILTER (WHERE same), count(*) FILTER (WHERE NOT ok) "
                     "FROM bento_engine_judged"
