@@ -270,6 +270,14 @@ def test_a_dead_holders_lock_is_taken_over(emu: BentoEmulator, tmp_path: Path) -
 # -- signals ---------------------------------------------------------------------------------------------
 
 
+def a_batch_request_arrives(emu: BentoEmulator) -> Callable[[], bool]:
+    """True once the emulator received a batch request (a one-shot marker fault it consumes), however slow
+    the machine: a fixed sleep after the load began was not always enough for the first request to go out."""
+    marker = Fault("latency", seconds=0.001, count=1, path_prefix="/batch")
+    emu.add_fault(marker)
+    return lambda: marker not in emu.faults.active()
+
+
 def started_loading(pipes: Path) -> Callable[[], bool]:
     """True once the sink's first batch began (its report file appears before any request)."""
     folder = pipes / PIPELINE / "bento_rejects"
@@ -333,9 +341,11 @@ def test_a_signal_against_a_hanging_server_ends_the_run_after_the_grace(
     source = write_events(tmp_path / "events.csv")
     pipes = tmp_path / "pipes"
     emu.add_fault(Fault("latency", seconds=60.0, path_prefix="/batch"))
+    arrived = a_batch_request_arrives(emu)
     first = start(sync_args(source, pipes), cli_env(emu), tmp_path)
     wait_for(started_loading(pipes))
-    time.sleep(0.5)
+    wait_for(arrived)  # the request is held by the hanging server now
+    time.sleep(0.2)
     err, exit_seconds = stop_with(first, signum)
     line = one_line(err)
     assert "abandoned" in line and f": 0 rows sent in this run, about {EVENTS} not sent yet" in line
