@@ -140,8 +140,9 @@ class EmailCounts:
     """Pass one over an input: how often each email occurs, as 32-bit hashes (`email_hash`).
 
     Holds one array of hashes per `add` (the same array `add` returns, so a caller keeping them per file holds
-    them once) and finds the repeated ones with one sort: at 10,000,000 rows about 90 MB at the peak, where
-    keeping a copy and `numpy.unique` took about 400 MB (BENCHMARKS.md, ten million rows).
+    them once) and finds the repeated ones by sorting one concatenation in place: 40 MB of hashes at
+    10,000,000 rows and one copy while sorting. Keeping a second copy and running `numpy.unique` made this
+    pre-pass the peak of a 5,000,000-row first sync, 470 MB (BENCHMARKS.md, ten million rows).
     """
 
     def __init__(self) -> None:
