@@ -20,7 +20,7 @@ from ..ledger import SyncLedger
 from .columns import BOOLEAN, INTEGER, TEXT, EngineDeclined
 from .events import TIMESTAMP
 from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
-from .ledger_access import on_ledger, partition_sql, partitions, roomy, steady, with_more_room
+from .ledger_access import ledger_part_sql, on_ledger, partition_sql, partitions, roomy, steady, with_more_room
 from .sql import DUCKDB, literal, quote
 
 ALIAS: Final = "bento_input"
@@ -58,8 +58,7 @@ def diff_sql(plan: TablePlan, table: str, part: int = 0, parts: int = 1) -> str:
         WITH n AS (
             SELECT {key} AS {KEY}, {ok} AS {OK}, {fp} AS {FP} FROM {source} WHERE {mine}
         ), e AS (
-            SELECT key, value FROM ledger_entries
-            WHERE site = $1 AND ns = $2 AND sub = '' AND {partition_sql("key", part, parts)}
+            {ledger_part_sql("$1", "$2", part, parts)}
         ), send AS (
             SELECT n.{KEY} FROM n LEFT JOIN e ON e.key = n.{KEY} WHERE NOT {same}
         ), shared AS (

@@ -43,6 +43,13 @@ def partition_sql(key: str, part: int, parts: int) -> str:
     return "TRUE" if parts == 1 else f"hash({key}) % {parts} = {part}"
 
 
+def ledger_part_sql(site: str, ns: str, part: int, parts: int) -> str:
+    """SQL: (key, value) of the ledger's entries of one namespace and site whose keys fall in the partition;
+    `site` and `ns` are SQL expressions (parameters)."""
+    return (f"SELECT key, value FROM ledger_entries WHERE site = {site} AND ns = {ns} AND sub = '' "
+            f"AND {partition_sql('key', part, parts)}")
+
+
 def on_ledger(ledger: SyncLedger, work: Callable[[duckdb.DuckDBPyConnection], _R]) -> _R:
     """`work(connection)` on the ledger's connection, alone in the process (`SyncLedger.exclusive`)."""
     return ledger.exclusive(lambda held: work(held._con))

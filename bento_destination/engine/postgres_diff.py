@@ -20,7 +20,7 @@ from ..ledger import SyncLedger
 from .columns import BOOLEAN, INTEGER, TEXT
 from .events import TIMESTAMP
 from .expressions import TablePlan, namespace, row_fingerprint_sql, row_key_sql, row_provable_sql, unchanged_sql
-from .ledger_access import on_ledger, partition_sql, partitions, roomy, steady, with_more_room
+from .ledger_access import ledger_part_sql, on_ledger, partition_sql, partitions, roomy, steady, with_more_room
 from .sql import POSTGRES, quote
 
 #: Postgres type OIDs whose values `sql.text_sql` renders exactly as `value_text` (text, varchar; int2, int4,
@@ -62,8 +62,7 @@ def _judged(plan: TablePlan, site_param: str, ns_param: str, part: int = 0, part
         WITH shared AS (
             SELECT key FROM {PAIRS_TABLE} WHERE {mine} GROUP BY key HAVING count(*) > 1
         ), e AS (
-            SELECT key, value FROM ledger_entries WHERE site = {site_param} AND ns = {ns_param} AND sub = ''
-              AND {mine}
+            {ledger_part_sql(site_param, ns_param, part, parts)}
         )
         SELECT c.key, c.ok, {unchanged_sql(plan, "c.ok", copies, "e.value", "e.key", "c.fp")} AS same
         FROM (SELECT * FROM {PAIRS_TABLE} WHERE {mine}) c LEFT JOIN e ON e.key = c.key
