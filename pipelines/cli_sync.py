@@ -17,6 +17,7 @@ from bento_destination.clients import prove_credentials
 from bento_destination.results import results_target
 from bento_destination.runlock import FOREVER
 
+from .arrow_without_pandas import arrow_without_pandas
 from .cli_common import EXIT_OK, EXIT_USAGE, CliError, Console, Result, destination_config, is_local, mask, share
 from .cli_input import SyncInput, open_input, require_columns
 from .cli_sync_dry import dry_run
@@ -106,6 +107,7 @@ def confirm(message: str, stdin: TextIO, err: TextIO) -> bool:
 
 
 def run(args: argparse.Namespace, console: Console) -> Result:
+    arrow_without_pandas()  # about 34 MB less RSS: the sync's inputs are never pandas objects
     source = open_input(args.source, args.table, args.query, args.encoding)
     try:
         return _run(args, console, source)

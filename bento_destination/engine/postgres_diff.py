@@ -27,8 +27,12 @@ from .sql import POSTGRES, quote
 #: int8; bool). char(n) is left out: its padding is cut by a cast to text but not by the driver.
 POSTGRES_KINDS: Final = {25: TEXT, 1043: TEXT, 21: INTEGER, 23: INTEGER, 20: INTEGER, 16: BOOLEAN,
                           1184: TIMESTAMP, 1114: TIMESTAMP, 1082: TIMESTAMP}  # timestamps: an event's `date` only
-#: pairs read from Postgres per Arrow chunk, and keys per query of full rows
-PAIR_CHUNK: Final = 50_000
+#: pairs read from Postgres per Arrow chunk (the driver hands them over as Python tuples: 50,000 of them put
+#: about 30 MB on a 1,000,000-row sync's peak), and keys per query of full rows
+PAIR_CHUNK: Final = 10_000
+#: DuckDB's cap while the pairs stream in: the pairs table spills to disk beyond it, so the engine's own cap
+#: (ENGINE_MEMORY_LIMIT) is needed only by the diff that reads it back
+PAIRS_MEMORY_LIMIT: Final = "24MB"
 KEY_CHUNK: Final = 10_000
 #: above this share of the table to send (a first sync), the rows are read in one pass over the table and
 #: the unchanged ones dropped as they come, instead of one scan of the table per KEY_CHUNK keys
@@ -125,7 +129,7 @@ class PostgresDiff:
         schema = pa.schema(fields)
 
         def create(con: duckdb.DuckDBPyConnection) -> None:
-            roomy(con)  # until the diff is done (`_diff` sets the steady settings back)
+            roomy(con, PAIRS_MEMORY_LIMIT)  # `_diff` raises the cap, and sets the steady settings back
             con.execute(f"CREATE OR REPLACE TEMP TABLE {PAIRS_TABLE} (key VARCHAR, ok BOOLEAN, fp VARCHAR)")
 
         on_ledger(self._ledger, create)
@@ -160,6 +164,7 @@ class PostgresDiff:
 
         def run(con: duckdb.DuckDBPyConnection) -> tuple[int, int, int, pa.Array | None]:
             try:
+                roomy(con)
                 con.execute("CREATE OR REPLACE TEMP TABLE bento_engine_judged (key VARCHAR, ok BOOLEAN, same BOOLEAN)")
                 parts = partitions(int(con.execute(f"SELECT count(*) FROM {PAIRS_TABLE}").fetchall()[0][0]))
                 for part in range(parts):  # one partition of keys at a time: the memory follows the partition
