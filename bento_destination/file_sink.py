@@ -344,8 +344,10 @@ class _Window:
                     finished.append(row_id)
             refused = set(self.refused)
 
+        number = self.number  # not `self`: a window waiting for its commits would hold all its rows meanwhile
+
         def settle() -> None:  # only once the request's rows are in the ledger: a crash loses no acknowledgement
-            load.progress.request_done(self.number, name)
+            load.progress.request_done(number, name)
             outcome.received = len(finished)  # rows whose every request is answered
             load.run.merge(load.table, load.operation, outcome)
             load.context.add_batch(outcome.received, outcome.sent)
