@@ -13,8 +13,9 @@ The claim: peak RSS <= 300 MB for every sync. It can fail; the output says which
     .venv/bin/python -m bench.bench_10m --rows 1000000 --inputs duckdb
     .venv/bin/python -m bench.bench_10m --rows 10000000 --inputs postgres --ledger-from LEDGER.duckdb
 
-The last form runs only the unchanged re-sync, starting from a copy of a ledger a first sync of the same rows
-wrote (either input: the keys and fingerprints are the same), for when a first sync would not fit the time.
+The last form runs only the unchanged re-sync, with a copy of a ledger a first sync of the same rows wrote
+(`--ledger-url`; either input: the keys and fingerprints are the same), for when a first sync would not fit
+the time. The people Bento holds are then 0: that emulator never took the first sync.
 
 Postgres comes from the tests' server helper (Debian's package: `make postgres-server`; the `[postgres]` extra
 brings the drivers): a throwaway cluster on a free port of 127.0.0.1, deleted afterwards.
@@ -92,14 +93,16 @@ def postgres_input(rows: int) -> Iterator[str]:
         server.stop()
 
 
-def seed_ledger(ledger: Path, pipeline_dir: Path) -> None:
-    """Start a pipeline with a copy of a ledger file (and its write-ahead log, if any): the keys and fingerprints
-    of the same rows are the same from either input, so its re-sync is an unchanged one."""
-    pipeline_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copy(ledger, pipeline_dir / "bento_ledger.duckdb")
+def seed_ledger(ledger: Path, folder: Path, label: str) -> list[str]:
+    """A copy of a ledger file (and its write-ahead log, if any), and the sync's flags that use it: the keys and
+    fingerprints of the same rows are the same from either input, so the re-sync is an unchanged one. (Not in
+    the pipeline's folder: dlt empties the folder of a pipeline that has no state yet.)"""
+    copy = folder / f"ledger_{label}.duckdb"
+    shutil.copy(ledger, copy)
     wal = ledger.with_name(ledger.name + ".wal")
     if wal.exists():
-        shutil.copy(wal, pipeline_dir / "bento_ledger.duckdb.wal")
+        shutil.copy(wal, copy.with_name(copy.name + ".wal"))
+    return ["--ledger-url", str(copy)]
 
 
 def bento_dlt() -> str:
@@ -117,11 +120,13 @@ def measured(argv: list[str], env: dict[str, str]) -> tuple[int, float, float]:
     return proc.returncode, elapsed, usage.ru_maxrss / 1024  # Linux reports kilobytes
 
 
-def sync_once(emu: EmulatorProcess, source: str, label: str, run: str, workdir: Path, rpm: float) -> SyncRun:
+def sync_once(
+    emu: EmulatorProcess, source: str, label: str, run: str, workdir: Path, rpm: float, extra: list[str] | None = None
+) -> SyncRun:
     before = emu.summary()
     argv = [bento_dlt(), "sync", "--from", source, "--table", TABLE, "--as", "subscribers", "--yes", "--quiet",
             "--requests-per-minute", str(rpm), "--pipelines-dir", str(workdir / "pipelines"),
-            "--pipeline-name", f"bench_10m_{label}"]
+            "--pipeline-name", f"bench_10m_{label}", *(extra or [])]
     code, wall, rss = measured(argv, {**os.environ, **emu.env})
     after = emu.summary()
 
@@ -150,9 +155,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=10_000_000)
     parser.add_argument("--inputs", default="duckdb,postgres", help="comma list of duckdb, postgres")
     parser.add_argument("--ledger-from", type=Path, metavar="LEDGER.duckdb",
-                        help="skip the first syncs: start each input's pipeline with a copy of this ledger file (one "
-                             "a first sync of the same rows wrote, e.g. from the other input) and run only the "
-                             "unchanged re-sync")
+                        help="skip the first syncs: give each input's sync a copy of this ledger file (--ledger-url; "
+                             "one a first sync of the same rows wrote, e.g. from the other input) and run only "
+                             "the unchanged re-sync")
     parser.add_argument("--requests-per-minute", type=float, default=1_000_000.0,
                         help="the client's budget for the syncs (raised: the emulator's limit is raised too)")
     args = parser.parse_args()
@@ -172,17 +177,19 @@ def main() -> None:
             with emulator_process(emu_args) as emu:
                 started = time.perf_counter()
                 runs: tuple[str, ...] = ("first", "unchanged")
+                extra: list[str] = []
                 if args.ledger_from is not None:
-                    seed_ledger(args.ledger_from, workdir / "pipelines" / f"bench_10m_{name}")
+                    extra = seed_ledger(args.ledger_from, workdir, name)
                     runs = ("unchanged",)
                 if name == "duckdb":
                     source = duckdb_input(workdir, args.rows)
                     print(f"duckdb input: {args.rows} rows in {time.perf_counter() - started:.1f}s", flush=True)
-                    results += [sync_once(emu, source, name, run, workdir, args.requests_per_minute) for run in runs]
+                    results += [sync_once(emu, source, name, run, workdir, args.requests_per_minute, extra)
+                                for run in runs]
                 else:
                     with postgres_input(args.rows) as source:
                         print(f"postgres input: {args.rows} rows in {time.perf_counter() - started:.1f}s", flush=True)
-                        results += [sync_once(emu, source, name, run, workdir, args.requests_per_minute)
+                        results += [sync_once(emu, source, name, run, workdir, args.requests_per_minute, extra)
                                     for run in runs]
                 emulator_peaks[name] = round(emu.peak_rss_mb(), 1)
                 print(f"emulator ({name}): peak RSS {emulator_peaks[name]} MB, records=counts", flush=True)
