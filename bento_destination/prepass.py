@@ -101,7 +101,7 @@ def _package_jobs(
     pipeline: Any, load_id: str, states: tuple[str, ...] = ("new_jobs",)
 ) -> list[tuple[str, str, frozenset[str]]]:
     """(table, file path, the table's column names) of the package's jobs in `states` (dlt tables skipped)."""
-    info = pipeline.get_load_package_info(load_id)
+    info = _package_info(pipeline, load_id)
     tables = getattr(info.schema, "tables", {}) if info.schema is not None else {}
     out = []
     for job in (job for state in states for job in info.jobs.get(state, [])):
@@ -110,6 +110,18 @@ def _package_jobs(
             columns = frozenset((tables.get(table) or {}).get("columns", {}) or ())
             out.append((table, str(job.file_path), columns))
     return sorted(out, key=lambda job: (job[0], file_key(job[1])))  # event numbers count in file-id order
+
+
+def _package_info(pipeline: Any, load_id: str, tries: int = 5) -> Any:
+    """dlt's listing of a load package. Jobs move between folders while the load runs (the pre-pass inside
+    a plain run reads it beside running jobs), and dlt looks at each file it listed: one that moved away
+    meanwhile fails the listing, which is then read again."""
+    for _ in range(tries - 1):
+        try:
+            return pipeline.get_load_package_info(load_id)
+        except FileNotFoundError:
+            continue
+    return pipeline.get_load_package_info(load_id)
 
 
 def package_rows(pipeline: Any, load_id: str, table_name: str) -> int | None:

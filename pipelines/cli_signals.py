@@ -64,6 +64,10 @@ class SignalGuard:
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
         self._done.set()
+        if self._stop_signal() is not None:
+            # the run ended on a signal and the command is ending too: a second signal that comes meanwhile
+            # still ends it with its exit code (a handler put back would let it kill the process, exit -2)
+            return
         for number, handler in self._previous.items():
             signal.signal(number, handler)
 
