@@ -362,9 +362,11 @@ def test_a_second_sigint_exits_at_once(emu: BentoEmulator, tmp_path: Path) -> No
     source = write_events(tmp_path / "events.csv")
     pipes = tmp_path / "pipes"
     emu.add_fault(Fault("latency", seconds=60.0, path_prefix="/batch"))
+    arrived = a_batch_request_arrives(emu)
     first = start(sync_args(source, pipes), cli_env(emu, BENTO_CANCEL_GRACE_SECONDS="60"), tmp_path)
     wait_for(started_loading(pipes))
-    time.sleep(0.5)
+    wait_for(arrived)  # a request hangs now: the first SIGINT alone cannot end the run within the grace
+    time.sleep(0.2)
     first.send_signal(signal.SIGINT)
     time.sleep(0.3)
     err, exit_seconds = stop_with(first, signal.SIGINT)  # the second: the grace (60 s) is not waited for
