@@ -12,9 +12,7 @@ import duckdb
 
 from bento_api.emulator import BentoEmulator
 
-from .test_cli import base_env, cli
-
-REPO = Path(__file__).resolve().parents[1]
+from .test_cli import REPO, base_env, cli
 
 SCRIPT = """
 import sys
