@@ -367,6 +367,77 @@ def test_postgres_with_most_rows_changed_reads_the_table_once_and_still_sends_on
 
 
 @pytest.mark.postgres
+def test_postgres_rows_reach_the_sink_as_arrow_tables_with_the_tables_values(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A first sync's rows (the one-pass read) and a re-sync's changed rows (read by key) come as Arrow tables
+    typed from the table's columns, so dlt writes parquet and the sink maps whole columns."""
+    import pyarrow as pa
+    import sqlalchemy as sa
+
+    from bento_destination.engine.postgres_diff import PostgresDiff
+    from bento_destination.engine.rows import EngineSource, plan_for
+    from bento_destination.ledger import SyncLedger
+
+    write_pg_contacts(postgres_url)
+    plan = plan_for(EngineSource("postgres", postgres_url, "contacts"), "subscribers", False)
+    ledger = SyncLedger.open(str(tmp_path / "ledger.duckdb"), site="site")
+    diff = PostgresDiff(ledger, "site", postgres_url, "contacts")
+    try:
+        batches = list(diff.batches(plan, rows=70))
+    finally:
+        diff.close()
+        ledger.close()
+    assert batches and all(isinstance(batch, pa.Table) for batch in batches)
+    table = pa.concat_tables(batches)  # type: ignore[arg-type]
+    assert table.schema.types == [pa.string(), pa.string(), pa.int64(), pa.bool_(), pa.string(), pa.string()]
+    assert sorted(table.to_pylist(), key=str) == sorted(pg_rows(postgres_url), key=str)
+    assert (diff.sent, diff.unchanged) == (ROWS, 0)
+
+    engine = sa.create_engine(postgres_url)
+    try:
+        with engine.begin() as con:
+            con.exec_driver_sql("UPDATE contacts SET score = -1 WHERE email = 'Person8@Example.com'")
+    finally:
+        engine.dispose()
+    ledger = SyncLedger.open(str(tmp_path / "ledger.duckdb"), site="site")
+    diff = PostgresDiff(ledger, "site", postgres_url, "contacts")
+    try:
+        again = list(diff.batches(plan))  # nothing acknowledged in the ledger: every row is new, read by keys
+    finally:
+        diff.close()
+        ledger.close()
+    assert all(isinstance(batch, pa.Table) for batch in again)
+    assert sum(batch.num_rows for batch in again) == ROWS  # type: ignore[union-attr]
+
+
+def test_rows_with_a_timestamp_stay_dicts_and_others_become_arrow() -> None:
+    """An event's `date` (a timestamp: zone and precision are the driver's) keeps rows as dicts; text,
+    integer and boolean columns make one Arrow table, the query's own trailing columns dropped."""
+    import datetime as dt
+
+    import pyarrow as pa
+
+    from bento_destination.engine.columns import BOOLEAN, INTEGER, TEXT
+    from bento_destination.engine.events import TIMESTAMP
+    from bento_destination.engine.postgres_diff import arrow_schema, as_batch, same_columns
+
+    plain = [("email", TEXT), ("score", INTEGER), ("vip", BOOLEAN)]
+    rows = [("a@x.com", 1, True, "key-a", True), ("b@x.com", None, None, "key-b", False)]
+    table = as_batch(plain, arrow_schema(plain), rows)
+    assert isinstance(table, pa.Table)
+    assert table.to_pylist() == [{"email": "a@x.com", "score": 1, "vip": True},
+                                 {"email": "b@x.com", "score": None, "vip": None}]
+    dated = [("email", TEXT), ("date", TIMESTAMP)]
+    when = dt.datetime(2026, 12, 2, tzinfo=dt.UTC)
+    assert arrow_schema(dated) is None
+    assert as_batch(dated, None, [("a@x.com", when, "key")]) == [{"email": "a@x.com", "date": when}]
+    same_columns(["email", "score", "vip", "__bento_key"], plain)
+    with pytest.raises(RuntimeError, match="columns changed"):
+        same_columns(["email", "vip", "__bento_key"], plain)
+
+
+@pytest.mark.postgres
 def test_postgres_is_only_read_by_a_select_only_role_beside_an_open_write_transaction(
     emu: BentoEmulator, env: dict[str, str], postgres_url: str, tmp_path: Path
 ) -> None:

@@ -9,7 +9,7 @@ the transactions are READ ONLY.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any, Final
 
@@ -89,13 +89,40 @@ def postgres_columns(url: str, table: str) -> list[tuple[str, str]]:
     return [(str(d[0]), POSTGRES_KINDS.get(int(str(d[1])), f"type {d[1]}")) for d in description or ()]
 
 
-#: Arrow types of an empty batch, with the types dlt infers from the rows of these kinds (others: no type)
+#: Arrow types of the kinds whose driver values convert to Arrow as they are (the types dlt infers from rows)
 _ARROW_TYPES: Final = {TEXT: pa.string(), INTEGER: pa.int64(), BOOLEAN: pa.bool_()}
 
 
 def empty_table(columns: list[tuple[str, str]]) -> pa.Table:
     """No rows, the table's columns: what dlt needs to start a load of the table."""
     return pa.table({name: pa.array([], _ARROW_TYPES.get(kind, pa.null())) for name, kind in columns})
+
+
+def arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema | None:
+    """The Arrow schema of rows of these columns, or None when a kind has no exact Arrow type (timestamps:
+    their zone and precision are the driver's; those rows stay dicts, as dlt infers them)."""
+    if not all(kind in _ARROW_TYPES for _, kind in columns):
+        return None
+    return pa.schema([pa.field(name, _ARROW_TYPES[kind]) for name, kind in columns])
+
+
+def same_columns(keys: Sequence[str], columns: list[tuple[str, str]]) -> None:
+    """Refuse to name a read's values after `columns` when the table changed since they were read."""
+    names = [name for name, _ in columns]
+    if list(keys)[: len(names)] != names:
+        raise RuntimeError(f"the table's columns changed during the sync: {names} became {list(keys)}")
+
+
+def as_batch(columns: list[tuple[str, str]], schema: pa.Schema | None,
+             rows: Sequence[Sequence[Any]]) -> pa.Table | list[dict[str, Any]]:
+    """Driver rows (the table's columns first, in order; the query's own columns after them are dropped) as
+    one Arrow table when `schema` is known, so dlt writes parquet and the sink maps whole columns; else as
+    dicts."""
+    if schema is None:
+        return [dict(zip((name for name, _ in columns), row, strict=False)) for row in rows]
+    values = list(zip(*rows, strict=True))[: len(schema)] if rows else [()] * len(schema)
+    return pa.table([pa.array(column, field.type) for column, field in zip(values, schema, strict=True)],
+                    schema=schema)
 
 
 class PostgresDiff:
@@ -190,10 +217,13 @@ class PostgresDiff:
 
         return on_ledger(self._ledger, run)
 
-    def _one_pass(self, plan: TablePlan, rows: int) -> Iterator[list[dict[str, Any]]]:
+    def _one_pass(self, plan: TablePlan, columns: list[tuple[str, str]],
+                  rows: int) -> Iterator[pa.Table | list[dict[str, Any]]]:
         """Every row of the table but the unchanged ones, in one streamed read (most rows go)."""
         sql = (f"SELECT *, {row_key_sql(plan, POSTGRES)} AS {KEY_COLUMN}, {row_provable_sql(plan, POSTGRES)} AS "
                f"{OK_COLUMN} FROM {table_ref(self._table)}")
+        key_at, ok_at = len(columns), len(columns) + 1  # the query's own columns follow the table's
+        schema = arrow_schema(columns)
 
         def unchanged(keys: list[str]) -> set[str]:
             def run(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -210,24 +240,25 @@ class PostgresDiff:
         try:
             with self._read_only() as con:
                 result = con.execution_options(stream_results=True, yield_per=rows).exec_driver_sql(sql)
-                for part in result.mappings().partitions(rows):
-                    same = unchanged([str(row[KEY_COLUMN]) for row in part if row[OK_COLUMN]])
-                    chosen = [
-                        {k: v for k, v in row.items() if k not in (KEY_COLUMN, OK_COLUMN)}
-                        for row in part if not (row[OK_COLUMN] and row[KEY_COLUMN] in same)
-                    ]
+                same_columns(result.keys(), columns)
+                for part in result.partitions(rows):
+                    same = unchanged([str(row[key_at]) for row in part if row[ok_at]])
+                    chosen = [row for row in part if not (row[ok_at] and row[key_at] in same)]
                     if chosen:
                         self.sent += len(chosen)
-                        yield chosen
+                        yield as_batch(columns, schema, chosen)
         finally:
             on_ledger(self._ledger, lambda con: con.execute(f"DROP TABLE IF EXISTS {SAME_TABLE}"))
 
-    def batches(self, plan: TablePlan, rows: int = 1000) -> Iterator[list[dict[str, Any]] | pa.Table]:
-        """The new and changed rows (and the unprovable ones) as lists of dicts, `rows` at a time."""
+    def batches(self, plan: TablePlan, rows: int = 1000) -> Iterator[pa.Table | list[dict[str, Any]]]:
+        """The new and changed rows (and the unprovable ones), `rows` at a time: Arrow tables when every
+        column has an exact Arrow type (`arrow_schema`), dicts otherwise."""
+        columns = postgres_columns(self._url, self._table)
+        schema = arrow_schema(columns)
         self._load_pairs(plan)
         _, same, unproven, keys = self._diff(plan)
         if keys is None:
-            yield from self._one_pass(plan, rows)
+            yield from self._one_pass(plan, columns, rows)
             keys = pa.array([], pa.string())
             unproven = 0  # read in the one pass already
         key, ok = row_key_sql(plan, POSTGRES), row_provable_sql(plan, POSTGRES)
@@ -241,9 +272,10 @@ class PostgresDiff:
         with self._read_only() as con:
             for sql, params in queries:
                 result = con.execution_options(stream_results=True, yield_per=rows).exec_driver_sql(sql, params)
-                for part in result.mappings().partitions(rows):
+                same_columns(result.keys(), columns)
+                for part in result.partitions(rows):
                     self.sent += len(part)
-                    yield [dict(row) for row in part]
+                    yield as_batch(columns, schema, part)
         self.unchanged = same
         if not self.sent:  # no row to send: the table still gets its load (and its report) with 0 rows
-            yield empty_table(postgres_columns(self._url, self._table))
+            yield empty_table(columns)
