@@ -140,10 +140,14 @@ class EmailCounts:
     """Pass one over an input: how often each email occurs, as 32-bit hashes (`email_hash`).
 
     Holds one array of hashes per `add` (the same array `add` returns, so a caller keeping them per file holds
-    them once) and finds the repeated ones by sorting one concatenation in place: 40 MB of hashes at
-    10,000,000 rows and one copy while sorting. Keeping a second copy and running `numpy.unique` made this
-    pre-pass the peak of a 5,000,000-row first sync, 470 MB (BENCHMARKS.md, ten million rows).
+    them once): 40 MB at 10,000,000 rows. The repeated ones are found a sixteenth of the hash range at a
+    time (by the top four bits), each part gathered from every array and sorted on its own, so finding them
+    adds about 5 MB, not a second copy of everything: sorting one concatenation of all hashes put a
+    ten-million-row first sync's pre-pass 80 MB above its extract (BENCHMARKS.md, ten million rows).
     """
+
+    #: the hash range is sorted in 2**PART_BITS parts, one at a time (by the hashes' top bits)
+    PART_BITS: Final = 4
 
     def __init__(self) -> None:
         self._chunks: list[numpy.ndarray[Any, numpy.dtype[numpy.uint32]]] = []
@@ -158,11 +162,17 @@ class EmailCounts:
     def repeated(self) -> set[int]:
         """Hashes that occur more than once (computed once, after every `add`)."""
         if self._repeated is None:
-            everything = numpy.concatenate(self._chunks) if self._chunks else numpy.zeros(0, numpy.uint32)
+            shift = numpy.uint32(32 - self.PART_BITS)
+            found: set[int] = set()
+            for part in range(1 << self.PART_BITS):
+                mine = [chunk[(chunk >> shift) == part] for chunk in self._chunks]
+                gathered = numpy.concatenate(mine) if mine else numpy.zeros(0, numpy.uint32)
+                del mine
+                gathered.sort()
+                again = gathered[1:][gathered[1:] == gathered[:-1]]
+                found.update(int(h) for h in numpy.unique(again).tolist() if h)
             self._chunks = []
-            everything.sort()  # in place: the concatenation is the only copy
-            again = everything[1:][everything[1:] == everything[:-1]]
-            self._repeated = {int(h) for h in numpy.unique(again).tolist() if h}
+            self._repeated = found
         return self._repeated
 
     def may_repeat(self, email: str | None) -> bool:

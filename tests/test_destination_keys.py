@@ -332,3 +332,30 @@ def test_emails_whose_hashes_collide_are_told_apart_by_the_email_itself(
     counts = duplicates.EmailCounts()
     counts.add(["a@x.com", None, "b@x.com"])
     assert counts.repeated() == {7} and counts.may_repeat("c@x.com") and not counts.may_repeat(None)
+
+
+def test_repeated_hashes_found_part_by_part_equal_a_count_of_every_hash() -> None:
+    # the hashes are sorted a sixteenth of their range at a time; a hash repeated within one chunk, across
+    # chunks, at either end of the range, or in every part is found, and no other
+    import random
+    from collections import Counter
+
+    import numpy
+
+    from bento_destination import duplicates
+
+    rng = random.Random(15)
+    emails = [f"user{i}@x.com" for i in range(20_000)] + [f"user{i}@x.com" for i in range(0, 20_000, 97)]
+    emails += [None, None]
+    rng.shuffle(emails)
+    counts = duplicates.EmailCounts()
+    chunks = [counts.add(emails[start:start + 3_000]) for start in range(0, len(emails), 3_000)]
+    everything = Counter(int(h) for chunk in chunks for h in chunk.tolist())
+    want = {h for h, n in everything.items() if n > 1 and h}
+    assert len(want) >= 200 and {h >> 28 for h in want} == set(range(16))  # every part holds some
+    assert counts.repeated() == want
+
+    ends = duplicates.EmailCounts()
+    ends._chunks = [numpy.array([1, 0xFFFFFFFF, 0x10000000], numpy.uint32),
+                    numpy.array([0xFFFFFFFF, 0x0FFFFFFF, 1, 0, 0], numpy.uint32)]
+    assert ends.repeated() == {1, 0xFFFFFFFF}  # 0 (no email) is never a repeat
